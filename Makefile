@@ -1,0 +1,39 @@
+# PruneSec Bench. `make benchmark` and `make test` set themselves up (.venv from requirements.lock).
+PYTHON_SYS ?= python3.11
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+RESULTS    ?= results
+TRACKING_URI ?= sqlite:///$(abspath $(RESULTS))/mlflow.db
+EXPERIMENT ?= default
+UI_PORT    ?= 5000
+
+.PHONY: venv benchmark grid figures paper test test-slow ui clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON_SYS) >/dev/null || { echo "need $(PYTHON_SYS) on PATH (or: make PYTHON_SYS=/path/to/python3.11)"; exit 1; }
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $(STAMP)
+
+# The default grid (conf/experiment/default.yaml), then the figures from the tracking store.
+benchmark: $(STAMP)
+	$(PY) -m benchmark.run -m experiment=$(EXPERIMENT)
+	$(MAKE) figures
+
+figures: $(STAMP)
+	$(PY) -m benchmark.figures --tracking-uri "$(TRACKING_URI)" --experiment $(EXPERIMENT) --out $(RESULTS)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(UI_PORT)
+
+clean:
+	rm -rf $(RESULTS)/mlflow.db $(RESULTS)/mlartifacts $(RESULTS)/cache $(RESULTS)/figures $(RESULTS)/tables $(RESULTS)/hydra

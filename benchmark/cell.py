@@ -1,0 +1,141 @@
+"""One grid cell: validate -> (skip if finished) -> data -> dense -> prune + fine-tune -> measure -> attack -> log."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric
+from omegaconf import DictConfig, OmegaConf
+
+from attacks import build_threat
+from benchmark import hashing, measure, stages, tracking
+from benchmark.cache import ModelCache
+from benchmark.data import load_dataset
+from benchmark.training import accuracy_and_loss, resolve_device
+from benchmark.validate import validate
+
+log = logging.getLogger("benchmark")
+
+
+@dataclass
+class CellResult:
+    status: str  # "finished" | "skipped" | "failed"
+    cell_hash: str
+    run_name: str
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def canonicalize(cfg: DictConfig) -> None:
+    """`pruning=none` ignores sparsity: normalise it so every `none` cell of a sweep has one hash (run once)."""
+    if cfg.pruning.method == "none" and cfg.pruning.sparsity != 0:
+        log.info("pruning=none: sparsity %s normalised to 0 (the dense baseline)", cfg.pruning.sparsity)
+        cfg.pruning.sparsity = 0.0
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.model.name}|{cfg.pruning.method}|s={cfg.pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
+
+
+def prepare(cfg: DictConfig) -> tuple[str, str]:
+    """Everything that must hold before compute: canonical form, validation, the cell's identity."""
+    canonicalize(cfg)
+    validate(cfg)
+    return hashing.cell_hash(cfg), run_name(cfg)
+
+
+def run_cell(cfg: DictConfig, progress: str = "") -> CellResult:
+    started = time.perf_counter()
+    cell_hash, name = prepare(cfg)
+    results = Path(cfg.results_dir).resolve()
+    experiment_id = tracking.setup_experiment(
+        cfg.tracking_uri or tracking.default_tracking_uri(results), cfg.experiment_name, results / "mlartifacts")
+    finished = None if cfg.force else tracking.find_finished_run(experiment_id, cell_hash)
+    if finished:
+        log.info("%s %s: already finished (run %s, cell %s), skipped; force=true recomputes it",
+                 progress, name, finished, cell_hash)
+        return CellResult("skipped", cell_hash, name, finished)
+
+    log.info("%s %s (cell %s)", progress, name, cell_hash)
+    device = resolve_device(cfg.device)
+    threat = build_threat(cfg.threat)
+    tags = {"cell_hash": cell_hash, "device": str(device), **tracking.provenance_tags()}
+    with tracking.cell_run(experiment_id, name, tags, os.environ.get(tracking.PARENT_RUN_ENV)) as run:
+        mlflow.log_params(tracking.flatten(hashing.cell_identity(cfg)))
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        metrics, curves = _compute(cfg, threat, device, results, cell_hash)
+        metrics["time/cell_s"] = time.perf_counter() - started
+        metrics["time/bookkeeping_s"] = metrics["time/cell_s"] - sum(
+            v for k, v in metrics.items() if k in _COMPUTE_TIMERS)
+        mlflow.log_metrics(metrics)
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=[
+            Metric(key, value, int(time.time() * 1000), step) for key, value, step in curves])
+    log.info("%s %s finished in %.1fs: clean/acc=%.3f sparsity=%.3f", progress, name, metrics["time/cell_s"],
+             metrics["clean/acc"], metrics["sparsity/achieved"])
+    return CellResult("finished", cell_hash, name, run.info.run_id, metrics)
+
+
+_COMPUTE_TIMERS = {"time/data_s", "time/train_s", "time/prune_s", "time/finetune_s", "time/measure_s", "time/threat_s"}
+
+
+def _compute(cfg, threat, device, results: Path, cell_hash: str):
+    cache, use_cache = ModelCache(results / "cache"), not cfg.force
+    metrics: dict[str, float] = {"sparsity/target": float(cfg.pruning.sparsity)}
+
+    t = time.perf_counter()
+    data = load_dataset(cfg.dataset, cfg.seed)
+    train = threat.poison_training_set(data, cfg.seed)
+    metrics["time/data_s"] = time.perf_counter() - t
+
+    dense_key = hashing.dense_key(cfg, threat.training_data_key())
+    dense, dense_meta = stages.dense_model(cfg, train, dense_key, cache, device, use_cache)
+    metrics["time/train_s"] = 0.0 if dense_meta["cache_hit"] else dense_meta["train_s"]
+    metrics["cache/dense_hit"] = float(dense_meta["cache_hit"])
+
+    pruned_key = hashing.pruned_key(dense_key, cfg)
+    model, meta = stages.pruned_model(cfg, dense, train, pruned_key, cache, device, use_cache)
+    metrics["time/prune_s"] = 0.0 if meta["cache_hit"] else meta["prune_s"]
+    metrics["time/finetune_s"] = 0.0 if meta["cache_hit"] else meta["finetune_s"]
+    metrics["cache/pruned_hit"] = float(meta["cache_hit"])
+    metrics.update(meta["info"])
+    mlflow.set_tags({"dense_key": dense_key, "pruned_key": pruned_key, "structured": str(meta["structured"]).lower()})
+
+    t = time.perf_counter()
+    measured, per_layer_sparsity = _measure(cfg, dense, model, data, train, device)
+    metrics.update(measured)
+    metrics["time/measure_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report = threat.evaluate(model, data, device, cfg.seed)
+    metrics.update(report.metrics)
+    metrics["time/threat_s"] = time.perf_counter() - t
+
+    curves = [(f"finetune/loss", loss, epoch) for epoch, loss in enumerate(meta["epoch_losses"])] + report.curves
+    mlflow.log_dict(per_layer_sparsity, "sparsity_per_layer.json")
+    mlflow.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
+    return metrics, curves
+
+
+def _measure(cfg, dense, model, data, train, device) -> tuple[dict[str, float], dict[str, float]]:
+    prune_head = cfg.pruning.prune_head
+    achieved, per_layer = measure.achieved_sparsity(measure.layer_weight_counts(dense, prune_head), model, prune_head)
+    dense_params = sum(p.numel() for p in dense.parameters())
+    example = data.x_test[:1].to(device)
+    macs_dense, _ = measure.macs_and_params(dense, example)
+    macs, _ = measure.macs_and_params(model, example)
+    test_acc, test_loss = accuracy_and_loss(model, data.x_test, data.y_test, device)
+    train_acc, train_loss = accuracy_and_loss(model, train.x_train, train.y_train, device)
+    dense_acc, _ = accuracy_and_loss(dense, data.x_test, data.y_test, device)
+    return {
+        "clean/acc": test_acc, "clean/loss": test_loss, "train/acc": train_acc, "train/loss": train_loss,
+        "gap/acc": train_acc - test_acc, "gap/loss": test_loss - train_loss, "dense/acc": dense_acc,
+        "sparsity/achieved": achieved,
+        "sparsity/overall": 1.0 - measure.nonzero_parameters(model) / dense_params,
+        "cost/params": float(measure.nonzero_parameters(model)), "cost/params_dense": float(dense_params),
+        "cost/macs": float(macs), "cost/macs_dense": float(macs_dense),
+    }, per_layer

@@ -1,0 +1,75 @@
+"""What every pruning method shares: which layers are prunable, the context they get, what they return."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import prune as torch_prune
+
+from models import classifier_head
+
+
+@dataclass
+class PruneContext:
+    example_inputs: torch.Tensor  # one small batch, for torch-pruning's dependency graph and MAC counts
+    calibration: tuple[torch.Tensor, torch.Tensor]  # (x, y) batch of training data for data-aware methods
+    seed: int
+
+
+@dataclass
+class PruneOutcome:
+    model: nn.Module
+    structured: bool
+    info: dict[str, float] = field(default_factory=dict)  # method-specific numbers, logged as metrics
+
+
+def prunable_layers(model: nn.Module, prune_head: bool = True) -> list[tuple[str, nn.Module]]:
+    """Conv and Linear layers whose weights count toward sparsity (the classifier head per `prune_head`)."""
+    head = classifier_head(model)
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and (prune_head or m is not head)
+    ]
+
+
+def finalize(model: nn.Module) -> nn.Module:
+    """Make masks permanent (`prune.remove`): the model becomes a plain one whose pruned weights are zero.
+
+    Needed before copying, counting MACs (torch-pruning's counter deep-copies and chokes on masks) or caching.
+    """
+    for module in model.modules():
+        if torch_prune.is_pruned(module):
+            for hook in list(module._forward_pre_hooks.values()):
+                if isinstance(hook, torch_prune.BasePruningMethod):
+                    torch_prune.remove(module, hook._tensor_name)
+    return model
+
+
+_SIZE_ATTRS = {  # module type -> attribute name -> weight dimension that holds it
+    nn.Conv2d: {"out_channels": 0, "in_channels": 1},
+    nn.Linear: {"out_features": 0, "in_features": 1},
+}
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Load a (possibly structurally pruned) state_dict into a fresh dense model of the same architecture.
+
+    Structured pruning shrinks tensors; instead of pickling the pruned module (unsafe to load), tensors are
+    stored alone (safetensors) and the fresh model's tensors and size attributes are resized to match them.
+    """
+    for key, tensor in state.items():
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        current = getattr(owner, attr)
+        if isinstance(current, nn.Parameter):
+            setattr(owner, attr, nn.Parameter(tensor.clone(), requires_grad=current.requires_grad))
+        else:
+            owner._buffers[attr] = tensor.clone()
+    for module in model.modules():
+        for attr, dim in _SIZE_ATTRS.get(type(module), {}).items():
+            setattr(module, attr, module.weight.shape[dim] * (module.groups if attr == "in_channels" else 1))
+        if isinstance(module, nn.BatchNorm2d):
+            module.num_features = module.weight.shape[0] if module.weight is not None else module.running_mean.shape[0]
+    return model

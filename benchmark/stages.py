@@ -1,0 +1,61 @@
+"""The two expensive, shareable stages of a cell, each behind the content-addressed cache:
+dense training (shared by every pruning method and sparsity) and prune + fine-tune."""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn as nn
+
+from benchmark.cache import ModelCache
+from benchmark.data import Dataset
+from benchmark.pruning import PruneContext, finalize, load_state_into, prune
+from benchmark.training import fit, seed_everything
+from models import build_model
+
+CALIBRATION_SIZE = 256  # training images handed to data-aware pruning methods
+
+
+def fresh_model(cfg, data: Dataset) -> nn.Module:
+    seed_everything(cfg.seed)  # the initial weights depend on the seed only
+    return build_model(cfg.model.name, data.in_channels, data.image_size, data.num_classes)
+
+
+def dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool = True):
+    """Trained dense model for `key`, from the cache or trained now. Returns (model, meta)."""
+    model = fresh_model(cfg, train)
+    hit = cache.load("dense", key) if use_cache else None
+    if hit is not None:
+        state, meta = hit
+        model.load_state_dict(state)
+        return model.to(device).eval(), {**meta, "cache_hit": True}
+    started = time.perf_counter()
+    losses = fit(model, train.x_train, train.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
+                 batch_size=cfg.train.batch_size, seed=cfg.seed, device=device, desc=f"dense {cfg.model.name}")
+    meta = {"train_s": time.perf_counter() - started, "epoch_losses": losses}
+    cache.save("dense", key, model.state_dict(), meta)
+    return model, {**meta, "cache_hit": False}
+
+
+def pruned_model(cfg, dense: nn.Module, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool = True):
+    """Dense model pruned by `cfg.pruning` and fine-tuned with its masks fixed. Returns (model, meta)."""
+    hit = cache.load("pruned", key) if use_cache else None
+    if hit is not None:
+        state, meta = hit
+        return load_state_into(fresh_model(cfg, train), state).to(device).eval(), {**meta, "cache_hit": True}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    calib = torch.randperm(len(train.y_train), generator=generator)[:CALIBRATION_SIZE]
+    ctx = PruneContext(example_inputs=train.x_train[:1].to(device),
+                       calibration=(train.x_train[calib], train.y_train[calib]), seed=cfg.seed)
+    started = time.perf_counter()
+    outcome = prune(copy.deepcopy(dense).cpu().to(device), cfg.pruning, ctx)
+    prune_s = time.perf_counter() - started
+    started = time.perf_counter()
+    losses = fit(outcome.model, train.x_train, train.y_train, epochs=cfg.finetune.epochs, lr=cfg.finetune.lr,
+                 batch_size=cfg.finetune.batch_size, seed=cfg.seed, device=device, desc=f"fine-tune {cfg.pruning.method}")
+    model = finalize(outcome.model)
+    meta = {"prune_s": prune_s, "finetune_s": time.perf_counter() - started, "epoch_losses": losses,
+            "structured": outcome.structured, "info": outcome.info}
+    cache.save("pruned", key, model.state_dict(), meta)
+    return model, {**meta, "cache_hit": False}

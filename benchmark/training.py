@@ -1,0 +1,85 @@
+"""Seeded training, fine-tuning and evaluation loops over in-memory tensors."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no CUDA device; allowed here: 'auto', 'cpu'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    desc: str,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+) -> list[float]:
+    """Adam (the seed's optimiser) over seeded mini-batches; returns the mean training loss per epoch.
+
+    Works unchanged on models with `torch.nn.utils.prune` masks: the mask is re-applied in every forward, so
+    pruned weights stay exactly zero while the surviving ones are fine-tuned.
+    """
+    model.to(device).train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=epochs == 0)
+    for epoch in bar:
+        order = torch.randperm(len(y), generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, len(y), batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            loss = F.cross_entropy(model(xb), yb)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        losses.append(total / max(count, 1))
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{losses[-1]:.4f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for `x`, computed in eval mode in batches, returned on the CPU."""
+    model.to(device).eval()
+    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    logits = predict(model, x, device)
+    return (logits.argmax(1) == y).float().mean().item(), F.cross_entropy(logits, y).item()

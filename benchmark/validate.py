@@ -1,0 +1,69 @@
+"""Checks on a resolved cell config that run before any data is loaded or any model is trained.
+
+Each error names the key, the bad value and what is allowed. Hydra itself rejects unknown config-group
+options (`model=resnet50` -> "Could not find 'model/resnet50'. Available options: ...")."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is unknown; allowed: {sorted(allowed)}")
+
+
+def _range(key: str, value, low, high, *, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value and (
+        value < high if high_open else value <= high)
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is out of range; allowed: {low} <= {key.split('.')[-1]} "
+                          f"{'<' if high_open else '<='} {high}")
+
+
+def validate(cfg: DictConfig) -> None:
+    from attacks import ATTACKS, THREATS
+    from benchmark.data import LOADERS
+    from benchmark.pruning import PRUNERS, STRUCTURED
+    from models import MODELS
+
+    _choice("dataset.name", cfg.dataset.name, LOADERS)
+    _choice("model.name", cfg.model.name, MODELS)
+    _choice("pruning.method", cfg.pruning.method, PRUNERS)
+    _choice("threat.kind", cfg.threat.kind, THREATS)
+    _choice("device", cfg.device, {"auto", "cpu", "cuda"})
+    _range("seed", cfg.seed, 0, 2**32 - 1)
+    _range("pruning.sparsity", cfg.pruning.sparsity, 0.0, 1.0, high_open=True)
+    if cfg.pruning.method == "threshold":
+        _range("pruning.rate", cfg.pruning.rate, 0.0, 1.0)
+    for group in ("train", "finetune"):
+        _range(f"{group}.epochs", cfg[group].epochs, 0, 10_000)
+        _range(f"{group}.lr", cfg[group].lr, 1e-12, 10.0)
+        _range(f"{group}.batch_size", cfg[group].batch_size, 1, 1_000_000)
+    if cfg.threat.kind == "evasion":
+        _range("threat.subset", cfg.threat.subset, 1, 10_000_000)
+        for i, eps in enumerate(cfg.threat.eps):
+            _range(f"threat.eps[{i}]", eps, 0.0, 1.0)
+        for i, attack in enumerate(cfg.threat.attacks):
+            _choice(f"threat.attacks[{i}].name", attack.name, ATTACKS)
+    _model_fits_dataset(cfg, STRUCTURED)
+
+
+def _model_fits_dataset(cfg: DictConfig, structured_methods) -> None:
+    """Build the (small) model once from the dataset's declared shape: catches impossible combinations early."""
+    import torch.nn as nn
+
+    from models import build_model, classifier_head
+
+    try:
+        model = build_model(cfg.model.name, cfg.dataset.in_channels, cfg.dataset.image_size, cfg.dataset.num_classes)
+    except ValueError as err:
+        raise ConfigError(f"model.name={cfg.model.name!r} does not fit dataset.name={cfg.dataset.name!r}: {err}") from None
+    if cfg.pruning.method in structured_methods:
+        head = classifier_head(model)
+        if not any(isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head for m in model.modules()):
+            raise ConfigError(f"pruning.method={cfg.pruning.method!r} is structured but model.name={cfg.model.name!r} "
+                              "has no prunable channels besides its classifier head")
