@@ -56,8 +56,8 @@ class EvasionThreat(Threat):
                 started = time.perf_counter()
                 for eps in self.cfg.eps:
                     np.random.seed(seed)  # ART draws PGD's random start from numpy's global generator
-                    attack = ATTACKS[attack_cfg.name](classifier, float(eps), attack_cfg)
-                    x_adv = attack.generate(x=x_np, y=y_np)
+                    # eps = 0 is the clean point of a robustness curve (ART rejects a zero PGD step)
+                    x_adv = x_np if eps == 0 else ATTACKS[attack_cfg.name](classifier, float(eps), attack_cfg).generate(x=x_np, y=y_np)
                     acc = float((classifier.predict(x_adv, batch_size=attack_cfg.batch_size).argmax(1) == y_np).mean())
                     report.metrics[f"robust/{attack_cfg.name}/{eps_key(eps)}"] = acc
                     report.curves.append((f"robust_curve/{attack_cfg.name}", acc, int(round(eps * 1000))))
