@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import torch
 from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
@@ -129,7 +130,8 @@ def _measure(cfg, dense, model, data, train, device) -> tuple[dict[str, float], 
     macs_dense, _ = measure.macs_and_params(dense, example)
     macs, _ = measure.macs_and_params(model, example)
     test_acc, test_loss = accuracy_and_loss(model, data.x_test, data.y_test, device)
-    train_acc, train_loss = accuracy_and_loss(model, train.x_train, train.y_train, device)
+    subset = torch.randperm(len(train.y_train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.eval.train_subset]
+    train_acc, train_loss = accuracy_and_loss(model, train.x_train[subset], train.y_train[subset], device)
     dense_acc, _ = accuracy_and_loss(dense, data.x_test, data.y_test, device)
     return {
         "clean/acc": test_acc, "clean/loss": test_loss, "train/acc": train_acc, "train/loss": train_loss,

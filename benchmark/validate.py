@@ -39,6 +39,7 @@ def validate(cfg: DictConfig) -> None:
     _range("pruning.sparsity", cfg.pruning.sparsity, 0.0, 1.0, high_open=True)
     if cfg.pruning.method == "threshold":
         _range("pruning.rate", cfg.pruning.rate, 0.0, 1.0)
+    _range("eval.train_subset", cfg.eval.train_subset, 1, 10_000_000)
     for group in ("train", "finetune"):
         _range(f"{group}.epochs", cfg[group].epochs, 0, 10_000)
         _range(f"{group}.lr", cfg[group].lr, 1e-12, 10.0)
