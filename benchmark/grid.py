@@ -22,7 +22,8 @@ log = logging.getLogger("benchmark")
 
 def grid_size(config: DictConfig) -> int:
     """Number of cells Hydra's basic sweeper will launch: the product of the sweep lengths."""
-    params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+    params = config.hydra.sweeper.get("params")  # None or empty without an experiment preset
+    params = OmegaConf.to_container(params, resolve=False) if params else {}
     overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     size = 1
     for override in OverridesParser.create().parse_overrides(overrides):
