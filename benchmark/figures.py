@@ -1,0 +1,329 @@
+"""Figures and tables as pure functions of the tracking store (`mlflow.search_runs` -> pandas), nothing else.
+
+CLI: `python -m benchmark.figures --tracking-uri URI --experiment NAME --out results` writes
+`<out>/figures/*.{png,pdf}` and `<out>/tables/*.{csv,md,tex}`. The notebook imports the same functions.
+
+Declarative: to add a figure, append one `FigureSpec` to FIGURES (metric glob -> one panel per matching metric,
+x = achieved sparsity, one line per pruning method, one file per model/dataset/threat); to add a summary column,
+append one `Column` to SUMMARY_COLUMNS. Specs whose metrics are absent from the store are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+log = logging.getLogger("benchmark")
+
+# Columns of the tidy frame (short names for the MLflow columns a figure groups by).
+MODEL, DATASET, THREAT, METHOD, TARGET, SEED = "model", "dataset", "threat", "method", "target", "seed"
+PARAMS = {MODEL: "params.model.name", DATASET: "params.dataset.name", THREAT: "params.threat.name",
+          METHOD: "params.pruning.method", TARGET: "params.pruning.sparsity", SEED: "params.seed"}
+SETTING = [MODEL, DATASET, THREAT]  # one figure file per setting
+POINT = [*SETTING, METHOD, TARGET]  # one plotted point (mean over seeds) per group
+X_SPARSITY = "sparsity/achieved"
+FLOAT_FORMAT = "%.4f"  # fixed float format: same data -> same bytes
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure per setting: a panel per metric matching `metrics` (a glob over metric names) minus `exclude`."""
+    name: str  # file stem: <name>__<model>__<dataset>__<threat>.{png,pdf}
+    metrics: str
+    ylabel: str
+    x: str = X_SPARSITY
+    xlabel: str = "achieved sparsity (fraction of prunable weights removed)"
+    exclude: tuple[str, ...] = ()
+    ylim: tuple[float, float] | None = (0.0, 1.02)
+    logx: bool = False
+
+
+FIGURES: list[FigureSpec] = [
+    FigureSpec("robust_vs_sparsity", "robust/*/eps_*", "robust accuracy", exclude=("robust/worst/*",)),
+    FigureSpec("worst_robust_vs_sparsity", "robust/worst/eps_*", "worst-case robust accuracy"),
+    FigureSpec("clean_vs_sparsity", "clean/acc", "clean test accuracy"),
+    FigureSpec("gap_vs_sparsity", "gap/acc", "generalisation gap (train - test acc)", ylim=None),
+    # Pareto view: cost against worst-case robustness, one panel per eps.
+    FigureSpec("pareto_macs_vs_worst_robust", "robust/worst/eps_*", "worst-case robust accuracy",
+               x="cost/macs", xlabel="MACs per image", logx=True),
+]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One summary-table column: a metric glob (each match is a column) reported as mean (and ± CI)."""
+    metrics: str
+    exclude: tuple[str, ...] = ()
+    ci: bool = True
+
+
+SUMMARY_COLUMNS: list[Column] = [
+    Column(X_SPARSITY, ci=False),
+    Column("clean/acc"),
+    Column("gap/acc"),
+    Column("robust/worst/eps_*"),
+    Column("cost/macs", ci=False),
+]
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """FINISHED cell runs of an experiment (grid parent runs dropped), as MLflow's frame."""
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'",
+                              output_format="pandas")
+    if runs.empty:
+        return runs
+    if "tags.grid" in runs:
+        runs = runs[runs["tags.grid"] != "true"]
+    return runs[runs.get("tags.cell_hash", pd.Series(index=runs.index)).notna()].reset_index(drop=True)
+
+
+def tidy(runs: pd.DataFrame) -> pd.DataFrame:
+    """Group keys with short names and typed values, plus every `metrics.*` column under its metric name.
+
+    A cell re-run with force=true has several FINISHED runs: keep the newest per cell hash."""
+    if runs.empty:
+        return pd.DataFrame(columns=list(PARAMS))
+    runs = runs.sort_values("start_time").drop_duplicates("tags.cell_hash", keep="last")
+    frame = pd.DataFrame({short: runs[col] for short, col in PARAMS.items() if col in runs})
+    frame[TARGET] = frame[TARGET].astype(float)
+    frame[SEED] = frame[SEED].astype(int)
+    metrics = runs[[c for c in runs.columns if c.startswith("metrics.")]]
+    frame = pd.concat([frame, metrics.rename(columns=lambda c: c[len("metrics."):])], axis=1)
+    return frame.sort_values([*POINT, SEED]).reset_index(drop=True)
+
+
+def matching(frame: pd.DataFrame, pattern: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Metric columns matching a glob, in natural order (eps_0.05 < eps_0.1 < eps_0.2)."""
+    names = [c for c in frame.columns if "/" in c and fnmatch.fnmatchcase(c, pattern)
+             and not any(fnmatch.fnmatchcase(c, e) for e in exclude) and frame[c].notna().any()]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str):
+    return [float(part) if re.fullmatch(r"\d+(\.\d+)?", part) else part for part in re.split(r"_|/", name)]
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+def ci_halfwidth(values: pd.Series, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the Student-t interval of the mean; 0 for a single seed."""
+    values = values.dropna()
+    n = len(values)
+    if n < 2:
+        return 0.0
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
+
+
+def aggregate(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Mean, 95% CI half-width and seed count per point (setting, method, target sparsity)."""
+    rows = []
+    for key, group in frame.groupby(POINT, sort=True, dropna=False):
+        row = dict(zip(POINT, key))
+        row["n_seeds"] = int(group[SEED].nunique())
+        for metric in metrics:
+            row[metric] = float(group[metric].mean()) if group[metric].notna().any() else np.nan
+            row[f"{metric} ci95"] = ci_halfwidth(group[metric])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*POINT, "n_seeds", *[c for m in metrics for c in (m, f"{m} ci95")]])
+
+
+def pareto_front(points: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
+    """Points not dominated by one that is at most as costly and at least as good (lower cost, higher value)."""
+    ordered = points.dropna(subset=[cost, value]).sort_values([cost, value], ascending=[True, False])
+    best, keep = -np.inf, []
+    for index, row in ordered.iterrows():
+        if row[value] > best:
+            keep.append(index)
+            best = row[value]
+    return ordered.loc[keep]
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+def settings(frame: pd.DataFrame) -> list[tuple]:
+    return sorted(frame[SETTING].drop_duplicates().itertuples(index=False, name=None))
+
+
+def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
+    """The figure of one spec for one (model, dataset, threat); None when no metric matches."""
+    sub = frame[(frame[SETTING] == pd.Series(setting, index=SETTING)).all(axis=1)]
+    panels = matching(sub, spec.metrics, spec.exclude)
+    if not panels or spec.x not in sub:
+        return None
+    agg = aggregate(sub, sorted({*panels, spec.x}))
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharey=spec.ylim is not None)
+    methods = sorted(agg[METHOD].unique())
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    for ax, metric in zip(axes.flat, panels):
+        for method in methods:
+            line = agg[agg[METHOD] == method].sort_values(spec.x)
+            ax.errorbar(line[spec.x], line[metric], yerr=line[f"{metric} ci95"], label=method, color=colors[method],
+                        marker="o", markersize=3, capsize=2, linestyle="-" if spec.x == X_SPARSITY else "none")
+        if spec.x != X_SPARSITY:  # a cost axis: draw the Pareto front over all methods
+            front = pareto_front(agg, spec.x, metric)
+            ax.step(front[spec.x], front[metric], where="post", color="black", linewidth=0.8, label="Pareto front")
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel(spec.xlabel, fontsize=8)
+        ax.set_ylabel(spec.ylabel, fontsize=8)
+        if spec.logx:
+            ax.set_xscale("log")
+        if spec.ylim:
+            ax.set_ylim(*spec.ylim)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    n_seeds = int(agg["n_seeds"].max())
+    note = f"mean ± 95% CI over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
+    fig.suptitle(f"{' / '.join(map(str, setting))} ({note})", fontsize=10)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08 if rows == 1 else 0.04, 1, 0.95))
+    return fig
+
+
+def write_figures(frame: pd.DataFrame, out: Path, specs: list[FigureSpec] | None = None) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for spec in FIGURES if specs is None else specs:
+        for setting in settings(frame):
+            fig = plot_spec(frame, spec, setting)
+            if fig is None:
+                continue
+            stem = "__".join([spec.name, *map(_slug, setting)])
+            for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+                path = out / f"{stem}.{ext}"
+                fig.savefig(path, dpi=120, metadata=metadata)  # no timestamps: reruns give stable files
+                written.append(path)
+            plt.close(fig)
+    return written
+
+
+def _slug(value) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(value))
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+def summary_table(frame: pd.DataFrame, columns: list[Column] | None = None) -> pd.DataFrame:
+    """One row per (setting, method, target sparsity): mean (and 95% CI half-width) over seeds, sorted."""
+    chosen = [(m, c.ci) for c in (SUMMARY_COLUMNS if columns is None else columns)
+              for m in matching(frame, c.metrics, c.exclude)]
+    agg = aggregate(frame, [m for m, _ in chosen])
+    drop = [f"{m} ci95" for m, ci in chosen if not ci]
+    return agg.drop(columns=drop).sort_values(POINT).reset_index(drop=True)
+
+
+def pareto_table(frame: pd.DataFrame, eps_metric: str | None = None) -> pd.DataFrame:
+    """Pareto-optimal points (MACs vs worst-case robust accuracy at the largest eps) per setting."""
+    worst = matching(frame, "robust/worst/eps_*")
+    if not worst or "cost/macs" not in frame:
+        return pd.DataFrame()
+    metric = eps_metric or worst[-1]
+    agg = aggregate(frame, ["cost/macs", metric, "clean/acc", X_SPARSITY])
+    fronts = [pareto_front(agg[(agg[SETTING] == pd.Series(s, index=SETTING)).all(axis=1)], "cost/macs", metric)
+              for s in settings(frame)]
+    table = pd.concat(fronts).drop(columns=["cost/macs ci95", f"{X_SPARSITY} ci95"])
+    return table.sort_values([*SETTING, "cost/macs"]).reset_index(drop=True)
+
+
+def write_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, table in (("summary", summary_table(frame)), ("pareto", pareto_table(frame))):
+        if table.empty:
+            continue
+        written += [out / f"{name}.csv", out / f"{name}.md", out / f"{name}.tex"]
+        table.to_csv(written[-3], index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+        written[-2].write_text(to_markdown(table))
+        written[-1].write_text(to_latex(table, caption=f"PruneSec Bench: {name} (mean $\\pm$ 95\\% CI over seeds)",
+                                        label=f"tab:prunesec-{name}"))
+    return written
+
+
+def _cells(table: pd.DataFrame, pm: str) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells, with each `<m> ci95` folded into its `<m>` column as `mean pm ci`."""
+    metrics = [c for c in table.columns if not c.endswith(" ci95")]
+    rows = []
+    for _, row in table.iterrows():
+        cells = []
+        for c in metrics:
+            value = row[c]
+            if isinstance(value, float):
+                text = "" if np.isnan(value) else _fmt(value)
+                if f"{c} ci95" in table and row["n_seeds"] > 1 and not np.isnan(value):
+                    text += f"{pm}{_fmt(row[f'{c} ci95'])}"
+            else:
+                text = str(value)
+            cells.append(text)
+        rows.append(cells)
+    return metrics, rows
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) >= 1000 else f"{value:.3f}"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    # hand-written: pandas' to_markdown needs the `tabulate` package, which is not a dependency
+    header, rows = _cells(table, " ± ")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}) ready to \\input into a paper."""
+    header, rows = _cells(table, " $\\pm$ ")
+    esc = lambda s: s.replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")  # noqa: E731
+    align = "".join("r" if all(_is_number(r[i]) for r in rows) else "l" for i in range(len(header)))
+    body = [" & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
+    body += [" & ".join(esc(c) for c in r) + " \\\\" for r in rows]
+    return "\n".join(["\\begin{table}[t]", "\\centering", "\\scriptsize", f"\\caption{{{caption}}}",
+                      f"\\label{{{label}}}", f"\\begin{{tabular}}{{{align}}}", "\\toprule", *body, "\\bottomrule",
+                      "\\end{tabular}", "\\end{table}"]) + "\n"
+
+
+def _is_number(text: str) -> bool:
+    return bool(re.match(r"^-?[\d.e+-]+", text)) or text == ""
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def regenerate(tracking_uri: str, experiment: str, out: Path | str) -> dict[str, list[Path]]:
+    out = Path(out)
+    frame = tidy(load_runs(tracking_uri, experiment))
+    if frame.empty:
+        raise SystemExit(f"no FINISHED runs in experiment {experiment!r} at {tracking_uri}: run a grid first "
+                         f"(python -m benchmark.run -m experiment={experiment})")
+    written = {"figures": write_figures(frame, out / "figures"), "tables": write_tables(frame, out / "tables")}
+    log.info("%d cells -> %d figure files in %s, %d table files in %s", len(frame), len(written["figures"]),
+             out / "figures", len(written["tables"]), out / "tables")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracking-uri", required=True, help="any MLflow URI: sqlite:///..., http://...")
+    parser.add_argument("--experiment", required=True, help="MLflow experiment name (the preset's experiment_name)")
+    parser.add_argument("--out", default="results", help="writes <out>/figures and <out>/tables")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    written = regenerate(args.tracking_uri, args.experiment, args.out)
+    print(f"{len(written['figures'])} figure files, {len(written['tables'])} table files under {args.out}")
+
+
+if __name__ == "__main__":
+    main()
