@@ -63,6 +63,8 @@ def run_cell(cfg: DictConfig, progress: str = "") -> CellResult:
         return CellResult("skipped", cell_hash, name, finished)
 
     log.info("%s %s (cell %s)", progress, name, cell_hash)
+    if cfg.get("torch_threads"):  # e.g. several submitit_local jobs on one machine: avoid oversubscribing cores
+        torch.set_num_threads(int(cfg.torch_threads))
     device = resolve_device(cfg.device)
     threat = build_threat(cfg.threat)
     tags = {"cell_hash": cell_hash, "device": str(device), **tracking.provenance_tags()}

@@ -8,23 +8,57 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
+from benchmark.validate import ConfigError
 
 GRID_SIZE_ENV = "PRUNESEC_GRID_SIZE"
 CELLS_FILE = "cells.jsonl"
 log = logging.getLogger("benchmark")
 
 
-def grid_size(config: DictConfig) -> int:
-    """Number of cells Hydra's basic sweeper will launch: the product of the sweep lengths."""
+def _sweep_overrides(config: DictConfig) -> list[str]:
+    """The sweep as Hydra's basic sweeper reads it: the preset's sweeper.params, then the command line."""
     params = config.hydra.sweeper.get("params")  # None or empty without an experiment preset
     params = OmegaConf.to_container(params, resolve=False) if params else {}
-    overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    return [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+
+
+def job_overrides(config: DictConfig) -> tuple[list[list[str]], set[str]]:
+    """Every job's override list, expanded exactly as Hydra's BasicSweeper does it, and the swept keys."""
+    parsed = OverridesParser.create().parse_overrides(_sweep_overrides(config))
+    swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+    return BasicSweeper.split_arguments(parsed, None)[0], swept
+
+
+def validate_grid(config: DictConfig) -> list[str]:
+    """Compose and validate every cell of the sweep before any runs; returns one message per bad cell.
+
+    About 50 ms per cell (Hydra compose + building the model): ~3.5 s for the default grid of 72 cells."""
+    from hydra import compose
+
+    from benchmark.cell import prepare
+
+    errors = []
+    jobs, swept = job_overrides(config)
+    for overrides in jobs:
+        try:
+            prepare(compose(config_name=config.hydra.job.config_name, overrides=overrides))
+        except (ConfigError, HydraException) as err:  # HydraException: e.g. an unknown config-group option
+            cell = " ".join(o for o in overrides if o.split("=", 1)[0] in swept)
+            errors.append(f"cell {cell or '(the only one)'}: {err}")
+    return errors
+
+
+def grid_size(config: DictConfig) -> int:
+    """Number of cells Hydra's basic sweeper will launch: the product of the sweep lengths."""
+    overrides = _sweep_overrides(config)
     size = 1
     for override in OverridesParser.create().parse_overrides(overrides):
         if override.is_sweep_override():
@@ -34,6 +68,10 @@ def grid_size(config: DictConfig) -> int:
 
 class GridCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        # Hydra turns a callback's Exception into a warning and runs the grid anyway: SystemExit stops it.
+        if config.hydra.sweeper._target_.endswith("BasicSweeper") and (errors := validate_grid(config)):
+            log.error("grid rejected before any cell ran: %d bad cell(s)\n  %s", len(errors), "\n  ".join(errors))
+            raise SystemExit(2)
         results = Path(config.results_dir).resolve()
         uri = config.tracking_uri or tracking.default_tracking_uri(results)
         results.mkdir(parents=True, exist_ok=True)

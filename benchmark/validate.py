@@ -35,6 +35,8 @@ def validate(cfg: DictConfig) -> None:
     _choice("pruning.method", cfg.pruning.method, PRUNERS)
     _choice("threat.kind", cfg.threat.kind, THREATS)
     _choice("device", cfg.device, {"auto", "cpu", "cuda"})
+    if cfg.get("torch_threads") is not None:
+        _range("torch_threads", cfg.torch_threads, 1, 4096)
     _range("seed", cfg.seed, 0, 2**32 - 1)
     _range("pruning.sparsity", cfg.pruning.sparsity, 0.0, 1.0, high_open=True)
     if cfg.pruning.method == "threshold":
@@ -50,7 +52,24 @@ def validate(cfg: DictConfig) -> None:
             _range(f"threat.eps[{i}]", eps, 0.0, 1.0)
         for i, attack in enumerate(cfg.threat.attacks):
             _choice(f"threat.attacks[{i}].name", attack.name, ATTACKS)
+            _attack_params(f"threat.attacks[{i}]", attack)
+    if "poison_rate" in cfg.threat:  # any poisoning threat's share of the training set
+        _range("threat.poison_rate", cfg.threat.poison_rate, 0.0, 1.0)
+    check = getattr(THREATS[cfg.threat.kind], "check_config", None)  # a threat's own checks, if it has any
+    if check is not None:
+        check(cfg.threat)
     _model_fits_dataset(cfg, STRUCTURED)
+
+
+# Numeric attack parameters shared by ART's evasion attacks: key -> (low, high).
+_ATTACK_RANGES = {"batch_size": (1, 1_000_000), "max_iter": (1, 1_000_000), "step_fraction": (1e-6, 10.0),
+                  "random_restarts": (0, 10_000)}
+
+
+def _attack_params(prefix: str, attack) -> None:
+    for key, (low, high) in _ATTACK_RANGES.items():
+        if key in attack:
+            _range(f"{prefix}.{key}", attack[key], low, high)
 
 
 def _model_fits_dataset(cfg: DictConfig, structured_methods) -> None:
