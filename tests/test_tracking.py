@@ -1,0 +1,203 @@
+"""MLflow layout of a real tiny grid (experiment, parent run, nested cells, params, tags, curves), resume
+(re-run grid logs nothing new, a killed cell is redone, force recomputes) and the MLflow server's REST view."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+import tiny_store
+from benchmark import tracking
+from benchmark.cell import run_cell
+from conftest import make_cfg
+
+
+@pytest.fixture(scope="module")
+def store():
+    return tiny_store.build()
+
+
+def cell_runs(client, experiment_id, status=None):
+    runs = client.search_runs([experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("grid") != "true" and (status is None or r.info.status == status)]
+
+
+def expected_names():
+    names = {f"seed_cnn|none|s=0|evasion|seed={seed}" for seed in (0, 1)}
+    names |= {f"seed_cnn|{m}|s={s}|evasion|seed={seed}"
+              for m in ("magnitude_global", "l1_filter") for s in ("0.5", "0.9") for seed in (0, 1)}
+    return names
+
+
+def test_grid_layout_parent_cells_params_tags_curves(store):
+    client = MlflowClient(store.uri)
+    experiment = client.get_experiment_by_name(store.experiment)  # one experiment per grid, named by the preset
+    assert experiment is not None and experiment.artifact_location.startswith(store.results.as_uri())
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("grid") == "true"]
+    assert len(parents) == 1 and parents[0].info.run_name == "grid:tiny" and parents[0].info.status == "FINISHED"
+    cells = cell_runs(client, experiment.experiment_id)
+    # 12 jobs, 10 cells: `none` at s=0.5 and s=0.9 is one cell (sparsity normalised), run once per seed
+    assert Counter(c["status"] for c in store.ledger) == {"finished": tiny_store.N_CELLS, "skipped": 2}
+    assert len(cells) == tiny_store.N_CELLS == len({r.data.tags["cell_hash"] for r in cells})
+    assert {r.info.run_name for r in cells} == expected_names()
+    for run in cells:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        params, tags = run.data.params, run.data.tags
+        model, method, sparsity, threat, seed = run.info.run_name.split("|")
+        assert (params["model.name"], params["pruning.method"], params["threat.name"]) == (model, method, threat)
+        assert float(params["pruning.sparsity"]) == float(sparsity[2:]) and f"seed={params['seed']}" == seed
+        assert params["dataset.name"] == "digits" and params["train.epochs"] == "3"
+        assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"]) and tags["git_dirty"] in {"true", "false"}
+        assert tags["version.torch"].startswith("2.") and tags["host"] and tags["device"] == "cpu"
+        assert re.fullmatch(r"[0-9a-f]{16}", tags["cell_hash"])
+    # flattened params make the UI's and search_runs' filters work
+    l1 = client.search_runs([experiment.experiment_id], "params.pruning.method = 'l1_filter' and params.seed = '1'")
+    assert sorted(r.info.run_name for r in l1) == ["seed_cnn|l1_filter|s=0.5|evasion|seed=1",
+                                                   "seed_cnn|l1_filter|s=0.9|evasion|seed=1"]
+    # curves with a natural x-axis are logged with step: robust accuracy vs milli-eps, loss vs fine-tune epoch
+    run = cells[0]
+    for attack in ("fgsm", "pgd_linf"):
+        history = sorted(client.get_metric_history(run.info.run_id, f"robust_curve/{attack}"), key=lambda m: m.step)
+        assert [m.step for m in history] == [50, 100, 200, 300]
+        assert [m.value for m in history] == [run.data.metrics[f"robust/{attack}/eps_{e}"] for e in (0.05, 0.1, 0.2, 0.3)]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "finetune/loss")] == [0]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "sparsity_per_layer.json", "model"} <= artifacts
+
+
+def test_grid_run_twice_logs_each_cell_once(store):
+    seconds, ledger = tiny_store.run_grid(store.results, "sweep-second")
+    assert Counter(c["status"] for c in ledger) == {"skipped": tiny_store.N_JOBS}
+    client = MlflowClient(store.uri)
+    experiment_id = client.get_experiment_by_name(store.experiment).experiment_id
+    assert len(cell_runs(client, experiment_id)) == tiny_store.N_CELLS
+    print(f"first run {store.first_run_s:.1f}s, re-run {seconds:.1f}s, ratio {seconds / store.first_run_s:.2f}")
+    assert seconds < 0.8 * store.first_run_s  # re-run = process start + one store query per cell
+
+
+def test_failed_or_unfinished_run_does_not_count_as_finished(store):
+    client = MlflowClient(store.uri)
+    experiment_id = tracking.setup_experiment(store.uri, "status-only", store.results / "mlartifacts")
+    for status in ("FAILED", "KILLED", None):  # None: still RUNNING, as a process killed outright leaves it
+        run = client.create_run(experiment_id, tags={"cell_hash": "feedfacefeedface"})
+        if status:
+            client.set_terminated(run.info.run_id, status)
+    assert tracking.find_finished_run(experiment_id, "feedfacefeedface") is None
+    run = client.create_run(experiment_id, tags={"cell_hash": "feedfacefeedface"})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    assert tracking.find_finished_run(experiment_id, "feedfacefeedface") == run.info.run_id
+
+
+def test_cell_run_marks_failed_with_error_and_killed_on_interrupt(store):
+    experiment_id = tracking.setup_experiment(store.uri, "status-only", store.results / "mlartifacts")
+    for error, status in ((ValueError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")):
+        with pytest.raises(type(error)):
+            with tracking.cell_run(experiment_id, "x", {"cell_hash": "0"}, None) as run:
+                raise error
+        finished = MlflowClient(store.uri).get_run(run.info.run_id)
+        assert finished.info.status == status
+    assert MlflowClient(store.uri).get_run(run.info.run_id).data.tags.get("error") is None
+    failed = MlflowClient(store.uri).search_runs([experiment_id], "attributes.status = 'FAILED'")
+    assert failed and failed[0].data.tags["error"] == "ValueError: boom"
+
+
+RESUME = ["dataset=digits", "train.epochs=20", "finetune.epochs=1", "threat=pgd", "threat.subset=20", "device=cpu",
+          "pruning=magnitude_global", "pruning.sparsity=0.5", "experiment_name=resume"]
+
+
+def test_killed_cell_is_left_unfinished_and_redone_then_skipped_and_forced(store):
+    client = MlflowClient(store.uri)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tiny_store.ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark.run", *RESUME, f"results_dir={store.results}"],
+                            cwd=tiny_store.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, killed = time.monotonic() + 60, None
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for the cell's run to start, then SIGKILL
+        experiment = client.get_experiment_by_name("resume")
+        running = experiment and client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+        if running:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = running[0]
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=30)
+    assert killed is not None and proc.returncode == -signal.SIGKILL, "the cell finished before it could be killed"
+    assert client.get_run(killed.info.run_id).info.status == "RUNNING"  # left unfinished, never FINISHED
+
+    tiny_store.run_cli(*RESUME, f"results_dir={store.results}", multirun=False)  # redone
+    experiment_id = client.get_experiment_by_name("resume").experiment_id
+    finished = client.search_runs([experiment_id], "attributes.status = 'FINISHED'")
+    assert len(finished) == 1 and finished[0].data.tags["cell_hash"] == killed.data.tags["cell_hash"]
+    assert finished[0].data.metrics["cache/dense_hit"] == 0.0  # the killed process cached nothing half-done
+
+    cfg = make_cfg(store.results, *RESUME)  # in process: same hash as the CLI computed
+    assert run_cell(cfg).status == "skipped"
+    cfg.force = True
+    forced = run_cell(cfg)
+    assert forced.status == "finished"
+    assert len(client.search_runs([experiment_id], "attributes.status = 'FINISHED'")) == 2
+    assert forced.metrics["clean/acc"] == finished[0].data.metrics["clean/acc"]  # recomputed, same seed, same value
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_mlflow_server_rest_api_lists_every_cell(store):
+    port = _free_port()
+    mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    server = subprocess.Popen([mlflow_bin, "server", "--backend-store-uri", store.uri, "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not come up"
+            time.sleep(0.3)
+        experiment = _post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})["experiments"]
+        experiment_id = next(e["experiment_id"] for e in experiment if e["name"] == store.experiment)
+        runs = _post(f"{base}/api/2.0/mlflow/runs/search",
+                     {"experiment_ids": [experiment_id], "filter": "attributes.status = 'FINISHED'",
+                      "max_results": 1000})["runs"]
+        cells = {r["info"]["run_name"]: r["data"] for r in runs
+                 if not any(t["key"] == "grid" for t in r["data"].get("tags", []))}
+        assert set(cells) == expected_names()
+        for data in cells.values():
+            params = {p["key"]: p["value"] for p in data["params"]}
+            metrics = {m["key"]: m["value"] for m in data["metrics"]}
+            assert params["dataset.name"] == "digits" and "pruning.method" in params
+            assert 0 <= metrics["clean/acc"] <= 1 and "robust/worst/eps_0.3" in metrics
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (gunicorn/uvicorn workers too)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=5)
