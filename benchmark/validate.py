@@ -87,3 +87,7 @@ def _model_fits_dataset(cfg: DictConfig, structured_methods) -> None:
         if not any(isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head for m in model.modules()):
             raise ConfigError(f"pruning.method={cfg.pruning.method!r} is structured but model.name={cfg.model.name!r} "
                               "has no prunable channels besides its classifier head")
+    from benchmark.pruning import check_config as pruning_problems  # each method's own keys (benchmark/pruning)
+
+    for key, value, allowed in pruning_problems(cfg.pruning, model):
+        raise ConfigError(f"{key}={value!r} does not fit model.name={cfg.model.name!r}; allowed: {allowed}")

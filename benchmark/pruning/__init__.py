@@ -6,6 +6,7 @@ Unstructured methods attach `torch.nn.utils.prune` masks (kept through fine-tuni
 from __future__ import annotations
 
 from benchmark.pruning.common import PruneContext, PruneOutcome, finalize, load_state_into, prunable_layers
+from benchmark.pruning.fine_pruning import fine_pruning
 from benchmark.pruning.structured import l1_filter
 from benchmark.pruning.unstructured import magnitude_global, magnitude_layerwise, no_pruning, random_unstructured, threshold
 
@@ -16,9 +17,25 @@ PRUNERS = {
     "random": random_unstructured,
     "threshold": threshold,
     "l1_filter": l1_filter,
+    "fine_pruning": fine_pruning,
 }
 
-STRUCTURED = {"l1_filter"}
+STRUCTURED = {"l1_filter", "fine_pruning"}
+CONV_ONLY = {"fine_pruning"}  # methods that need a conv layer
+
+
+def check_config(cfg, model) -> list[tuple[str, object, str]]:
+    """Method-specific problems with `cfg` (the pruning group) on `model`, as (key, value, allowed) triples;
+    benchmark.validate turns them into ConfigErrors before any compute."""
+    import torch.nn as nn
+
+    problems = []
+    if cfg.method in CONV_ONLY and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        problems.append(("pruning.method", cfg.method, "a model with a conv layer (seed_cnn, resnet20, vgg11_bn)"))
+    fraction = cfg.get("channel_fraction")
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
+        problems.append(("pruning.channel_fraction", fraction, "null or 0 <= channel_fraction < 1"))
+    return problems
 
 
 def prune(model, cfg, ctx: PruneContext) -> PruneOutcome:
@@ -27,4 +44,4 @@ def prune(model, cfg, ctx: PruneContext) -> PruneOutcome:
     return PRUNERS[cfg.method](model, cfg, ctx)
 
 
-__all__ = ["PRUNERS", "STRUCTURED", "PruneContext", "PruneOutcome", "prune", "finalize", "load_state_into", "prunable_layers"]
+__all__ = ["PRUNERS", "STRUCTURED", "check_config", "PruneContext", "PruneOutcome", "prune", "finalize", "load_state_into", "prunable_layers"]
