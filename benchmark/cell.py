@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import torch
+from filelock import FileLock
 from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,6 +38,8 @@ def canonicalize(cfg: DictConfig) -> None:
     if cfg.pruning.method == "none" and cfg.pruning.sparsity != 0:
         log.info("pruning=none: sparsity %s normalised to 0 (the dense baseline)", cfg.pruning.sparsity)
         cfg.pruning.sparsity = 0.0
+    if cfg.threat.get("stage") == "prune_then_poison":  # it always fine-tunes on the poisoned set
+        cfg.threat.finetune_data = "poisoned"
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -54,6 +57,14 @@ def run_cell(cfg: DictConfig, progress: str = "") -> CellResult:
     started = time.perf_counter()
     cell_hash, name = prepare(cfg)
     results = Path(cfg.results_dir).resolve()
+    # Parallel workers handed the same cell (e.g. `pruning=none` at every swept sparsity) run it once: the second
+    # waits, then finds it FINISHED and skips it. The OS releases the lock if its holder is killed.
+    (results / "locks").mkdir(parents=True, exist_ok=True)
+    with FileLock(results / "locks" / f"{cell_hash}.lock"):
+        return _run_cell(cfg, progress, started, cell_hash, name, results)
+
+
+def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, name: str, results: Path) -> CellResult:
     experiment_id = tracking.setup_experiment(
         cfg.tracking_uri or tracking.default_tracking_uri(results), cfg.experiment_name, results / "mlartifacts")
     finished = None if cfg.force else tracking.find_finished_run(experiment_id, cell_hash)
@@ -92,7 +103,8 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
 
     t = time.perf_counter()
     data = load_dataset(cfg.dataset, cfg.seed)
-    train = threat.poison_training_set(data, cfg.seed)
+    poisoned = threat.poison_training_set(data, cfg.seed)
+    train, finetune = threat.dense_training_set(data, poisoned), threat.finetune_set(data, poisoned)
     metrics["time/data_s"] = time.perf_counter() - t
 
     dense_key = hashing.dense_key(cfg, threat.training_data_key())
@@ -100,8 +112,9 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     metrics["time/train_s"] = 0.0 if dense_meta["cache_hit"] else dense_meta["train_s"]
     metrics["cache/dense_hit"] = float(dense_meta["cache_hit"])
 
-    pruned_key = hashing.pruned_key(dense_key, cfg)
-    model, meta = stages.pruned_model(cfg, dense, train, pruned_key, cache, device, use_cache)
+    pruned_key = hashing.pruned_key(dense_key, cfg, threat.finetune_data_key())
+    model, meta = stages.pruned_model(cfg, dense, finetune, pruned_key, cache, device, use_cache,
+                                      track=threat.finetune_tracker(data, device, cfg.seed))
     metrics["time/prune_s"] = 0.0 if meta["cache_hit"] else meta["prune_s"]
     metrics["time/finetune_s"] = 0.0 if meta["cache_hit"] else meta["finetune_s"]
     metrics["cache/pruned_hit"] = float(meta["cache_hit"])
@@ -116,9 +129,16 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     t = time.perf_counter()
     report = threat.evaluate(model, data, device, cfg.seed)
     metrics.update(report.metrics)
+    if threat.wants_clean_reference():  # the clean model at this method and sparsity (the evasion cell's, cached)
+        reference = stages.clean_reference_model(cfg, data, cache, device, use_cache)
+        metrics.update(threat.reference_metrics(reference, metrics, data, device, cfg.seed))
+    for artifact, figure in report.figures.items():
+        mlflow.log_figure(figure, artifact)
     metrics["time/threat_s"] = time.perf_counter() - t
 
     curves = [(f"finetune/loss", loss, epoch) for epoch, loss in enumerate(meta["epoch_losses"])] + report.curves
+    curves += [(f"finetune/{name}", value, step)  # step 0: just pruned; step e: after fine-tune epoch e
+               for step, tracked in enumerate(meta.get("tracked", [])) for name, value in tracked.items()]
     mlflow.log_dict(per_layer_sparsity, "sparsity_per_layer.json")
     mlflow.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
     return metrics, curves

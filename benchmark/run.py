@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from benchmark.cell import CellResult, run_cell
+from benchmark.data import DatasetUnavailable
 from benchmark.grid import CELLS_FILE, GRID_SIZE_ENV
 from benchmark.validate import ConfigError
 
@@ -49,6 +50,11 @@ def main(cfg: DictConfig) -> str:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(2)
         result = CellResult("failed", "", str(hydra_cfg.job.override_dirname), error=f"config error: {err}")
+    except (DatasetUnavailable, OSError) as err:  # missing data, full or unwritable disk: the message says it all
+        log.error("cell failed: %s: %s", type(err).__name__, err)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.exit(1)
+        result = CellResult("failed", "", str(hydra_cfg.job.override_dirname), error=f"{type(err).__name__}: {err}")
     except Exception as err:  # noqa: BLE001 - a grid must survive one broken cell
         log.error("cell failed: %s\n%s", err, traceback.format_exc())
         if hydra_cfg.mode != RunMode.MULTIRUN:
