@@ -1,0 +1,109 @@
+"""Figures and tables are pure functions of the tracking store: known answers for the statistics, identical
+bytes on regeneration, `make figures` restores deleted files, one-line specs, and the notebook executes."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+import tiny_store
+from benchmark import figures
+
+
+@pytest.fixture(scope="module")
+def store():
+    return tiny_store.build()
+
+
+@pytest.fixture(scope="module")
+def frame(store):
+    return figures.tidy(figures.load_runs(store.uri, store.experiment))
+
+
+def expected_figure_files() -> set[str]:
+    return {f"{spec.name}__seed_cnn__digits__evasion.{ext}" for spec in figures.FIGURES for ext in ("png", "pdf")}
+
+
+def test_ci_halfwidth_and_pareto_front_known_answers():
+    assert figures.ci_halfwidth(pd.Series([1.0, 2.0, 3.0])) == pytest.approx(4.302653 / np.sqrt(3), rel=1e-6)
+    assert figures.ci_halfwidth(pd.Series([0.7])) == 0.0  # one seed: no interval
+    points = pd.DataFrame({"cost": [1, 2, 2, 3, 4], "acc": [0.5, 0.4, 0.6, 0.6, 0.9]})
+    front = figures.pareto_front(points, "cost", "acc")
+    assert list(zip(front["cost"], front["acc"])) == [(1, 0.5), (2, 0.6), (4, 0.9)]
+
+
+def test_summary_is_mean_and_t_interval_over_seeds(frame):
+    assert len(frame) == tiny_store.N_CELLS and set(frame["seed"]) == {0, 1}
+    summary = figures.summary_table(frame)
+    assert list(zip(summary["method"], summary["target"])) == [
+        ("l1_filter", 0.5), ("l1_filter", 0.9), ("magnitude_global", 0.5), ("magnitude_global", 0.9), ("none", 0.0)]
+    assert (summary["n_seeds"] == 2).all()
+    for _, row in summary.iterrows():
+        seeds = frame[(frame["method"] == row["method"]) & (frame["target"] == row["target"])]["clean/acc"]
+        assert row["clean/acc"] == pytest.approx(seeds.mean())
+        assert row["clean/acc ci95"] == pytest.approx(12.706205 * seeds.std(ddof=1) / np.sqrt(2), rel=1e-6)
+    magnitude = summary[summary["method"] == "magnitude_global"]
+    assert np.allclose(magnitude["sparsity/achieved"], magnitude["target"], atol=1e-3)  # the x-axis is achieved
+    assert "sparsity/achieved ci95" not in summary and "robust/worst/eps_0.3 ci95" in summary
+
+
+def test_tables_regenerate_byte_identically(frame, store, tmp_path):
+    first = figures.write_tables(frame, tmp_path / "a")
+    again = figures.write_tables(figures.tidy(figures.load_runs(store.uri, store.experiment)), tmp_path / "b")
+    assert [p.name for p in first] == [p.name for p in again] == [
+        f"{name}.{ext}" for name in ("summary", "pareto") for ext in ("csv", "md", "tex")]
+    for a, b in zip(first, again):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    tex = (tmp_path / "a" / "summary.tex").read_text()
+    assert "\\begin{tabular}" in tex and "$\\pm$" in tex and "magnitude\\_global" in tex
+
+
+def test_make_figures_restores_deleted_files_from_the_store_alone(store, tmp_path):
+    out = tmp_path / "results"
+    written = figures.regenerate(store.uri, store.experiment, out)
+    assert {p.name for p in written["figures"]} == expected_figure_files()
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    shutil.rmtree(out / "figures")
+    # -o: never (re)install the venv from a test
+    done = subprocess.run(["make", "-s", "-o", ".venv/.installed", "figures", f"RESULTS={out}",
+                           f"TRACKING_URI={store.uri}", f"EXPERIMENT={store.experiment}"],
+                          cwd=tiny_store.ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()
+    for path, content in before.items():  # another process, same bytes (no timestamps in PNG/PDF)
+        assert after[path] == content, path
+
+
+def test_a_spec_is_one_line_and_absent_metrics_are_skipped(frame, tmp_path):
+    specs = [figures.FigureSpec("train_acc_vs_sparsity", "train/acc", "train accuracy"),
+             figures.FigureSpec("asr_vs_sparsity", "backdoor/asr", "attack success rate")]  # not in this store
+    written = figures.write_figures(frame, tmp_path, specs)
+    assert sorted(p.name for p in written) == ["train_acc_vs_sparsity__seed_cnn__digits__evasion.pdf",
+                                               "train_acc_vs_sparsity__seed_cnn__digits__evasion.png"]
+    panels = figures.matching(frame, "robust/*/eps_*", exclude=("robust/worst/*",))
+    assert panels == [f"robust/{a}/eps_{e}" for a in ("fgsm", "pgd_linf") for e in ("0.05", "0.1", "0.2", "0.3")]
+
+
+def test_notebook_is_stored_without_outputs_and_executes(store, tmp_path, monkeypatch):
+    path = tiny_store.ROOT / "notebooks" / "analysis.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
+    monkeypatch.setenv("PRUNESEC_TRACKING_URI", store.uri)
+    monkeypatch.setenv("PRUNESEC_EXPERIMENT", store.experiment)
+    monkeypatch.setenv("PRUNESEC_OUT", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # kernel "python3" is ipykernel's native spec, which jupyter_client runs with this interpreter (the venv)
+    NotebookClient(notebook, timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    assert {p.name for p in (tmp_path / "figures").iterdir()} == expected_figure_files()
+    texts = "".join(o.get("text", "") for cell in code for o in cell.outputs)
+    assert f"{tiny_store.N_CELLS} cells;" in texts
