@@ -26,6 +26,11 @@ benchmark: $(STAMP)
 figures: $(STAMP)
 	$(PY) -m benchmark.figures --tracking-uri "$(TRACKING_URI)" --experiment $(EXPERIMENT) --out $(RESULTS)
 
+# The paper's figures and LaTeX tables, read from the store only, into $(RESULTS)/paper/{figures,tables}.
+# Needs the paper grid in the store first: `make benchmark EXPERIMENT=paper` (long; see conf/experiment/paper.yaml).
+paper: $(STAMP)
+	$(PY) -m benchmark.figures --tracking-uri "$(TRACKING_URI)" --experiment paper --out $(RESULTS)/paper
+
 test: $(STAMP)
 	$(PY) -m pytest
 
@@ -36,4 +41,4 @@ ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(UI_PORT)
 
 clean:
-	rm -rf $(RESULTS)/mlflow.db $(RESULTS)/mlartifacts $(RESULTS)/cache $(RESULTS)/figures $(RESULTS)/tables $(RESULTS)/hydra
+	rm -rf $(RESULTS)/mlflow.db $(RESULTS)/mlartifacts $(RESULTS)/cache $(RESULTS)/figures $(RESULTS)/tables $(RESULTS)/paper $(RESULTS)/hydra
