@@ -6,10 +6,14 @@ dense model's cache key, via `training_data_key`), and `evaluate` attacks/measur
 from __future__ import annotations
 
 from attacks.base import Threat, ThreatReport
+from attacks.backdoor import BackdoorThreat
 from attacks.evasion import ATTACKS, EvasionThreat
+from attacks.poisoning import PoisoningThreat
 
 THREATS: dict[str, type[Threat]] = {
     "evasion": EvasionThreat,
+    "poisoning": PoisoningThreat,
+    "backdoor": BackdoorThreat,
 }
 
 

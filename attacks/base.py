@@ -14,6 +14,8 @@ class ThreatReport:
     metrics: dict[str, float] = field(default_factory=dict)
     # (name, value, step): curves with a natural x-axis (e.g. robust accuracy vs eps in milli-eps)
     curves: list[tuple[str, float, int]] = field(default_factory=list)
+    # artifact file name -> matplotlib figure (e.g. a few poisoned/triggered examples), logged with mlflow.log_figure
+    figures: dict[str, object] = field(default_factory=dict)
 
 
 class Threat:
@@ -30,6 +32,30 @@ class Threat:
 
     def poison_training_set(self, data: Dataset, seed: int) -> Dataset:
         return data
+
+    # Where the (possibly) poisoned set is used; see attacks/poisoning.py for `threat.stage` / `threat.finetune_data`.
+    def dense_training_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
+        return poisoned
+
+    def finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
+        return poisoned
+
+    def finetune_data_key(self) -> dict | None:
+        """What the fine-tune data was, when not the clean set: enters the pruned model's cache key."""
+        return None
+
+    def finetune_tracker(self, data: Dataset, device: torch.device, seed: int):
+        """None, or model -> {metric: value}, evaluated after pruning and after every fine-tune epoch."""
+        return None
+
+    def reference_metrics(self, reference: nn.Module, model_metrics: dict, data: Dataset, device: torch.device,
+                          seed: int) -> dict[str, float] | None:
+        """None, or metrics against the clean model at the same method and sparsity (`reference` is built only
+        when this returns metrics for it: `wants_clean_reference`)."""
+        return None
+
+    def wants_clean_reference(self) -> bool:
+        return False
 
     def evaluate(self, model: nn.Module, data: Dataset, device: torch.device, seed: int) -> ThreatReport:
         raise NotImplementedError

@@ -38,8 +38,11 @@ def dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_ca
     return model, {**meta, "cache_hit": False}
 
 
-def pruned_model(cfg, dense: nn.Module, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool = True):
-    """Dense model pruned by `cfg.pruning` and fine-tuned with its masks fixed. Returns (model, meta)."""
+def pruned_model(cfg, dense: nn.Module, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool = True,
+                 track=None):
+    """Dense model pruned by `cfg.pruning` and fine-tuned on `train` (also the calibration data) with its masks
+    fixed. Returns (model, meta). `track` (model -> metrics, or None) is evaluated after pruning and after every
+    fine-tune epoch: meta["tracked"] (cached with the model)."""
     hit = cache.load("pruned", key) if use_cache else None
     if hit is not None:
         state, meta = hit
@@ -51,11 +54,24 @@ def pruned_model(cfg, dense: nn.Module, train: Dataset, key: str, cache: ModelCa
     started = time.perf_counter()
     outcome = prune(copy.deepcopy(dense).cpu().to(device), cfg.pruning, ctx)
     prune_s = time.perf_counter() - started
+    tracked = [track(outcome.model)] if track else []
     started = time.perf_counter()
     losses = fit(outcome.model, train.x_train, train.y_train, epochs=cfg.finetune.epochs, lr=cfg.finetune.lr,
-                 batch_size=cfg.finetune.batch_size, seed=cfg.seed, device=device, desc=f"fine-tune {cfg.pruning.method}")
+                 batch_size=cfg.finetune.batch_size, seed=cfg.seed, device=device, desc=f"fine-tune {cfg.pruning.method}",
+                 on_epoch_end=(lambda epoch, m: tracked.append(track(m))) if track else None)
     model = finalize(outcome.model)
     meta = {"prune_s": prune_s, "finetune_s": time.perf_counter() - started, "epoch_losses": losses,
-            "structured": outcome.structured, "info": outcome.info}
+            "structured": outcome.structured, "info": outcome.info, **({"tracked": tracked} if track else {})}
     cache.save("pruned", key, model.state_dict(), meta)
     return model, {**meta, "cache_hit": False}
+
+
+def clean_reference_model(cfg, data: Dataset, cache: ModelCache, device, use_cache: bool = True) -> nn.Module:
+    """The model of this cell's method and sparsity without any poison: the same cache keys as an evasion cell,
+    so it is shared with (or built for) the clean grid."""
+    from benchmark import hashing
+
+    dense_key = hashing.dense_key(cfg, None)
+    dense, _ = dense_model(cfg, data, dense_key, cache, device, use_cache)
+    model, _ = pruned_model(cfg, dense, data, hashing.pruned_key(dense_key, cfg), cache, device, use_cache)
+    return model

@@ -1,0 +1,113 @@
+"""Backdoor threats (`threat.kind: backdoor`) with ART's poisoning module: a trigger in the input makes the model
+predict `target_class`. Attacks (`threat.attack`):
+- `badnets` (Gu et al. 2017): ART PoisoningAttackBackdoor + add_pattern_bd; a fraction `poison_rate` of the
+  non-target training images is stamped and relabelled to the target class.
+- `blended` (Chen et al. 2017): a seeded noise image blended with weight `trigger.alpha` (ART insert_image).
+- `clean_label` (Turner et al. 2019): ART PoisoningAttackCleanLabelBackdoor; a fraction `poison_rate` of the
+  TARGET class's images is pushed away from its class with PGD on a proxy model, then stamped; labels unchanged.
+Stage, fine-tune data, cache keys and the clean reference come from attacks/poisoning.DataThreat.
+"""
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from art.attacks.poisoning import PoisoningAttackBackdoor, PoisoningAttackCleanLabelBackdoor
+from art.attacks.poisoning.perturbations import add_pattern_bd, insert_image
+
+from attacks.evasion import eval_subset
+from attacks.poisoning import DataThreat, predictions, proxy_classifier
+from benchmark.data import Dataset
+
+
+def one_hot(label: int, num_classes: int) -> np.ndarray:
+    return np.eye(num_classes, dtype=np.float32)[label]
+
+
+class BackdoorThreat(DataThreat):
+    ATTACKS = ("badnets", "blended", "clean_label")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._trigger_dir = tempfile.TemporaryDirectory(prefix="prunesec-trigger-")  # blended's PNG trigger
+        self._test_triggered: tuple[Dataset, np.ndarray] | None = None
+
+    # ---- the trigger --------------------------------------------------------------------------------------
+    def backdoor(self, shape: tuple[int, ...]) -> PoisoningAttackBackdoor:
+        """ART's backdoor for images of `shape` (C, H, W); NCHW needs channels_first=True (verified-facts)."""
+        trigger = self.cfg.trigger
+        if self.cfg.attack == "blended":
+            path = self._noise_trigger(shape, trigger.seed)
+            return PoisoningAttackBackdoor(functools.partial(
+                insert_image, backdoor_path=path, channels_first=True, random=False, size=tuple(shape[1:]),
+                mode="L" if shape[0] == 1 else "RGB", blend=trigger.alpha))
+        # add_pattern_bd stamps 4 pixels near the bottom-right corner; one stamp per distance makes the patch
+        # bigger (4 pixels did not take on 16x16 digits within a short training: measured, see tests).
+        return PoisoningAttackBackdoor([
+            functools.partial(add_pattern_bd, distance=d, pixel_value=trigger.pixel_value, channels_first=True)
+            for d in trigger.distances])
+
+    def _noise_trigger(self, shape: tuple[int, ...], seed: int) -> str:
+        """A seeded uniform-noise image saved as the PNG that ART's insert_image reads."""
+        from PIL import Image
+
+        path = Path(self._trigger_dir.name) / f"noise_{seed}_{'x'.join(map(str, shape))}.png"
+        if not path.exists():
+            noise = (np.random.default_rng(seed).random((shape[1], shape[2], shape[0])) * 255).astype(np.uint8)
+            Image.fromarray(noise.squeeze(-1) if shape[0] == 1 else noise).save(path)
+        return str(path)
+
+    def triggered(self, x: np.ndarray) -> np.ndarray:
+        poisoned, _ = self.backdoor(x.shape[1:]).poison(x, np.array([self.cfg.target_class]), broadcast=True)
+        return poisoned.astype(np.float32)
+
+    # ---- poisoning ----------------------------------------------------------------------------------------
+    def _poison(self, data: Dataset, seed: int):
+        x, y = data.x_train.numpy().copy(), data.y_train.numpy().copy()
+        target = self.cfg.target_class
+        if self.cfg.attack == "clean_label":
+            return self._clean_label(data, seed)
+        rng = np.random.default_rng(seed)
+        pool = np.flatnonzero(y != target)
+        chosen = np.sort(rng.choice(pool, size=int(round(self.cfg.poison_rate * len(pool))), replace=False))
+        changed = np.zeros(len(y), dtype=bool)
+        if len(chosen):
+            x[chosen] = self.triggered(x[chosen])
+            y[chosen] = target
+            changed[chosen] = True
+        return x, y, changed
+
+    def _clean_label(self, data: Dataset, seed: int):
+        pgd = self.cfg.pgd
+        attack = PoisoningAttackCleanLabelBackdoor(
+            self.backdoor(tuple(data.x_train.shape[1:])), proxy_classifier(self.cfg.proxy, data, seed),
+            one_hot(self.cfg.target_class, data.num_classes), pp_poison=min(self.cfg.poison_rate, 0.999),
+            eps=pgd.eps, eps_step=pgd.eps_step, max_iter=pgd.max_iter)
+        attack.attack.set_params(verbose=False)
+        x, y = data.x_train.numpy(), data.y_train.numpy()
+        np.random.seed(seed)  # ART draws the poisoned indices (with replacement) and PGD starts from numpy's global RNG
+        x_poisoned, _ = attack.poison(x, np.eye(data.num_classes, dtype=np.float32)[y])
+        changed = np.any(x_poisoned.reshape(len(y), -1) != x.reshape(len(y), -1), axis=1)
+        return np.clip(x_poisoned, 0.0, 1.0), y, changed  # clean label: labels unchanged
+
+    # ---- evaluation ---------------------------------------------------------------------------------------
+    def threat_metrics(self, model, data, device, seed) -> dict[str, float]:
+        target = self.cfg.target_class
+        x, y = (t.numpy() for t in eval_subset(data, self.cfg.subset, seed))
+        if self._test_triggered is None or self._test_triggered[0] is not data:  # reused by the per-epoch tracker
+            self._test_triggered = (data, self.triggered(x))
+        x_trig = self._test_triggered[1]
+        pred_trig, pred_clean = predictions(model, x_trig, device), predictions(model, x, device)
+        other = y != target
+        return {
+            "backdoor/asr": float((pred_trig[other] == target).mean()),
+            "backdoor/clean_acc_triggered": float((pred_trig == y).mean()),
+            "backdoor/target_rate_clean": float((pred_clean[other] == target).mean()),
+        }
+
+    def reference_metrics(self, reference, model_metrics, data, device, seed) -> dict[str, float]:
+        metrics = super().reference_metrics(reference, model_metrics, data, device, seed)
+        metrics["backdoor/asr_ref"] = self.threat_metrics(reference, data, device, seed)["backdoor/asr"]
+        return metrics

@@ -1,0 +1,251 @@
+"""Threats that change the training data (`threat.kind: poisoning`): label flipping and clean-label feature
+collision. `DataThreat` is the shared base, also used by attacks/backdoor.py.
+
+Where pruning meets poison (`threat.stage`):
+- `poison_then_prune`: the dense model trains on the poisoned set (its cache key includes the poison config);
+  pruning calibration and fine-tuning use `threat.finetune_data`: `clean` (the defender's data, as in
+  Fine-Pruning) or `poisoned` (an attacker-controlled pipeline).
+- `prune_then_poison`: a clean dense model is pruned, then fine-tuned on the poisoned set; the threat's
+  metrics are tracked after pruning and after every fine-tune epoch (curves `finetune/<metric>`).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
+
+from attacks.art_classifier import art_classifier, to_numpy
+from attacks.base import Threat, ThreatReport
+from attacks.evasion import eval_subset
+from benchmark.data import Dataset
+from benchmark.training import accuracy_and_loss, fit, predict, seed_everything
+
+STAGES = ("poison_then_prune", "prune_then_poison")
+FINETUNE_DATA = ("clean", "poisoned")
+# Keys that say where/how the poisoned set is used or evaluated, not what it is: outside the poison's identity.
+_NOT_POISON_IDENTITY = {"name", "stage", "finetune_data", "clean_reference", "subset"}
+
+
+class DataThreat(Threat):
+    """Base of the training-data threats: the poisoned set, where it is used, its cache keys and reference."""
+
+    ATTACKS: tuple[str, ...] = ()
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.stats: dict[str, float] = {}  # what poison_training_set did (poison/rate_applied, ...)
+        self.examples: tuple[np.ndarray, list[str]] | None = None  # a few poisoned images and their captions
+
+    # ---- identity and cache keys -------------------------------------------------------------------------
+    def poison_identity(self) -> dict | None:
+        """The config that defines the poisoned set; None when nothing is poisoned (rate 0 is the clean set)."""
+        if self.cfg.poison_rate == 0:
+            return None
+        plain = OmegaConf.to_container(self.cfg, resolve=True)
+        return {k: v for k, v in plain.items() if k not in _NOT_POISON_IDENTITY}
+
+    def _finetune_poisoned(self) -> bool:
+        return self.cfg.stage == "prune_then_poison" or self.cfg.finetune_data == "poisoned"
+
+    def training_data_key(self) -> dict | None:
+        return None if self.cfg.stage == "prune_then_poison" else self.poison_identity()
+
+    def finetune_data_key(self) -> dict | None:
+        return self.poison_identity() if self._finetune_poisoned() else None
+
+    def dense_training_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
+        return clean if self.cfg.stage == "prune_then_poison" else poisoned
+
+    def finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
+        return poisoned if self._finetune_poisoned() else clean
+
+    # ---- poisoning ----------------------------------------------------------------------------------------
+    def poison_training_set(self, data: Dataset, seed: int) -> Dataset:
+        if self.poison_identity() is None:
+            self.stats = {"poison/rate_applied": 0.0, "poison/n_poisoned": 0.0}
+            return data
+        started = time.perf_counter()
+        x, y, changed = self._poison(data, seed)
+        x, y = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(np.asarray(y, dtype=np.int64))
+        changed = np.flatnonzero(changed)
+        self.stats = {"poison/rate_applied": len(changed) / len(y), "poison/n_poisoned": float(len(changed)),
+                      "time/poison_s": time.perf_counter() - started}
+        shown = changed[:6]
+        old, new = data.y_train.numpy(), y.numpy()
+        self.examples = (x[shown].numpy(), [f"#{i}: {old[i]}->{new[i]}" for i in shown])
+        return data.replace(x_train=x, y_train=y)
+
+    def _poison(self, data: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x_train, y_train, mask of changed examples), deterministic for a seed."""
+        raise NotImplementedError
+
+    # ---- evaluation ---------------------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, data: Dataset, device: torch.device, seed: int) -> ThreatReport:
+        report = ThreatReport(metrics={**self.stats, **self.threat_metrics(model, data, device, seed)})
+        if self.examples is not None:
+            report.figures["poison_examples.png"] = examples_figure(*self.examples)
+        return report
+
+    def threat_metrics(self, model: nn.Module, data: Dataset, device: torch.device, seed: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def finetune_tracker(self, data: Dataset, device: torch.device, seed: int):
+        if self.cfg.stage != "prune_then_poison":
+            return None
+
+        def track(model: nn.Module) -> dict[str, float]:
+            was_training = model.training
+            metrics = {"clean/acc": accuracy_and_loss(model, data.x_test, data.y_test, device)[0],
+                       **self.threat_metrics(model, data, device, seed)}
+            model.train(was_training)
+            return metrics
+
+        return track
+
+    def wants_clean_reference(self) -> bool:
+        return bool(self.cfg.clean_reference) and self.poison_identity() is not None
+
+    def reference_metrics(self, reference, model_metrics, data, device, seed) -> dict[str, float]:
+        """Damage against the clean model at the same method and sparsity (the evasion cell's pruned model)."""
+        ref_acc = accuracy_and_loss(reference, data.x_test, data.y_test, device)[0]
+        return {"poison/ref_clean_acc": ref_acc, "poison/acc_drop": ref_acc - model_metrics["clean/acc"]}
+
+    # ---- config checks (benchmark/validate.py calls these before any compute; it checks poison_rate) --------
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        from benchmark.validate import ConfigError, _choice, _range
+
+        _choice("threat.attack", cfg.attack, cls.ATTACKS)
+        _choice("threat.stage", cfg.stage, STAGES)
+        _choice("threat.finetune_data", cfg.finetune_data, FINETUNE_DATA)
+        if cfg.stage == "prune_then_poison" and cfg.finetune_data != "poisoned":
+            raise ConfigError("threat.stage='prune_then_poison' fine-tunes on the poisoned set; "
+                              "threat.finetune_data must be 'poisoned' (cell.canonicalize sets it)")
+        for key in cls.class_keys(cfg):
+            if not isinstance(cfg[key], int) or isinstance(cfg[key], bool):
+                raise ConfigError(f"threat.{key}={cfg[key]!r} must be a class index (an integer)")
+        if cfg.attack == "label_flip":
+            _choice("threat.mode", cfg.mode, {"random", "targeted"})
+            if cfg.mode == "targeted" and cfg.source_class == cfg.target_class:
+                raise ConfigError(f"threat.source_class={cfg.source_class} equals threat.target_class: "
+                                  "targeted flipping needs two different classes")
+        if cfg.attack == "blended":
+            _range("threat.trigger.alpha", cfg.trigger.alpha, 0.0, 1.0)
+        if cfg.attack == "feature_collision":
+            _range("threat.num_targets", cfg.num_targets, 1, 10_000)
+            _range("threat.max_iter", cfg.max_iter, 1, 1_000_000)
+        if cfg.attack == "clean_label":  # ART's pp_poison must lie in (0, 1); 0 means the clean set here
+            _range("threat.poison_rate", cfg.poison_rate, 0.0, 1.0, high_open=True)
+
+    @classmethod
+    def class_keys(cls, cfg) -> list[str]:
+        """The keys that name a class: benchmark/validate.py checks them against dataset.num_classes."""
+        uses_source = cfg.attack == "feature_collision" or (cfg.attack == "label_flip" and cfg.mode == "targeted")
+        return ["target_class", "source_class"] if uses_source else (
+            [] if cfg.attack == "label_flip" else ["target_class"])
+
+
+# ---- helpers shared with attacks/backdoor.py -----------------------------------------------------------------
+def proxy_classifier(cfg_proxy, data: Dataset, seed: int):
+    """A clean model the attacker trains for the clean-label attacks (ART needs one for feature collision / PGD)."""
+    from models import build_model
+
+    seed_everything(seed)
+    model = build_model(cfg_proxy.model, data.in_channels, data.image_size, data.num_classes)
+    fit(model, data.x_train, data.y_train, epochs=cfg_proxy.epochs, lr=cfg_proxy.lr, batch_size=64, seed=seed,
+        device=torch.device("cpu"), desc="proxy")
+    model.eval().requires_grad_(False)  # ART needs input gradients only (attacks/art_classifier.py)
+    return art_classifier(model, tuple(data.x_train.shape[1:]), data.num_classes, torch.device("cpu"))
+
+
+def predictions(model: nn.Module, x: torch.Tensor | np.ndarray, device: torch.device) -> np.ndarray:
+    return predict(model, torch.as_tensor(x), device).argmax(1).numpy()
+
+
+def examples_figure(images: np.ndarray, captions: list[str]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(len(images), 1), figsize=(1.6 * max(len(images), 1), 1.9), squeeze=False)
+    for ax in axes[0]:
+        ax.axis("off")
+    for ax, img, caption in zip(axes[0], images, captions):
+        img = np.transpose(img, (1, 2, 0))
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(caption, fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)  # logged by the cell with mlflow.log_figure; not shown
+    return fig
+
+
+# ---- label flipping ------------------------------------------------------------------------------------------
+def flip_labels(y: np.ndarray, rate: float, num_classes: int, seed: int, mode: str = "random",
+                source: int | None = None, target: int | None = None) -> np.ndarray:
+    """Hand-written (ART has no label-flipping attack). `random`: a fraction `rate` of ALL labels, each moved to
+    a uniformly drawn different class. `targeted`: a fraction `rate` of the SOURCE class's labels set to `target`."""
+    rng = np.random.default_rng(seed)
+    y = np.array(y, copy=True)
+    pool = np.arange(len(y)) if mode == "random" else np.flatnonzero(y == source)
+    chosen = rng.choice(pool, size=int(round(rate * len(pool))), replace=False)
+    if mode == "random":
+        y[chosen] = (y[chosen] + rng.integers(1, num_classes, size=len(chosen))) % num_classes
+    else:
+        y[chosen] = target
+    return y
+
+
+class PoisoningThreat(DataThreat):
+    ATTACKS = ("label_flip", "feature_collision")
+
+    def _poison(self, data: Dataset, seed: int):
+        x, y = data.x_train.numpy(), data.y_train.numpy()
+        if self.cfg.attack == "label_flip":
+            targeted = self.cfg.mode == "targeted"
+            new_y = flip_labels(y, self.cfg.poison_rate, data.num_classes, seed, self.cfg.mode,
+                                self.cfg.source_class if targeted else None, self.cfg.target_class if targeted else None)
+            return x, new_y, new_y != y
+        return self._feature_collision(data, seed)
+
+    def _targets(self, data: Dataset, seed: int) -> np.ndarray:
+        """Indices of the test images of `source_class` the clean-label attack wants classified as `target_class`."""
+        pool = np.flatnonzero(data.y_test.numpy() == self.cfg.source_class)
+        return np.random.default_rng(seed).choice(pool, size=min(self.cfg.num_targets, len(pool)), replace=False)
+
+    def _feature_collision(self, data: Dataset, seed: int):
+        """ART FeatureCollisionAttack (Shafahi et al. 2018): training images of `target_class` are perturbed to
+        collide in feature space with a target test image; their labels stay correct (clean label)."""
+        from art.attacks.poisoning import FeatureCollisionAttack
+
+        classifier = proxy_classifier(self.cfg.proxy, data, seed)
+        x, y = data.x_train.numpy().copy(), data.y_train.numpy()
+        rng = np.random.default_rng(seed)
+        bases = rng.choice(np.flatnonzero(y == self.cfg.target_class),
+                           size=min(int(round(self.cfg.poison_rate * len(y))), int((y == self.cfg.target_class).sum())),
+                           replace=False)
+        layer = self.cfg.feature_layer % len(classifier.layer_names)  # -2: the features feeding the head
+        changed = np.zeros(len(y), dtype=bool)
+        for target_idx, part in zip(self._targets(data, seed), np.array_split(bases, self.cfg.num_targets)):
+            if len(part) == 0:
+                continue
+            attack = FeatureCollisionAttack(
+                classifier, to_numpy(data.x_test[target_idx : target_idx + 1]), layer, max_iter=self.cfg.max_iter,
+                learning_rate=self.cfg.learning_rate, similarity_coeff=self.cfg.similarity_coeff,
+                watermark=self.cfg.watermark, verbose=False)
+            x[part], _ = attack.poison(x[part])  # ART returns the proxy's predictions as labels: keep the true ones
+            changed[part] = True
+        return np.clip(x, 0.0, 1.0), y, changed
+
+    def threat_metrics(self, model, data, device, seed) -> dict[str, float]:
+        if self.cfg.attack == "feature_collision":
+            hit = predictions(model, data.x_test[self._targets(data, seed)], device) == self.cfg.target_class
+            return {"poison/targeted_success": float(hit.mean())}
+        if self.cfg.mode == "targeted":  # source-class test images (of the eval subset) classified as the target
+            x, y = eval_subset(data, self.cfg.subset, seed)
+            hit = predictions(model, x[y == self.cfg.source_class], device) == self.cfg.target_class
+            return {"poison/targeted_success": float(hit.mean())}
+        return {}
