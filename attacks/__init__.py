@@ -9,11 +9,13 @@ from attacks.base import Threat, ThreatReport
 from attacks.backdoor import BackdoorThreat
 from attacks.evasion import ATTACKS, EvasionThreat
 from attacks.poisoning import PoisoningThreat
+from attacks.smoothing import SmoothingThreat
 
 THREATS: dict[str, type[Threat]] = {
     "evasion": EvasionThreat,
     "poisoning": PoisoningThreat,
     "backdoor": BackdoorThreat,
+    "smoothing": SmoothingThreat,
 }
 
 

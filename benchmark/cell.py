@@ -17,6 +17,7 @@ from attacks import build_threat
 from benchmark import hashing, measure, stages, tracking
 from benchmark.cache import ModelCache
 from benchmark.data import load_dataset
+from benchmark.properties import security_properties
 from benchmark.training import accuracy_and_loss, resolve_device
 from benchmark.validate import validate
 
@@ -94,7 +95,8 @@ def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, na
     return CellResult("finished", cell_hash, name, run.info.run_id, metrics)
 
 
-_COMPUTE_TIMERS = {"time/data_s", "time/train_s", "time/prune_s", "time/finetune_s", "time/measure_s", "time/threat_s"}
+_COMPUTE_TIMERS = {"time/data_s", "time/train_s", "time/prune_s", "time/finetune_s", "time/measure_s", "time/threat_s",
+                   "time/security_s"}
 
 
 def _compute(cfg, threat, device, results: Path, cell_hash: str):
@@ -126,6 +128,14 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     metrics.update(measured)
     metrics["time/measure_s"] = time.perf_counter() - t
 
+    t = time.perf_counter()  # calibration, corruptions, attribution agreement (issue 5)
+    properties, property_curves, property_figures = security_properties(cfg.eval, dense, model, data, device, cfg.seed)
+    metrics.update(properties)
+    for artifact, figure in property_figures.items():
+        mlflow.log_figure(figure, artifact)
+        figure.clf()  # matplotlib keeps figures alive otherwise (one per cell in a long-lived worker)
+    metrics["time/security_s"] = time.perf_counter() - t
+
     t = time.perf_counter()
     report = threat.evaluate(model, data, device, cfg.seed)
     metrics.update(report.metrics)
@@ -137,6 +147,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     metrics["time/threat_s"] = time.perf_counter() - t
 
     curves = [(f"finetune/loss", loss, epoch) for epoch, loss in enumerate(meta["epoch_losses"])] + report.curves
+    curves += property_curves
     curves += [(f"finetune/{name}", value, step)  # step 0: just pruned; step e: after fine-tune epoch e
                for step, tracked in enumerate(meta.get("tracked", [])) for name, value in tracked.items()]
     mlflow.log_dict(per_layer_sparsity, "sparsity_per_layer.json")

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 # Keys that change where or how a cell runs, not what it computes.
 RUN_ONLY_KEYS = {"device", "force", "tracking_uri", "results_dir", "experiment_name", "hydra", "torch_threads"}
 # Dataset keys that do not change the data itself.
-DATASET_RUN_ONLY_KEYS = {"data_root", "download", "eps"}
+DATASET_RUN_ONLY_KEYS = {"data_root", "download", "eps", "eps_l2"}
 
 
 def stable_hash(obj) -> str:

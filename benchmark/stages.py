@@ -11,6 +11,7 @@ import torch.nn as nn
 from benchmark.cache import ModelCache
 from benchmark.data import Dataset
 from benchmark.pruning import PruneContext, finalize, load_state_into, prune
+from benchmark.pruning.loops import bn_l1_penalty, finetune_perturbation
 from benchmark.training import fit, seed_everything
 from models import build_model
 
@@ -32,10 +33,30 @@ def dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_ca
         return model.to(device).eval(), {**meta, "cache_hit": True}
     started = time.perf_counter()
     losses = fit(model, train.x_train, train.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
-                 batch_size=cfg.train.batch_size, seed=cfg.seed, device=device, desc=f"dense {cfg.model.name}")
+                 batch_size=cfg.train.batch_size, seed=cfg.seed, device=device, desc=f"dense {cfg.model.name}",
+                 extra_loss=bn_l1_penalty(cfg.train.get("slimming_l1", 0.0)))  # Network Slimming
     meta = {"train_s": time.perf_counter() - started, "epoch_losses": losses}
     cache.save("dense", key, model.state_dict(), meta)
     return model, {**meta, "cache_hit": False}
+
+
+def _prune_context(cfg, train: Dataset, calib: torch.Tensor, device) -> PruneContext:
+    """What pruners get: inputs for torch-pruning, the calibration batch and, for methods that train inside
+    (iterative schedules, lottery ticket, SNIP at init), the seeded init and this cell's train / fine-tune loops."""
+    def train_loop(model, epochs):
+        return fit(model, train.x_train, train.y_train, epochs=epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size,
+                   seed=cfg.seed, device=device, desc=f"retrain {cfg.pruning.method}",
+                   extra_loss=bn_l1_penalty(cfg.train.get("slimming_l1", 0.0)))
+
+    def finetune_loop(model, epochs=None):
+        return fit(model, train.x_train, train.y_train, epochs=cfg.finetune.epochs if epochs is None else epochs,
+                   lr=cfg.finetune.lr, batch_size=cfg.finetune.batch_size, seed=cfg.seed, device=device,
+                   desc=f"fine-tune step {cfg.pruning.method}", perturb=finetune_perturbation(cfg.finetune))
+
+    initial = {k: v.to(device) for k, v in fresh_model(cfg, train).state_dict().items()}
+    return PruneContext(example_inputs=train.x_train[:1].to(device),
+                        calibration=(train.x_train[calib], train.y_train[calib]), seed=cfg.seed,
+                        initial_state=initial, train=train_loop, finetune=finetune_loop, train_epochs=cfg.train.epochs)
 
 
 def pruned_model(cfg, dense: nn.Module, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool = True,
@@ -49,14 +70,14 @@ def pruned_model(cfg, dense: nn.Module, train: Dataset, key: str, cache: ModelCa
         return load_state_into(fresh_model(cfg, train), state).to(device).eval(), {**meta, "cache_hit": True}
     generator = torch.Generator().manual_seed(cfg.seed)
     calib = torch.randperm(len(train.y_train), generator=generator)[:CALIBRATION_SIZE]
-    ctx = PruneContext(example_inputs=train.x_train[:1].to(device),
-                       calibration=(train.x_train[calib], train.y_train[calib]), seed=cfg.seed)
+    ctx = _prune_context(cfg, train, calib, device)
     started = time.perf_counter()
     outcome = prune(copy.deepcopy(dense).cpu().to(device), cfg.pruning, ctx)
     prune_s = time.perf_counter() - started
     tracked = [track(outcome.model)] if track else []
     started = time.perf_counter()
     losses = fit(outcome.model, train.x_train, train.y_train, epochs=cfg.finetune.epochs, lr=cfg.finetune.lr,
+                 perturb=finetune_perturbation(cfg.finetune),  # PGD adversarial fine-tuning if finetune.adversarial
                  batch_size=cfg.finetune.batch_size, seed=cfg.seed, device=device, desc=f"fine-tune {cfg.pruning.method}",
                  on_epoch_end=(lambda epoch, m: tracked.append(track(m))) if track else None)
     model = finalize(outcome.model)

@@ -39,6 +39,7 @@ def fit(
     device: torch.device,
     desc: str,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
 ) -> list[float]:
     """Adam (the seed's optimiser) over seeded mini-batches; returns the mean training loss per epoch.
@@ -57,6 +58,8 @@ def fit(
         for start in range(0, len(y), batch_size):
             idx = order[start : start + batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
+            if perturb is not None:  # e.g. adversarial training: the batch the loss sees (model -> attacked inputs)
+                xb = perturb(model, xb, yb)
             loss = F.cross_entropy(model(xb), yb)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)

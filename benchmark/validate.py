@@ -42,10 +42,17 @@ def validate(cfg: DictConfig) -> None:
     if cfg.pruning.method == "threshold":
         _range("pruning.rate", cfg.pruning.rate, 0.0, 1.0)
     _range("eval.train_subset", cfg.eval.train_subset, 1, 10_000_000)
+    from benchmark.properties import check_config as check_eval_config
+
+    check_eval_config(cfg.eval)  # calibration bins, corruption severities, interpretability subset (issue 5)
     for group in ("train", "finetune"):
         _range(f"{group}.epochs", cfg[group].epochs, 0, 10_000)
         _range(f"{group}.lr", cfg[group].lr, 1e-12, 10.0)
         _range(f"{group}.batch_size", cfg[group].batch_size, 1, 1_000_000)
+    _range("train.slimming_l1", cfg.train.get("slimming_l1", 0.0), 0.0, 1.0)
+    if cfg.finetune.get("adversarial", False):
+        _range("finetune.adv_eps", cfg.finetune.adv_eps, 1e-6, 1.0)
+        _range("finetune.adv_steps", cfg.finetune.adv_steps, 1, 1000)
     if cfg.threat.kind == "evasion":
         _range("threat.subset", cfg.threat.subset, 1, 10_000_000)
         for i, eps in enumerate(cfg.threat.eps):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -15,6 +16,17 @@ class PruneContext:
     example_inputs: torch.Tensor  # one small batch, for torch-pruning's dependency graph and MAC counts
     calibration: tuple[torch.Tensor, torch.Tensor]  # (x, y) batch of training data for data-aware methods
     seed: int
+    # For methods with training inside (iterative schedules, lottery ticket, SNIP at init); None in plain use.
+    initial_state: dict[str, torch.Tensor] | None = None  # the seeded init the dense model was trained from
+    train: Callable[[nn.Module, int], list[float]] | None = None  # (model, epochs): cfg.train's loop, masks kept
+    finetune: Callable[[nn.Module, int], list[float]] | None = None  # (model, epochs): cfg.finetune's loop
+    train_epochs: int = 0  # cfg.train.epochs: how long the dense model was trained
+
+
+def needs_training(ctx: PruneContext, method: str) -> None:
+    if ctx.train is None or ctx.finetune is None or ctx.initial_state is None:
+        raise ValueError(f"pruning.method={method!r} trains inside the pruner: PruneContext needs initial_state, "
+                         "train and finetune (stages.pruned_model provides them)")
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from benchmark.pruning.common import PruneContext, PruneOutcome, prunable_layers
+from benchmark.pruning.common import PruneContext, PruneOutcome, needs_training, prunable_layers
+from benchmark.pruning.scored import prune_unstructured
 
 
 def no_pruning(model, cfg, ctx: PruneContext) -> PruneOutcome:
@@ -12,17 +13,34 @@ def no_pruning(model, cfg, ctx: PruneContext) -> PruneOutcome:
 
 
 def magnitude_global(model, cfg, ctx: PruneContext) -> PruneOutcome:
-    """Smallest-|w| weights over all prunable layers together (Han et al. 2015, global ranking)."""
-    params = [(m, "weight") for _, m in prunable_layers(model, cfg.prune_head)]
-    torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=float(cfg.sparsity))
-    return PruneOutcome(model, structured=False)
+    """Smallest-|w| weights over all prunable layers together (Han et al. 2015, global ranking);
+    `schedule: iterative` with `steps` prunes and fine-tunes in rounds."""
+    return PruneOutcome(model, structured=False, info=prune_unstructured(model, cfg, ctx, "magnitude", "global"))
 
 
 def magnitude_layerwise(model, cfg, ctx: PruneContext) -> PruneOutcome:
-    """The same fraction of smallest-|w| weights removed in every prunable layer."""
-    for _, module in prunable_layers(model, cfg.prune_head):
-        torch_prune.l1_unstructured(module, "weight", amount=float(cfg.sparsity))
-    return PruneOutcome(model, structured=False)
+    """The same fraction of smallest-|w| weights removed in every prunable layer (oneshot or iterative)."""
+    return PruneOutcome(model, structured=False, info=prune_unstructured(model, cfg, ctx, "magnitude", "layerwise"))
+
+
+def taylor(model, cfg, ctx: PruneContext) -> PruneOutcome:
+    """The seed's "gradient" importance: |w * dL/dw| on the clean calibration batch, on the TRAINED dense model
+    (first-order Taylor, Molchanov et al. 2017, per weight); `scope: global|layerwise`, oneshot or iterative."""
+    return PruneOutcome(model, structured=False, info=prune_unstructured(model, cfg, ctx, "taylor", cfg.scope))
+
+
+def snip(model, cfg, ctx: PruneContext) -> PruneOutcome:
+    """SNIP (Lee et al. 2019): connection sensitivity |w * dL/dw| on one batch at INITIALISATION, then the sparse
+    network is trained from that init (for train.epochs, then the cell's fine-tune): pruning before training,
+    as in the paper. Of the trained dense model only the architecture is used; with
+    `at_init: false` the scores are taken on the trained model instead (then equal to `taylor` oneshot)."""
+    if not cfg.at_init:
+        return PruneOutcome(model, structured=False, info=prune_unstructured(model, cfg, ctx, "snip", cfg.scope))
+    needs_training(ctx, "snip")
+    model.load_state_dict(ctx.initial_state)
+    info = prune_unstructured(model, cfg, ctx, "snip", cfg.scope)
+    ctx.train(model, ctx.train_epochs)
+    return PruneOutcome(model, structured=False, info={**info, "pruning/trained_from_init_epochs": float(ctx.train_epochs)})
 
 
 def random_unstructured(model, cfg, ctx: PruneContext) -> PruneOutcome:
