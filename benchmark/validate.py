@@ -65,6 +65,8 @@ def validate(cfg: DictConfig) -> None:
     check = getattr(THREATS[cfg.threat.kind], "check_config", None)  # a threat's own checks, if it has any
     if check is not None:
         check(cfg.threat)
+    for key in getattr(THREATS[cfg.threat.kind], "class_keys", lambda _: [])(cfg.threat):  # classes it names
+        _range(f"threat.{key}", cfg.threat[key], 0, cfg.dataset.num_classes - 1)
     _model_fits_dataset(cfg, STRUCTURED)
 
 
