@@ -59,6 +59,11 @@ FIGURES: list[FigureSpec] = [
     # Pareto view: cost against worst-case robustness, one panel per eps.
     FigureSpec("pareto_macs_vs_worst_robust", "robust/worst/eps_*", "worst-case robust accuracy",
                x="cost/macs", xlabel="MACs per image", logx=True),
+    # Poisoning and backdoors (issue 4): one figure per threat variant (threat.name carries rate/stage/fine-tune data).
+    FigureSpec("backdoor_asr_vs_sparsity", "backdoor/asr", "backdoor attack success rate"),
+    FigureSpec("backdoor_triggered_acc_vs_sparsity", "backdoor/clean_acc_triggered", "accuracy on triggered inputs"),
+    FigureSpec("poison_damage_vs_sparsity", "poison/acc_drop", "clean acc drop vs unpoisoned model", ylim=None),
+    FigureSpec("poison_targeted_vs_sparsity", "poison/targeted_success", "targeted poisoning success"),
 ]
 
 
