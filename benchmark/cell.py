@@ -173,4 +173,5 @@ def _measure(cfg, dense, model, data, train, device) -> tuple[dict[str, float], 
         "sparsity/overall": 1.0 - measure.nonzero_parameters(model) / dense_params,
         "cost/params": float(measure.nonzero_parameters(model)), "cost/params_dense": float(dense_params),
         "cost/macs": float(macs), "cost/macs_dense": float(macs_dense),
+        **measure.cost_metrics(dense, model, data.x_test, cfg.eval.latency),  # latency, speed-up, compressed size
     }, per_layer

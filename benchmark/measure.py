@@ -1,4 +1,4 @@
-"""Measurements that do not attack: sparsity (per layer and overall), parameters and MACs."""
+"""Measurements that do not attack: sparsity (per layer and overall), parameters, MACs, CPU latency and size."""
 from __future__ import annotations
 
 import torch
@@ -35,3 +35,50 @@ def macs_and_params(model: nn.Module, example_inputs: torch.Tensor) -> tuple[int
     """torch-pruning's counter (dense MACs: unstructured zeros are still multiplied by dense kernels)."""
     macs, params = tp.utils.count_ops_and_params(model, example_inputs)
     return int(macs), int(params)
+
+
+def cpu_latency_ms(models: list[nn.Module], x: torch.Tensor, repeats: int, threads: int) -> list[float]:
+    """Median wall time (ms) of one forward pass over the batch `x`, per model, on the CPU with `threads` torch
+    threads, after two warm-up passes. The models are timed in turn within each repeat, so a busy machine slows
+    them alike and their ratio (the speed-up) stays fair. CPU copies are timed whatever the cell's device; the
+    thread count is fixed so that cells are comparable, and restored afterwards."""
+    import copy
+    import statistics
+    import time
+
+    models = [copy.deepcopy(m).cpu().eval() for m in models]
+    x = x.cpu()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times: list[list[float]] = [[] for _ in models]
+    try:
+        with torch.inference_mode():
+            for i in range(repeats + 2):
+                for model, spent in zip(models, times):
+                    started = time.perf_counter()
+                    model(x)
+                    if i >= 2:
+                        spent.append((time.perf_counter() - started) * 1000)
+    finally:
+        torch.set_num_threads(previous)
+    return [statistics.median(t) for t in times]
+
+
+def compressed_size_kb(model: nn.Module) -> float:
+    """Size on disk of the weights as the cache stores them (safetensors), gzip-compressed (level 6), in KiB:
+    unstructured zeros compress, removed channels are simply absent."""
+    import gzip
+
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return len(gzip.compress(save(tensors), compresslevel=6, mtime=0)) / 1024
+
+
+def cost_metrics(dense: nn.Module, model: nn.Module, x: torch.Tensor, latency_cfg) -> dict[str, float]:
+    """cost/latency_ms, cost/latency_ms_dense, cost/speedup (dense / pruned latency), cost/size_kb(_dense)."""
+    batch = x[: int(latency_cfg.batch_size)]
+    repeats, threads = int(latency_cfg.repeats), int(latency_cfg.threads)
+    dense_ms, pruned_ms = cpu_latency_ms([dense, model], batch, repeats, threads)
+    return {"cost/latency_ms": pruned_ms, "cost/latency_ms_dense": dense_ms, "cost/speedup": dense_ms / pruned_ms,
+            "cost/size_kb": compressed_size_kb(model), "cost/size_kb_dense": compressed_size_kb(dense)}

@@ -50,6 +50,8 @@ def validate(cfg: DictConfig) -> None:
         _range(f"{group}.lr", cfg[group].lr, 1e-12, 10.0)
         _range(f"{group}.batch_size", cfg[group].batch_size, 1, 1_000_000)
     _range("train.slimming_l1", cfg.train.get("slimming_l1", 0.0), 0.0, 1.0)
+    for key, high in (("batch_size", 100_000), ("repeats", 10_000), ("threads", 4096)):
+        _range(f"eval.latency.{key}", cfg.eval.latency[key], 1, high)
     if cfg.finetune.get("adversarial", False):
         _range("finetune.adv_eps", cfg.finetune.adv_eps, 1e-6, 1.0)
         _range("finetune.adv_steps", cfg.finetune.adv_steps, 1, 1000)

@@ -108,7 +108,8 @@ def test_pgd_breaks_an_undefended_model_and_robust_accuracy_falls_with_eps(train
 
 
 def _deterministic(metrics):
-    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "cache/"))}
+    # wall-clock measurements (time/..., CPU latency and speed-up) differ between identical runs
+    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "cache/", "cost/latency", "cost/speedup"))}
 
 
 def test_cell_is_reproducible_and_skipped_once_finished(cfg_factory, tmp_path):
