@@ -1,0 +1,131 @@
+"""Known-answer tests for issue 5's evasion breadth and certification: every attack breaks an undefended model at a
+large budget, the worst case is a lower bound, the gradient-masking flag separates a masked model from a normal
+one, minimal-perturbation read-out, and randomized smoothing's certificate on a model with a known answer."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from scipy.stats import norm
+
+from attacks import build_threat
+from attacks.evasion import ATTACKS, minimal_robust_correct
+from benchmark.validate import ConfigError, validate
+
+CPU = torch.device("cpu")
+
+
+def _strong(cfg_factory, *overrides):
+    """threat=strong on a tiny prefix of the digits test set."""
+    return cfg_factory("threat=strong", "threat.subset=40", "threat.attacks.3.subset=40", "threat.attacks.4.subset=40",
+                       "threat.attacks.5.subset=20", "threat.attacks.6.subset=20", "threat.attacks.3.max_iter=100",
+                       "threat.attacks.4.max_iter=10", "threat.attacks.4.square_queries=50", *overrides)
+
+
+def test_every_attack_drives_an_undefended_model_far_below_clean(trained_seed_cnn, cfg_factory, digits):
+    cfg = _strong(cfg_factory, "dataset.eps=[0.3]", "dataset.eps_l2=[3.0]")
+    report = build_threat(cfg.threat).evaluate(copy.deepcopy(trained_seed_cnn), digits, CPU, seed=0)
+    m = report.metrics
+    clean = m["robust/subset_clean_acc"]
+    assert clean > 0.85
+    linf = ["fgsm", "pgd_linf", "square_linf", "autoattack_linf"]
+    l2 = ["pgd_l2", "cw_l2", "deepfool"]
+    for name in linf[1:]:
+        assert m[f"robust/{name}/eps_0.3"] <= 0.15, (name, m[f"robust/{name}/eps_0.3"])
+    for name in l2:
+        assert m[f"robust/{name}/eps_3"] <= 0.15, (name, m[f"robust/{name}/eps_3"])
+    # worst case is a lower bound of every single attack of its norm
+    assert m["robust/worst/eps_0.3"] == min(m[f"robust/{n}/eps_0.3"] for n in linf)
+    assert m["robust/worst_l2/eps_3"] == min(m[f"robust/{n}/eps_3"] for n in l2)
+    # black-box query budget and the measured model calls are logged; per-attack subsets are reported
+    assert m["attack/square_linf/query_budget"] == 100
+    assert 1 <= m["attack/square_linf/queries_per_image"] <= 3 * 100
+    assert m["attack/cw_l2/subset_size"] == 20
+    assert m["robust/gradient_masking_flag"] == 0.0  # a normal model: PGD beats FGSM and Square
+
+
+def _quantized(model: nn.Module, levels: int = 4) -> nn.Module:
+    class Quantize(nn.Module):  # round() has zero gradient almost everywhere: gradient-based attacks see nothing
+        def forward(self, x):
+            return torch.round(x * levels) / levels
+
+    return nn.Sequential(Quantize(), copy.deepcopy(model))
+
+
+def test_gradient_masking_flag_fires_on_input_quantization_not_on_the_plain_model(trained_seed_cnn, cfg_factory, digits):
+    cfg = cfg_factory("threat=strong", "threat.subset=60", "dataset.eps=[0.2,0.3]",
+                      "threat.attacks=[{name: fgsm, batch_size: 250}, {name: pgd_linf, max_iter: 10, step_fraction: 0.25,"
+                      " random_restarts: 1, batch_size: 250}, {name: square_linf, max_iter: 50, p_init: 0.8, restarts: 1,"
+                      " batch_size: 250}]")
+    plain = build_threat(cfg.threat).evaluate(copy.deepcopy(trained_seed_cnn), digits, CPU, seed=0).metrics
+    masked = build_threat(cfg.threat).evaluate(_quantized(trained_seed_cnn), digits, CPU, seed=0).metrics
+    assert plain["robust/gradient_masking_flag"] == 0.0 and plain["robust/gradient_masking_margin"] <= 0.02
+    assert masked["robust/gradient_masking_flag"] == 1.0
+    assert masked["robust/gradient_masking_margin"] > 0.3  # PGD is blind, the black-box attack is not
+    assert masked["robust/pgd_linf/eps_0.3"] > 0.7 > 0.2 > masked["robust/square_linf/eps_0.3"]
+    assert masked["robust/worst/eps_0.3"] == masked["robust/square_linf/eps_0.3"]  # the worst case is not fooled
+
+
+def test_minimal_attack_readout_counts_an_image_broken_only_within_budget():
+    correct_adv = np.array([False, False, True, False])  # the attack flipped images 0, 1 and 3
+    norms = np.array([0.5, 2.0, 0.0, 1.0])
+    assert minimal_robust_correct(correct_adv, norms, 1.0).tolist() == [False, True, True, False]
+    assert minimal_robust_correct(correct_adv, norms, 0.4).tolist() == [True, True, True, True]
+
+
+class _Constant(nn.Module):
+    """Predicts class `c` for every input, noise or not."""
+
+    def __init__(self, c: int, classes: int = 10):
+        super().__init__()
+        self.c, self.classes, self.anchor = c, classes, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return nn.functional.one_hot(torch.full((len(x),), self.c), self.classes).float() * 10 + self.anchor
+
+
+def test_smoothing_certifies_a_constant_model_with_the_clopper_pearson_radius(cfg_factory, digits):
+    cfg = cfg_factory("threat=smoothing", "threat.subset=30", "threat.n_certify=50", "threat.n_select=8",
+                      "threat.radii=[0.0,0.25,0.5]", "threat.sigma=0.25")
+    threat = build_threat(cfg.threat)
+    x = digits.x_test[:30].numpy()
+    pred, radius = threat.certify(_Constant(3), x, digits, CPU, seed=0)
+    # every noisy sample votes 3: the one-sided (1 - alpha) lower bound of p is alpha^(1/n)
+    assert (pred == 3).all()
+    assert radius == pytest.approx(np.full(30, 0.25 * norm.ppf(0.001 ** (1 / 50))), rel=1e-6)
+    report = threat.evaluate(_Constant(3), digits, CPU, seed=0)
+    from attacks.evasion import eval_subset
+
+    share = float((eval_subset(digits, 30, 0)[1] == 3).float().mean())
+    assert report.metrics["certified/acc/r_0"] == pytest.approx(share)
+    assert report.metrics["certified/acc/r_0.25"] == pytest.approx(share)  # radius 0.25 * 1.13 = 0.28 >= 0.25
+    assert report.metrics["certified/acc/r_0.5"] == 0.0
+    assert [s for name, _, s in report.curves if name == "certified_curve/sigma_0.25"] == [0, 250, 500]
+
+
+def test_smoothed_trained_model_certifies_less_at_larger_radius(trained_seed_cnn, cfg_factory, digits):
+    cfg = cfg_factory("threat=smoothing", "threat.subset=40", "threat.n_certify=100", "threat.radii=[0.0,0.2,0.4,1.0]")
+    m = build_threat(cfg.threat).evaluate(copy.deepcopy(trained_seed_cnn), digits, CPU, seed=0).metrics
+    curve = [m[f"certified/acc/r_{r:g}"] for r in (0.0, 0.2, 0.4, 1.0)]
+    assert curve == sorted(curve, reverse=True)
+    assert curve[0] > 0.5 and curve[-1] == 0.0  # n=100 caps the radius at 0.25 * Phi^-1(0.001^(1/100)) = 0.37
+    assert 0 <= m["certified/abstain_rate"] < 0.5 and 0 < m["certified/mean_radius"] < 0.4
+
+
+@pytest.mark.parametrize("override, key", [
+    ("dataset.eps_l2=[]", "threat.attacks[2].name"),
+    ("threat.attacks.4.components=[apgd_ce,fab]", "threat.attacks[4].components[1]"),
+    ("threat.attacks.3.subset=0", "threat.attacks[3].subset"),
+    ("threat.masking_tolerance=2", "threat.masking_tolerance"),
+])
+def test_strong_threat_config_errors_name_the_key(cfg_factory, override, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        validate(cfg_factory("threat=strong", override))
+
+
+def test_smoothing_config_errors_name_the_key(cfg_factory):
+    with pytest.raises(ConfigError, match="threat.sigma"):
+        validate(cfg_factory("threat=smoothing", "threat.sigma=0"))
