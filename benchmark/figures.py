@@ -52,7 +52,7 @@ class FigureSpec:
 
 
 FIGURES: list[FigureSpec] = [
-    FigureSpec("robust_vs_sparsity", "robust/*/eps_*", "robust accuracy", exclude=("robust/worst/*",)),
+    FigureSpec("robust_vs_sparsity", "robust/*/eps_*", "robust accuracy", exclude=("robust/worst/*", "robust/worst_l2/*")),
     FigureSpec("worst_robust_vs_sparsity", "robust/worst/eps_*", "worst-case robust accuracy"),
     FigureSpec("clean_vs_sparsity", "clean/acc", "clean test accuracy"),
     FigureSpec("gap_vs_sparsity", "gap/acc", "generalisation gap (train - test acc)", ylim=None),
@@ -64,6 +64,17 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("backdoor_triggered_acc_vs_sparsity", "backdoor/clean_acc_triggered", "accuracy on triggered inputs"),
     FigureSpec("poison_damage_vs_sparsity", "poison/acc_drop", "clean acc drop vs unpoisoned model", ylim=None),
     FigureSpec("poison_targeted_vs_sparsity", "poison/targeted_success", "targeted poisoning success"),
+    # Strong evasion, certification, calibration, corruptions, interpretability (issue 5).
+    FigureSpec("worst_l2_robust_vs_sparsity", "robust/worst_l2/eps_*", "worst-case robust accuracy (L2)"),
+    FigureSpec("gradient_masking_vs_sparsity", "robust/gradient_masking_margin", "PGD acc - weaker attack acc",
+               ylim=None),
+    FigureSpec("certified_vs_sparsity", "certified/acc/r_*", "certified accuracy (randomized smoothing)"),
+    FigureSpec("ece_vs_sparsity", "calib/ece", "expected calibration error (15 bins)"),
+    FigureSpec("nll_vs_sparsity", "calib/nll", "negative log-likelihood", ylim=None),
+    FigureSpec("corruption_vs_sparsity", "corruption/*mean", "accuracy under corruption (mean over severities)"),
+    FigureSpec("attribution_spearman_vs_sparsity", "interpret/*/spearman", "Spearman rank corr. with dense maps"),
+    FigureSpec("attribution_topk_vs_sparsity", "interpret/*/topk_overlap", "top-10% overlap with dense maps"),
+    FigureSpec("deletion_vs_sparsity", "interpret/*/deletion_auc", "deletion AUC (lower = more faithful)"),
 ]
 
 
