@@ -21,6 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 # The default grid (conf/experiment/default.yaml), then the figures from the tracking store.
 benchmark: $(STAMP)
 	$(PY) -m benchmark.run -m experiment=$(EXPERIMENT)
+	$(if $(filter default,$(EXPERIMENT)),$(PY) -m benchmark.run -m experiment=default_poisoning)
 	$(MAKE) figures
 
 figures: $(STAMP)

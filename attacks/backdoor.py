@@ -65,10 +65,10 @@ class BackdoorThreat(DataThreat):
 
     # ---- poisoning ----------------------------------------------------------------------------------------
     def _poison(self, data: Dataset, seed: int):
-        x, y = data.x_train.numpy().copy(), data.y_train.numpy().copy()
-        target = self.cfg.target_class
         if self.cfg.attack == "clean_label":
             return self._clean_label(data, seed)
+        x, y = data.x_train.numpy().copy(), data.y_train.numpy().copy()
+        target = self.cfg.target_class
         rng = np.random.default_rng(seed)
         pool = np.flatnonzero(y != target)
         chosen = np.sort(rng.choice(pool, size=int(round(self.cfg.poison_rate * len(pool))), replace=False))
