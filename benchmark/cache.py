@@ -1,8 +1,11 @@
-"""Content-addressed model cache: `<root>/<kind>/<key>.safetensors` plus a JSON sidecar with its sha256.
+"""Content-addressed model cache: one file per entry, `<root>/<kind>/<key>.safetensors`, whose header holds the
+entry's metadata and the sha256 of its tensors.
 
-Writes are atomic (temp file + rename), so two workers computing the same artifact cannot leave a torn file;
-loads verify the hash, and a corrupted or partial entry is reported, deleted and rebuilt by the caller.
-Weights are stored with safetensors: loading never unpickles anything.
+One file, written atomically (temp file + rename): two workers computing the same artifact cannot leave a torn
+file, and a reader can never pair one writer's weights with another's checksum (a weights file plus a sidecar
+could: measured, a reader then deleted a file a writer was about to hash, and the writer crashed). Loads verify
+the hash; a corrupted or partial entry is reported, deleted and rebuilt by the caller. safetensors: loading never
+unpickles anything.
 """
 from __future__ import annotations
 
@@ -14,16 +17,19 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 
 
-def _sha256(path: Path) -> str:
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Hash of names, dtypes, shapes and bytes, in name order: what the entry must reproduce on load."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
 
@@ -43,30 +49,38 @@ class ModelCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    def _paths(self, kind: str, key: str) -> tuple[Path, Path]:
-        base = self.root / kind / key
-        return base.with_suffix(".safetensors"), base.with_suffix(".json")
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.safetensors"
 
     def save(self, kind: str, key: str, state_dict: dict[str, torch.Tensor], meta: dict) -> Path:
-        weights, sidecar = self._paths(kind, key)
+        path = self.path(kind, key)
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-        _atomic_write(weights, lambda tmp: save_file(tensors, tmp))
-        record = {"sha256": _sha256(weights), "meta": meta}
-        _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
-        return weights
+        header = {"sha256": tensors_sha256(tensors), "meta": json.dumps(meta, default=str)}
+        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+        return path
 
     def load(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
         """(state_dict, meta), or None when absent or corrupted (a corrupted entry is deleted)."""
-        weights, sidecar = self._paths(kind, key)
-        if not (weights.exists() and sidecar.exists()):
+        path = self.path(kind, key)
+        try:
+            inode = path.stat().st_ino
+        except FileNotFoundError:
             return None
         try:
-            record = json.loads(sidecar.read_text())
-            if _sha256(weights) != record["sha256"]:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                # copies, not views of the memory-mapped file: an entry rewritten in place must not change them
+                tensors = {name: f.get_tensor(name).clone() for name in f.keys()}
+            if tensors_sha256(tensors) != header.get("sha256"):
                 raise ValueError("sha256 mismatch")
-            return load_file(str(weights)), record["meta"]
+            return tensors, json.loads(header["meta"])
+        except FileNotFoundError:  # removed meanwhile by another worker
+            return None
         except Exception as err:  # any unreadable entry is rebuilt rather than trusted
             log.warning("cache entry %s/%s is corrupted (%s): deleting it and rebuilding", kind, key, err)
-            for p in (weights, sidecar):
-                p.unlink(missing_ok=True)
+            try:
+                if path.stat().st_ino == inode:  # not a fresh entry another worker renamed in meanwhile
+                    path.unlink()
+            except FileNotFoundError:
+                pass
             return None

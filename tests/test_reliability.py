@@ -1,0 +1,220 @@
+"""Reliability (issue 7): the model cache under corruption and concurrent writers, parallel MLflow logging into
+one SQLite file, an interrupted grid re-run to completion, and seeded determinism."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from benchmark import hashing, stages
+from benchmark.cache import ModelCache
+from benchmark.cell import run_cell
+from conftest import make_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _python(code: str, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# ---------------------------------------------------------------- cache
+
+def test_cache_detects_corruption_deletes_and_reports_it(tmp_path, caplog):
+    cache = ModelCache(tmp_path)
+    state = {"w": torch.arange(1000, dtype=torch.float32), "n": torch.tensor(7)}
+    path = cache.save("dense", "k1", state, {"epochs": 3})
+    loaded, meta = cache.load("dense", "k1")
+    assert torch.equal(loaded["w"], state["w"]) and torch.equal(loaded["n"], state["n"]) and meta == {"epochs": 3}
+
+    good = path.read_bytes()
+    path.write_bytes(good[:-7] + bytes([good[-7] ^ 0xFF]) + good[-6:])  # still a valid file, one wrong number
+    assert cache.load("dense", "k1") is None
+    assert "corrupted" in caplog.text and "sha256 mismatch" in caplog.text
+    assert not path.exists()  # deleted, so the caller rebuilds it
+
+    for broken in (good[: len(good) // 2], b"\x00" * 10, b""):  # truncated by a full disk or a crash
+        path.write_bytes(broken)
+        assert cache.load("dense", "k1") is None and not path.exists()
+    assert cache.load("dense", "absent") is None
+    assert list((tmp_path / "dense").iterdir()) == []
+
+
+def test_corrupted_dense_model_is_rebuilt_identically_by_the_next_cell(tmp_path):
+    first = run_cell(make_cfg(tmp_path, "train.epochs=2", "pruning.sparsity=0.5"))
+    [entry] = (tmp_path / "cache" / "dense").glob("*.safetensors")
+    good, _ = ModelCache(tmp_path / "cache").load("dense", entry.stem)
+    good = entry.read_bytes(), good
+    entry.write_bytes(good[0][:-4] + b"\x00\x00\x80\x7f")  # the last weight becomes +inf: silent damage
+    second = run_cell(make_cfg(tmp_path, "train.epochs=2", "pruning.sparsity=0.8"))
+    assert second.metrics["cache/dense_hit"] == 0.0  # not trusted: retrained
+    rebuilt, _ = ModelCache(tmp_path / "cache").load("dense", entry.stem)
+    assert all(torch.equal(rebuilt[k], good[1][k]) for k in rebuilt)  # bit-identical weights (seeded CPU training)
+    assert second.metrics["dense/acc"] == first.metrics["dense/acc"]
+
+
+WRITER = """
+import sys, torch
+from benchmark.cache import ModelCache
+cache, value = ModelCache(sys.argv[1]), float(sys.argv[2])
+for _ in range(12):
+    cache.save("dense", "same-key", {"w": torch.full((512, 512), value), "b": torch.full((512,), value)}, {"v": value})
+"""
+
+
+def test_concurrent_writers_of_one_key_never_serve_a_torn_entry(tmp_path, caplog):
+    """Two processes keep rewriting one key with different contents while this one reads it: every load is
+    one writer's complete entry (or None before the first write), and no writer crashes."""
+    writers = [_python(WRITER, tmp_path, value) for value in (1.0, 2.0)]
+    cache, served, missed = ModelCache(tmp_path), [], 0
+    while any(w.poll() is None for w in writers):
+        time.sleep(0.01)  # leave the two cores to the writers
+        hit = cache.load("dense", "same-key")
+        if hit is None:
+            missed += 1
+            continue
+        assert hit[1] == {"v": hit[0]["b"][0].item()}  # metadata and tensors from the same writer
+        state, meta = hit
+        values = {state["w"].min().item(), state["w"].max().item(), state["b"].min().item(), state["b"].max().item()}
+        assert len(values) == 1 and values <= {1.0, 2.0}, values  # one writer's entry, never a mix
+        served.append(values.pop())
+    assert [w.wait() for w in writers] == [0, 0], [w.stderr.read() for w in writers]
+    assert served, "the reader never saw a complete entry"
+    assert "corrupted" not in caplog.text  # one file per entry: a reader never sees a mixed or partial entry
+    leftovers = [p.name for p in (tmp_path / "dense").iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []  # temp files are renamed or removed
+
+
+# ---------------------------------------------------------------- MLflow + SQLite
+
+LOGGER = """
+import sys, mlflow
+from benchmark import tracking
+uri, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+experiment = tracking.setup_experiment(uri, "parallel", sys.argv[4])
+for i in range(n):
+    with tracking.cell_run(experiment, f"w{worker}-{i}", {"cell_hash": f"{worker}-{i}"}, sys.argv[5]):
+        mlflow.log_params({f"p{k}": k for k in range(30)})
+        mlflow.log_metrics({f"m/{k}": worker + i + k / 100 for k in range(40)})
+        mlflow.log_text("config", "config.yaml")
+"""
+
+
+def test_parallel_workers_logging_into_one_sqlite_file_lose_no_runs(tmp_path):
+    """What a joblib grid does: the parent creates the store and a parent run first (GridCallback), then N
+    processes each log runs concurrently. MLflow's SQLite busy timeout serialises the writers."""
+    from benchmark import tracking
+
+    uri = tracking.default_tracking_uri(tmp_path)
+    experiment = tracking.setup_experiment(uri, "parallel", tmp_path / "art")
+    parent = MlflowClient().create_run(experiment).info.run_id
+    workers, per_worker = 3, 10
+    procs = [_python(LOGGER, uri, w, per_worker, tmp_path / "art", parent) for w in range(workers)]
+    results = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), [err[-1500:] for _, err in results]
+    assert not any("database is locked" in err for _, err in results)
+    runs = mlflow.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+                              max_results=1000, output_format="list")
+    assert len(runs) == workers * per_worker
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["cell_hash"] for r in runs}) == workers * per_worker
+    assert all(len(r.data.metrics) == 40 and len(r.data.params) == 30 for r in runs)
+
+
+# ---------------------------------------------------------------- interrupted grid
+
+GRID = ["dataset=digits", "device=cpu", "train.epochs=2", "finetune.epochs=1", "threat.subset=50",
+        "pruning=none,magnitude_global,random", "pruning.sparsity=0.5,0.9"]  # 6 jobs, 5 cells (none runs once)
+
+
+def _grid(results: Path, sweep: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "benchmark.run", "-m", *GRID, f"results_dir={results}",
+                             f"hydra.sweep.dir={results / sweep}", *extra], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _finished_in(ledger: Path) -> int:
+    if not ledger.exists():
+        return 0
+    return sum(json.loads(line)["status"] == "finished" for line in ledger.read_text().splitlines() if line.strip())
+
+
+@pytest.mark.parametrize("signals", [
+    pytest.param((signal.SIGKILL,), id="kill"),
+    pytest.param((signal.SIGKILL, signal.SIGTERM, signal.SIGINT), id="kill-term-int", marks=pytest.mark.slow),
+])
+def test_interrupted_grid_reruns_to_exactly_one_finished_run_per_cell(tmp_path, signals):
+    """Kill a sequential grid right after one more cell finished (one grid per signal), then re-run it with two
+    joblib workers: every cell ends with exactly one FINISHED run, the cache verifies, nothing is half-written.
+    (SIGTERM, like SIGKILL, leaves the cell's run RUNNING; SIGINT ends it KILLED: neither counts as finished.)"""
+    for i, sig in enumerate(signals):
+        proc = _grid(tmp_path, f"sweep{i}")
+        deadline = time.time() + 120
+        while _finished_in(tmp_path / f"sweep{i}" / "cells.jsonl") < 1 and proc.poll() is None:
+            assert time.time() < deadline, "grid made no progress"
+            time.sleep(0.05)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
+    final = _grid(tmp_path, "final", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
+    out, _ = final.communicate(timeout=240)
+    assert final.returncode == 0, out[-3000:]
+    assert "0 failed" in out
+
+    mlflow.set_tracking_uri(uri := f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1000)
+    cells = [r for r in runs if "cell_hash" in r.data.tags]
+    finished = [r.data.tags["cell_hash"] for r in cells if r.info.status == "FINISHED"]
+    assert len(finished) == len(set(finished)) == 5, (uri, sorted(finished))  # none lost, none duplicated
+    assert {r.info.status for r in cells} <= {"FINISHED", "KILLED", "RUNNING", "FAILED"}
+    for r in cells:  # an unfinished run never carries a result
+        if r.info.status != "FINISHED":
+            assert "clean/acc" not in r.data.metrics
+    ledger = [json.loads(line) for line in (tmp_path / "final" / "cells.jsonl").read_text().splitlines()]
+    assert len(ledger) == 6 and {c["status"] for c in ledger} <= {"finished", "skipped"}
+    entries = list((tmp_path / "cache").rglob("*.safetensors"))
+    assert sorted(e.parent.name for e in entries) == ["dense"] + ["pruned"] * 5  # each whole and verified:
+    for entry in entries:
+        assert ModelCache(tmp_path / "cache").load(entry.parent.name, entry.stem) is not None
+
+
+def test_ctrl_c_inside_a_cell_leaves_a_killed_run_and_the_rerun_finishes_it(tmp_path, monkeypatch):
+    from attacks.evasion import EvasionThreat
+
+    cfg = ("train.epochs=1", "pruning.sparsity=0.5")
+    evaluate = EvasionThreat.evaluate
+    monkeypatch.setattr(EvasionThreat, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(make_cfg(tmp_path, *cfg))
+    monkeypatch.setattr(EvasionThreat, "evaluate", evaluate)
+    done = run_cell(make_cfg(tmp_path, *cfg))
+    assert done.status == "finished" and done.metrics["cache/dense_hit"] == 1.0  # the cache survived the interrupt
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    assert run_cell(make_cfg(tmp_path, *cfg)).status == "skipped"
+
+
+# ---------------------------------------------------------------- determinism
+
+def test_same_seed_same_dense_model_other_seed_other_model(tmp_path, digits):
+    def dense(seed):
+        cfg = make_cfg(tmp_path, "train.epochs=1", f"seed={seed}")
+        model, _ = stages.dense_model(cfg, digits, hashing.dense_key(cfg, None), ModelCache(tmp_path), CPU, False)
+        return model.state_dict(), hashing.dense_key(cfg, None)
+
+    (a, key_a), (b, key_b), (c, key_c) = dense(0), dense(0), dense(1)
+    assert key_a == key_b != key_c
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not any(torch.equal(a[k], c[k]) for k in a)  # every tensor differs (init and batch order)
