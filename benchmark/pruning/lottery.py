@@ -11,6 +11,7 @@ import copy
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import prune as torch_prune
 
 from benchmark.pruning.common import PruneContext, PruneOutcome, needs_training, prunable_layers
 from benchmark.pruning.scored import prune_by_scores, step_amounts
@@ -26,6 +27,10 @@ def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
             continue
         source = key[: -len("_orig")] if key.endswith("weight_orig") else key
         tensor.copy_(state[source])
+    for module in model.modules():  # recompute `weight = weight_orig * mask` now, not at the next forward
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                setattr(module, hook._tensor_name, hook.apply_mask(module))
     return model
 
 
