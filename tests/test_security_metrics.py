@@ -143,7 +143,6 @@ def test_a_cell_logs_calibration_corruption_and_interpretability(cfg_factory):
         assert key in m, key
     assert m["calib/nll"] == pytest.approx(m["clean/loss"], rel=1e-4)  # same cross-entropy, same test split
     assert 0 <= m["calib/ece"] <= 1 and 0 < m["interpret/saliency/spearman"] <= 1
-    print({k: round(v, 2) for k, v in m.items() if k.startswith("time/")})
     assert m["time/security_s"] < 3.0
     client = mlflow.MlflowClient()
     assert [a.path for a in client.list_artifacts(result.run_id, "interpret")] == ["interpret/attributions.png"]
