@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -59,6 +60,8 @@ FIGURES: list[FigureSpec] = [
     # Pareto view: cost against worst-case robustness, one panel per eps.
     FigureSpec("pareto_macs_vs_worst_robust", "robust/worst/eps_*", "worst-case robust accuracy",
                x="cost/macs", xlabel="MACs per image", logx=True),
+    FigureSpec("pareto_latency_vs_worst_robust", "robust/worst/eps_*", "worst-case robust accuracy",
+               x="cost/latency_ms", xlabel="CPU latency per batch (ms)", logx=True),
     # Poisoning and backdoors (issue 4): one figure per threat variant (threat.name carries rate/stage/fine-tune data).
     FigureSpec("backdoor_asr_vs_sparsity", "backdoor/asr", "backdoor attack success rate"),
     FigureSpec("backdoor_triggered_acc_vs_sparsity", "backdoor/clean_acc_triggered", "accuracy on triggered inputs"),
@@ -192,12 +195,16 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
                         marker="o", markersize=3, capsize=2, linestyle="-" if spec.x == X_SPARSITY else "none")
         if spec.x != X_SPARSITY:  # a cost axis: draw the Pareto front over all methods
             front = pareto_front(agg, spec.x, metric)
-            ax.step(front[spec.x], front[metric], where="post", color="black", linewidth=0.8, label="Pareto front")
+            ax.step(front[spec.x], front[metric], where="post", color="black", linewidth=0.8, marker="s",
+                    markersize=7, markerfacecolor="none", label="Pareto front")
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel(spec.xlabel, fontsize=8)
         ax.set_ylabel(spec.ylabel, fontsize=8)
-        if spec.logx:
+        if spec.logx:  # costs span decades (structured) or a few percent (latency): 1-2-5 ticks, no minor labels
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.EngFormatter())
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         if spec.ylim:
             ax.set_ylim(*spec.ylim)
         ax.grid(alpha=0.3)

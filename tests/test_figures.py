@@ -27,7 +27,8 @@ def frame(store):
 
 def expected_figure_files(frame) -> set[str]:
     """One png + pdf per spec whose metrics this store has (other areas' specs, e.g. backdoor ASR, are skipped)."""
-    present = [spec for spec in figures.FIGURES if figures.matching(frame, spec.metrics, spec.exclude)]
+    present = [spec for spec in figures.FIGURES
+               if figures.matching(frame, spec.metrics, spec.exclude) and spec.x in frame]
     assert {"robust_vs_sparsity", "clean_vs_sparsity", "pareto_macs_vs_worst_robust"} <= {s.name for s in present}
     return {f"{spec.name}__seed_cnn__digits__evasion.{ext}" for spec in present for ext in ("png", "pdf")}
 
