@@ -77,6 +77,18 @@ def test_iterative_schedule_reaches_target_and_fine_tunes_between_steps(trained_
     assert not torch.equal(dense_w[w != 0], w[w != 0])
 
 
+def test_layerwise_last_first_prunes_one_layer_per_step_from_the_head(trained_seed_cnn, cfg_factory, digits):
+    cfg = _cfg(cfg_factory, "magnitude_layerwise", 0.6, "pruning.schedule=iterative", "pruning.order=last_first")
+    ctx = _ctx(cfg, digits)
+    seen = []  # zeros per layer at each fine-tune: the head is pruned first, the first conv last
+    finetune = ctx.finetune
+    ctx.finetune = lambda model, epochs=None: seen.append(
+        [round((m.weight == 0).float().mean().item(), 2) for _, m in prunable_layers(model)]) or finetune(model, epochs)
+    model = finalize(prune(copy.deepcopy(trained_seed_cnn), cfg.pruning, ctx).model)
+    assert seen == [[0.0, 0.0, 0.6], [0.0, 0.6, 0.6]]
+    assert [round((m.weight == 0).float().mean().item(), 2) for _, m in prunable_layers(model)] == [0.6, 0.6, 0.6]
+
+
 @pytest.mark.parametrize("method", ["snip", "taylor", "lottery_ticket"])
 def test_pruned_weights_stay_zero_through_finetuning(trained_seed_cnn, cfg_factory, digits, method):
     cfg = _cfg(cfg_factory, method, 0.8)
@@ -232,6 +244,7 @@ def test_cost_metrics_show_real_speedup_only_for_structured(trained_seed_cnn, cf
     (("pruning=taylor", "pruning.scope=per_layer"), "pruning.scope"),
     (("pruning=magnitude_global", "pruning.schedule=gradual"), "pruning.schedule"),
     (("pruning=lottery_ticket", "pruning.rounds=0"), "pruning.rounds"),
+    (("pruning=magnitude_layerwise", "pruning.order=first_last"), "pruning.order"),
     (("train.slimming_l1=-1",), "train.slimming_l1"),
     (("finetune.adversarial=true", "finetune.adv_eps=2"), "finetune.adv_eps"),
 ])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from benchmark.pruning.common import PruneContext, PruneOutcome, finalize, load_state_into, prunable_layers
 from benchmark.pruning.fine_pruning import fine_pruning
 from benchmark.pruning.lottery import lottery_ticket
-from benchmark.pruning.scored import SCHEDULES, SCOPES
+from benchmark.pruning.scored import ORDERS, SCHEDULES, SCOPES
 from benchmark.pruning.structured import l1_filter, l2_filter, lamp, random_filter, slimming, taylor_filter
 from benchmark.pruning.unstructured import (magnitude_global, magnitude_layerwise, no_pruning, random_unstructured, snip,
                                             taylor, threshold)
@@ -50,6 +50,8 @@ def check_config(cfg, model) -> list[tuple[str, object, str]]:
         problems.append(("pruning.scope", cfg.scope, sorted(SCOPES)))
     if "schedule" in cfg and cfg.schedule not in SCHEDULES:
         problems.append(("pruning.schedule", cfg.schedule, sorted(SCHEDULES)))
+    if "order" in cfg and cfg.order not in ORDERS:
+        problems.append(("pruning.order", cfg.order, sorted(ORDERS)))
     if "steps" in cfg and not (isinstance(cfg.steps, int) and 1 <= cfg.steps <= 100):
         problems.append(("pruning.steps", cfg.steps, "an integer 1 <= steps <= 100"))
     if cfg.method == "lottery_ticket":

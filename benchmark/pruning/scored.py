@@ -12,6 +12,7 @@ from benchmark.pruning.common import PruneContext, prunable_layers
 
 SCOPES = {"global", "layerwise"}
 SCHEDULES = {"oneshot", "iterative"}
+ORDERS = {"together", "last_first"}
 
 
 def _weight(module: nn.Module) -> torch.Tensor:
@@ -75,6 +76,8 @@ def prune_unstructured(model: nn.Module, cfg, ctx: PruneContext, criterion: str,
     steps = int(cfg.get("steps", 1)) if schedule == "iterative" else 1
     if float(cfg.sparsity) == 0:
         return {}
+    if scope == "layerwise" and schedule == "iterative" and cfg.get("order", "together") == "last_first":
+        return _last_layer_first(model, layers, float(cfg.sparsity), ctx, criterion)
     amounts = step_amounts(float(cfg.sparsity), steps)
     for step, amount in enumerate(amounts):
         prune_by_scores(layers, scores_for(criterion, model, layers, ctx), amount, scope)
@@ -83,3 +86,15 @@ def prune_unstructured(model: nn.Module, cfg, ctx: PruneContext, criterion: str,
                 raise ValueError("schedule=iterative fine-tunes between steps: PruneContext.finetune is needed")
             ctx.finetune(model, None)
     return {"pruning/steps": float(steps)}
+
+
+def _last_layer_first(model, layers, sparsity: float, ctx: PruneContext, criterion: str) -> dict[str, float]:
+    """The seed's layer-by-layer schedule (§3.2): one layer per step, from the classifier backwards, each pruned
+    to the target at once, fine-tuning the whole network in between (`steps` is the number of layers)."""
+    for step, module in enumerate(reversed(layers)):
+        prune_by_scores([module], scores_for(criterion, model, [module], ctx), sparsity, "layerwise")
+        if step < len(layers) - 1:
+            if ctx.finetune is None:
+                raise ValueError("order=last_first fine-tunes between layers: PruneContext.finetune is needed")
+            ctx.finetune(model, None)
+    return {"pruning/steps": float(len(layers))}
