@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks import build_threat
+from attacks import build_threat, poisoning
 from attacks.poisoning import flip_labels
 from benchmark import hashing
 from benchmark.cell import prepare, run_cell
@@ -84,9 +84,14 @@ def test_targeted_flipping_flips_only_the_source_class():
 
 
 def test_poisoned_sets_are_deterministic_per_seed(cfg_factory, digits):
+    def fresh(cfg, seed):
+        poisoning._POISONED.clear()  # rebuild, not the process's memoised set
+        return _threat(cfg, digits, seed)[1]
+
     for threat_name in ("badnets", "label_flip", "blended"):
         cfg = cfg_factory(f"threat={threat_name}")
-        a, b, c = (_threat(cfg, digits, seed)[1] for seed in (0, 0, 1))
+        a, b, c = (fresh(cfg, seed) for seed in (0, 0, 1))
+        assert a is not b
         assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_train, b.y_train), threat_name
         assert not (torch.equal(a.x_train, c.x_train) and torch.equal(a.y_train, c.y_train)), threat_name
 
