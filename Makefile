@@ -8,7 +8,7 @@ TRACKING_URI ?= sqlite:///$(abspath $(RESULTS))/mlflow.db
 EXPERIMENT ?= default
 UI_PORT    ?= 5000
 
-.PHONY: venv benchmark grid figures paper test test-slow ui clean
+.PHONY: venv benchmark grid figures paper test test-slow ui clean perf server
 
 venv: $(STAMP)
 
@@ -40,6 +40,18 @@ test-slow: $(STAMP)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(UI_PORT)
+
+# Performance budget (ART wrapper vs plain torch PGD, bookkeeping share, re-run and joblib speed-ups) -> results/perf.json
+perf: $(STAMP)
+	$(PY) -m benchmark.perf --out $(RESULTS)/perf.json
+
+# A tracking server on loopback for many workers (grids: tracking_uri=http://127.0.0.1:$(SERVER_PORT)).
+# SQLite here; for a team use a PostgreSQL URI: make server BACKEND_URI=postgresql://user:pw@host/mlflow
+SERVER_PORT ?= 5001
+BACKEND_URI ?= $(TRACKING_URI)
+server: $(STAMP)
+	$(VENV)/bin/mlflow server --backend-store-uri "$(BACKEND_URI)" --artifacts-destination "$(abspath $(RESULTS))/mlartifacts" \
+		--host 127.0.0.1 --port $(SERVER_PORT)
 
 clean:
 	rm -rf $(RESULTS)/mlflow.db $(RESULTS)/mlartifacts $(RESULTS)/cache $(RESULTS)/figures $(RESULTS)/tables $(RESULTS)/paper $(RESULTS)/hydra

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ def art_classifier(model: nn.Module, input_shape: tuple[int, ...], num_classes: 
         input_shape=input_shape,
         nb_classes=num_classes,
         clip_values=(0.0, 1.0),
+        preprocessing=None,  # ART's default (0, 1) adds an identity standardisation (sub, div) to every gradient
         device_type="gpu" if device.type == "cuda" else "cpu",
     )
 
@@ -23,15 +25,36 @@ def art_classifier(model: nn.Module, input_shape: tuple[int, ...], num_classes: 
 @contextlib.contextmanager
 def frozen_parameters(model: nn.Module):
     """Attacks need input gradients only. ART's loss_gradient calls loss.backward(), which also fills every
-    parameter's .grad unless parameters are frozen: measured to be a large share of ART's PGD overhead on CPU."""
+    parameter's .grad unless parameters are frozen: measured to be a large share of ART's PGD overhead on CPU.
+    Also skips ART's unlogged PGD success rate (see `_skip_unlogged_pgd_success_rate`)."""
     flags = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     model.eval()
     try:
-        yield model
+        with _skip_unlogged_pgd_success_rate():
+            yield model
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def _skip_unlogged_pgd_success_rate():
+    """ART's PyTorch PGD ends with `logger.info("Success rate ...", compute_success(...))`: the argument, a full
+    extra prediction pass over every image (~9% of a 10-step PGD here, benchmark/perf.py --profile), is computed
+    even when the log level drops the line (cells set ART's logger to WARNING). ART has no switch for it, so while
+    INFO is off its module-level `compute_success`, used only in that log line, is replaced. Results unchanged."""
+    from art.attacks.evasion.projected_gradient_descent import projected_gradient_descent_pytorch as pgd
+
+    if pgd.logger.isEnabledFor(logging.INFO):
+        yield
+        return
+    original = pgd.compute_success
+    pgd.compute_success = lambda *args, **kwargs: float("nan")
+    try:
+        yield
+    finally:
+        pgd.compute_success = original
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:

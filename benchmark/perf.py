@@ -1,0 +1,199 @@
+"""Performance budget (issue 7), measured in one run: `make perf` (or `python -m benchmark.perf`).
+
+1. PGD (L-inf, 10 steps, 1,000 mnist5k test images, seed_cnn) through our ART wrapper vs a plain torch loop
+   doing the same attack; the outputs are compared (max |x_adv difference|, same robust accuracy).
+2. A cell's bookkeeping (config, hashing, MLflow, caching) vs its compute: time/bookkeeping_s / time/cell_s.
+3. Re-running a finished grid vs its first run (every cell skipped as FINISHED).
+4. `hydra/launcher=parallel` (joblib, n_jobs=2) vs sequential on the same grid.
+Grids 2-4 are a reduced grid (seed_cnn on mnist5k, 2 methods x 2 sparsities + pruning=none), not the default
+grid. Prints a table and writes results/perf.json. `--profile` prints where the wrapper's PGD time goes.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ["dataset=mnist5k", "model=seed_cnn", "threat=pgd", "device=cpu", "train.epochs=3",
+        "pruning=none,magnitude_global,random", "pruning.sparsity=0.5,0.9"]  # 6 jobs, 5 cells
+
+
+def _pgd_setup(n: int):
+    """A trained seed_cnn, 1,000 mnist5k test images and the PGD parameters of conf/threat/pgd.yaml."""
+    from omegaconf import OmegaConf
+
+    from benchmark.data import load_dataset
+    from benchmark.training import fit
+    from models import build_model
+
+    data = load_dataset(OmegaConf.create({"name": "mnist5k", "test_size": 0.2}), seed=0)
+    torch.manual_seed(0)
+    model = build_model("seed_cnn", 1, 28, 10)
+    fit(model, data.x_train, data.y_train, epochs=2, lr=1e-3, batch_size=64, seed=0, device=torch.device("cpu"),
+        desc="perf model")
+    params = OmegaConf.create({"max_iter": 10, "step_fraction": 0.25, "random_restarts": 0, "batch_size": 250})
+    return model.eval(), data.x_test[:n].contiguous(), data.y_test[:n], params
+
+
+def wrapper_pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, params) -> np.ndarray:
+    """Our path: attacks/art_classifier.py + the `pgd_linf` builder of attacks/evasion.py."""
+    from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
+    from attacks.evasion import ATTACKS
+
+    spec = ATTACKS["pgd_linf"]
+    build = getattr(spec, "build", spec)
+    with frozen_parameters(model):
+        classifier = art_classifier(model, tuple(x.shape[1:]), 10, torch.device("cpu"))
+        return build(classifier, eps, params).generate(x=to_numpy(x), y=y.numpy())
+
+
+def torch_pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, params) -> np.ndarray:
+    """The same attack as a plain loop: ART's update (sign of the mean-CE gradient, step, clip to [0, 1],
+    project onto the eps ball around x), batch by batch, no random start (random_restarts=0 on both sides)."""
+    step, out = eps * params.step_fraction, []
+    model.requires_grad_(False)
+    for i in range(0, len(x), params.batch_size):
+        xb, yb = x[i:i + params.batch_size], y[i:i + params.batch_size]
+        adv = xb.clone()
+        for _ in range(params.max_iter):
+            adv.requires_grad_(True)
+            grad, = torch.autograd.grad(F.cross_entropy(model(adv), yb), adv)
+            adv = (adv.detach() + step * grad.sign()).clamp(0.0, 1.0)
+            adv = xb + (adv - xb).clamp(-eps, eps)
+        out.append(adv.detach())
+    model.requires_grad_(True)
+    return torch.cat(out).numpy()
+
+
+def _timed(fn) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def _paired(fn_a, fn_b, repeats: int) -> tuple[list[float], list[float], object, object]:
+    """Alternate a and b so both see the same load on a shared machine; the ratio is the median of pair ratios."""
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        t_a, out_a = _timed(fn_a)
+        t_b, out_b = _timed(fn_b)
+        times_a.append(t_a)
+        times_b.append(t_b)
+    return times_a, times_b, out_a, out_b
+
+
+def measure_pgd(repeats: int, profile: bool) -> dict:
+    model, x, y, params = _pgd_setup(1000)
+    eps = 0.1
+    wrapper_pgd(model, x[:250], y[:250], eps, params)  # warm-up (first-call allocations, ART imports)
+    torch_pgd(model, x[:250], y[:250], eps, params)
+    ours_t, plain_t, ours, plain = _paired(lambda: wrapper_pgd(model, x, y, eps, params),
+                                           lambda: torch_pgd(model, x, y, eps, params), repeats)
+    ratio = float(np.median([a / b for a, b in zip(ours_t, plain_t)]))
+    with torch.no_grad():
+        acc = [float((model(torch.from_numpy(a)).argmax(1) == y).float().mean()) for a in (ours, plain)]
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(wrapper_pgd, model, x, y, eps, params)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    return {"pgd_wrapper_s": min(ours_t), "pgd_torch_s": min(plain_t), "pgd_ratio": ratio,
+            "pgd_max_abs_diff": float(np.abs(ours - plain).max()), "pgd_robust_acc_wrapper": acc[0],
+            "pgd_robust_acc_torch": acc[1], "pgd_images": len(y), "pgd_eps": eps, "pgd_steps": params.max_iter,
+            "pgd_batch_size": params.batch_size}
+
+
+def _grid(results: Path, *extra: str) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "benchmark.run", "-m", *GRID, f"results_dir={results}", *extra],
+                   cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return time.perf_counter() - started
+
+
+def _startup_s() -> float:
+    """What every `python -m benchmark.run` pays before its first cell: imports (torch, ART, mlflow, hydra...)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import benchmark.run, benchmark.grid, attacks, benchmark.cell"],
+                   cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return time.perf_counter() - started
+
+
+def _cell_times(results: Path) -> tuple[float, float, int]:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string="attributes.status = 'FINISHED'")
+    cells = [r.data.metrics for r in runs if "time/cell_s" in r.data.metrics]
+    return (sum(m["time/bookkeeping_s"] for m in cells), sum(m["time/cell_s"] for m in cells), len(cells))
+
+
+def measure_grids(workdir: Path) -> dict:
+    seq, par = workdir / "sequential", workdir / "parallel"
+    first_s = _grid(seq, "hydra/launcher=basic")
+    rerun_s = _grid(seq, "hydra/launcher=basic")
+    parallel_s = _grid(par, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
+    bookkeeping_s, cell_s, cells = _cell_times(seq)
+    startup_s = _startup_s()
+    return {"grid_jobs": 6, "grid_cells": cells, "grid_first_s": first_s, "grid_rerun_s": rerun_s,
+            "grid_rerun_ratio": rerun_s / first_s, "process_startup_s": startup_s,
+            "grid_rerun_minus_startup_ratio": max(rerun_s - startup_s, 0.0) / max(first_s - startup_s, 1e-9),
+            "cell_bookkeeping_s": bookkeeping_s, "cell_s": cell_s, "bookkeeping_share": bookkeeping_s / cell_s,
+            "grid_parallel_s": parallel_s, "parallel_speedup": first_s / parallel_s}
+
+
+BUDGET = {"pgd_ratio": ("<=", 1.2), "bookkeeping_share": ("<=", 0.10), "grid_rerun_ratio": ("<=", 0.05),
+          "parallel_speedup": (">=", 1.7)}
+
+
+def table(result: dict) -> str:
+    lines = [f"{'measure':34} {'value':>10}  budget"]
+    for key, value in result.items():
+        if isinstance(value, float):
+            goal = BUDGET.get(key)
+            mark = "" if goal is None else f"{goal[0]} {goal[1]}  " + (
+                "ok" if (value <= goal[1] if goal[0] == "<=" else value >= goal[1]) else "MISSED")
+            lines.append(f"{key:34} {value:10.4g}  {mark}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "results" / "perf.json"))
+    parser.add_argument("--repeats", type=int, default=5, help="alternating pairs for the PGD ratio (median)")
+    parser.add_argument("--skip-grids", action="store_true", help="only the PGD comparison")
+    parser.add_argument("--profile", action="store_true", help="cProfile of the wrapper's PGD")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # both PGD paths on one thread: a fair, repeatable comparison on a shared machine
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.node()}",
+              "torch": torch.__version__, "torch_threads_pgd": 1, "load_avg_1m_start": os.getloadavg()[0]}
+    result.update(measure_pgd(args.repeats, args.profile))
+    if not args.skip_grids:
+        workdir = Path(tempfile.mkdtemp(prefix="prunesec-perf-"))
+        try:
+            result.update(measure_grids(workdir))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["load_avg_1m_end"] = os.getloadavg()[0]
+    print(table(result))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
