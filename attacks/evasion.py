@@ -124,8 +124,24 @@ def eps_key(eps: float) -> str:
     return f"eps_{eps:g}"  # MLflow metric names may not contain '='
 
 
-def worst_key(norm: str) -> str:
-    return "worst" if norm == "linf" else f"worst_{norm}"  # robust/worst/... stays the L-inf worst case
+def worst_key(norm: str, family: str = "worst") -> str:
+    return family if norm == "linf" else f"{family}_{norm}"  # robust/worst/... stays the L-inf worst case
+
+
+def worst_cases(correct: dict[tuple[str, float], np.ndarray], norm: str) -> tuple[dict[float, float], dict[float, float]]:
+    """Two worst cases per eps over the attacks of one norm: the lowest single-attack accuracy (each on its own
+    subset), and the per-image "ensemble" accuracy (an image counts only if it survives every attack; on the
+    images all of them attacked, the shortest per-attack prefix), which AutoAttack-style evaluations report."""
+    by_eps: dict[float, list[np.ndarray]] = {}
+    for (name, eps), ok in correct.items():
+        if ATTACKS[name].norm == norm:
+            by_eps.setdefault(eps, []).append(ok)
+    worst = {eps: min(float(ok.mean()) for ok in oks) for eps, oks in by_eps.items()}
+    ensemble = {}
+    for eps, oks in by_eps.items():
+        n = min(len(ok) for ok in oks)
+        ensemble[eps] = float(np.logical_and.reduce([ok[:n] for ok in oks]).mean())
+    return worst, ensemble
 
 
 def eps_list(threat_cfg, norm: str) -> list[float]:
@@ -230,12 +246,10 @@ class EvasionThreat(Threat):
                     report.metrics[f"robust/{name}/{eps_key(eps)}"] = float(ok.mean())
                     report.curves.append((f"robust_curve/{name}", float(ok.mean()), int(round(eps * 1000))))
         for norm in _NORM:
-            worst: dict[float, float] = {}
-            for (name, eps), ok in correct.items():
-                if ATTACKS[name].norm == norm:
-                    worst[eps] = min(worst.get(eps, 1.0), float(ok.mean()))
+            worst, ensemble = worst_cases(correct, norm)
             for eps, acc in worst.items():
                 report.metrics[f"robust/{worst_key(norm)}/{eps_key(eps)}"] = acc
+                report.metrics[f"robust/{worst_key(norm, 'ensemble')}/{eps_key(eps)}"] = ensemble[eps]
         flag, margin = gradient_masking(correct, float(self.cfg.get("masking_tolerance", 0.0)))
         if margin > -1.0:  # a weaker and a stronger attack ran at a common eps
             report.metrics["robust/gradient_masking_flag"] = flag

@@ -53,7 +53,7 @@ class FigureSpec:
 
 
 FIGURES: list[FigureSpec] = [
-    FigureSpec("robust_vs_sparsity", "robust/*/eps_*", "robust accuracy", exclude=("robust/worst/*", "robust/worst_l2/*")),
+    FigureSpec("robust_vs_sparsity", "robust/*/eps_*", "robust accuracy", exclude=("robust/worst*", "robust/ensemble*")),
     FigureSpec("worst_robust_vs_sparsity", "robust/worst/eps_*", "worst-case robust accuracy"),
     FigureSpec("clean_vs_sparsity", "clean/acc", "clean test accuracy"),
     FigureSpec("gap_vs_sparsity", "gap/acc", "generalisation gap (train - test acc)", ylim=None),
@@ -69,6 +69,7 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("poison_targeted_vs_sparsity", "poison/targeted_success", "targeted poisoning success"),
     # Strong evasion, certification, calibration, corruptions, interpretability (issue 5).
     FigureSpec("worst_l2_robust_vs_sparsity", "robust/worst_l2/eps_*", "worst-case robust accuracy (L2)"),
+    FigureSpec("ensemble_robust_vs_sparsity", "robust/ensemble/eps_*", "robust acc. against all attacks (per image)"),
     FigureSpec("gradient_masking_vs_sparsity", "robust/gradient_masking_margin", "PGD acc - weaker attack acc",
                ylim=None),
     FigureSpec("certified_vs_sparsity", "certified/acc/r_*", "certified accuracy (randomized smoothing)"),

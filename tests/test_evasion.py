@@ -40,11 +40,23 @@ def test_every_attack_drives_an_undefended_model_far_below_clean(trained_seed_cn
     # worst case is a lower bound of every single attack of its norm
     assert m["robust/worst/eps_0.3"] == min(m[f"robust/{n}/eps_0.3"] for n in linf)
     assert m["robust/worst_l2/eps_3"] == min(m[f"robust/{n}/eps_3"] for n in l2)
+    # per image, on the images every attack ran on: no single attack can do better than all of them together
+    assert m["robust/ensemble/eps_0.3"] <= m["robust/worst/eps_0.3"] and m["robust/ensemble_l2/eps_3"] == 0.0
     # black-box query budget and the measured model calls are logged; per-attack subsets are reported
     assert m["attack/square_linf/query_budget"] == 100
     assert 1 <= m["attack/square_linf/queries_per_image"] <= 3 * 100
     assert m["attack/cw_l2/subset_size"] == 20
     assert m["robust/gradient_masking_flag"] == 0.0  # a normal model: PGD beats FGSM and Square
+
+
+def test_ensemble_worst_case_counts_an_image_only_if_it_survives_every_attack():
+    from attacks.evasion import worst_cases
+
+    correct = {("pgd_linf", 0.1): np.array([1, 1, 0, 1], bool), ("square_linf", 0.1): np.array([1, 0, 1], bool),
+               ("pgd_l2", 1.0): np.array([0, 1], bool)}
+    worst, ensemble = worst_cases(correct, "linf")
+    assert worst == {0.1: pytest.approx(2 / 3)} and ensemble == {0.1: pytest.approx(1 / 3)}  # first 3 images
+    assert worst_cases(correct, "l2") == ({1.0: 0.5}, {1.0: 0.5})
 
 
 def _quantized(model: nn.Module, levels: int = 4) -> nn.Module:
