@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -51,6 +52,11 @@ class ModelCache:
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.safetensors"
+
+    def lock(self, kind: str, key: str) -> FileLock:
+        """An inter-process lock for computing one entry (the OS releases it if the holder dies)."""
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        return FileLock(self.root / "locks" / f"{kind}-{key}.lock")
 
     def save(self, kind: str, key: str, state_dict: dict[str, torch.Tensor], meta: dict) -> Path:
         path = self.path(kind, key)

@@ -133,6 +133,7 @@ def _startup_s() -> float:
 
 
 def _cell_times(results: Path) -> tuple[float, float, int]:
+    """Sums over the store's FINISHED cells of time/bookkeeping_s and time/cell_s, and their number."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
@@ -144,16 +145,20 @@ def _cell_times(results: Path) -> tuple[float, float, int]:
 
 def measure_grids(workdir: Path) -> dict:
     seq, par = workdir / "sequential", workdir / "parallel"
+    load = {"load_avg_1m_before_grids": os.getloadavg()[0]}
     first_s = _grid(seq, "hydra/launcher=basic")
     rerun_s = _grid(seq, "hydra/launcher=basic")
     parallel_s = _grid(par, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
+    load["load_avg_1m_after_grids"] = os.getloadavg()[0]
     bookkeeping_s, cell_s, cells = _cell_times(seq)
+    _, parallel_cell_s, _ = _cell_times(par)
     startup_s = _startup_s()
-    return {"grid_jobs": 6, "grid_cells": cells, "grid_first_s": first_s, "grid_rerun_s": rerun_s,
+    return {**load, "grid_jobs": 6, "grid_cells": cells, "grid_first_s": first_s, "grid_rerun_s": rerun_s,
             "grid_rerun_ratio": rerun_s / first_s, "process_startup_s": startup_s,
             "grid_rerun_minus_startup_ratio": max(rerun_s - startup_s, 0.0) / max(first_s - startup_s, 1e-9),
             "cell_bookkeeping_s": bookkeeping_s, "cell_s": cell_s, "bookkeeping_share": bookkeeping_s / cell_s,
-            "grid_parallel_s": parallel_s, "parallel_speedup": first_s / parallel_s}
+            "grid_parallel_s": parallel_s, "parallel_speedup": first_s / parallel_s,
+            "cell_s_sum_parallel": parallel_cell_s}  # > cell_s: each cell ran slower in parallel (contention)
 
 
 BUDGET = {"pgd_ratio": ("<=", 1.2), "bookkeeping_share": ("<=", 0.10), "grid_rerun_ratio": ("<=", 0.05),
@@ -176,12 +181,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(ROOT / "results" / "perf.json"))
     parser.add_argument("--repeats", type=int, default=5, help="alternating pairs for the PGD ratio (median)")
     parser.add_argument("--skip-grids", action="store_true", help="only the PGD comparison")
+    parser.add_argument("--skip-pgd", action="store_true", help="only the grid measurements")
     parser.add_argument("--profile", action="store_true", help="cProfile of the wrapper's PGD")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # both PGD paths on one thread: a fair, repeatable comparison on a shared machine
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.node()}",
               "torch": torch.__version__, "torch_threads_pgd": 1, "load_avg_1m_start": os.getloadavg()[0]}
-    result.update(measure_pgd(args.repeats, args.profile))
+    if not args.skip_pgd:
+        result.update(measure_pgd(args.repeats, args.profile))
     if not args.skip_grids:
         workdir = Path(tempfile.mkdtemp(prefix="prunesec-perf-"))
         try:

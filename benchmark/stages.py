@@ -25,6 +25,11 @@ def fresh_model(cfg, data: Dataset) -> nn.Module:
 
 def dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool = True):
     """Trained dense model for `key`, from the cache or trained now. Returns (model, meta)."""
+    with cache.lock("dense", key):  # parallel workers that need one dense model train it once; the others wait
+        return _dense_model(cfg, train, key, cache, device, use_cache)
+
+
+def _dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool):
     model = fresh_model(cfg, train)
     hit = cache.load("dense", key) if use_cache else None
     if hit is not None:

@@ -24,6 +24,10 @@ from conftest import make_cfg
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+# These tests are about bookkeeping, not numbers: one PGD budget on 50 images, no optional evaluations
+# (`++`: still composes if another area renames its keys).
+QUICK = ("dataset.eps=[0.1]", "threat.subset=50", "++eval.corruptions.enabled=false",
+         "++eval.interpret.enabled=false", "++eval.latency.repeats=1")
 
 
 def _python(code: str, *args) -> subprocess.Popen:
@@ -54,12 +58,12 @@ def test_cache_detects_corruption_deletes_and_reports_it(tmp_path, caplog):
 
 
 def test_corrupted_dense_model_is_rebuilt_identically_by_the_next_cell(tmp_path):
-    first = run_cell(make_cfg(tmp_path, "train.epochs=2", "pruning.sparsity=0.5"))
+    first = run_cell(make_cfg(tmp_path, "train.epochs=2", "pruning.sparsity=0.5", *QUICK))
     [entry] = (tmp_path / "cache" / "dense").glob("*.safetensors")
     good, _ = ModelCache(tmp_path / "cache").load("dense", entry.stem)
     good = entry.read_bytes(), good
     entry.write_bytes(good[0][:-4] + b"\x00\x00\x80\x7f")  # the last weight becomes +inf: silent damage
-    second = run_cell(make_cfg(tmp_path, "train.epochs=2", "pruning.sparsity=0.8"))
+    second = run_cell(make_cfg(tmp_path, "train.epochs=2", "pruning.sparsity=0.8", *QUICK))
     assert second.metrics["cache/dense_hit"] == 0.0  # not trusted: retrained
     rebuilt, _ = ModelCache(tmp_path / "cache").load("dense", entry.stem)
     assert all(torch.equal(rebuilt[k], good[1][k]) for k in rebuilt)  # bit-identical weights (seeded CPU training)
@@ -136,7 +140,7 @@ def test_parallel_workers_logging_into_one_sqlite_file_lose_no_runs(tmp_path):
 
 # ---------------------------------------------------------------- interrupted grid
 
-GRID = ["dataset=digits", "device=cpu", "train.epochs=2", "finetune.epochs=1", "threat.subset=50",
+GRID = ["dataset=digits", "device=cpu", "train.epochs=2", "finetune.epochs=1", *QUICK,
         "pruning=none,magnitude_global,random", "pruning.sparsity=0.5,0.9"]  # 6 jobs, 5 cells (none runs once)
 
 
@@ -193,7 +197,7 @@ def test_interrupted_grid_reruns_to_exactly_one_finished_run_per_cell(tmp_path, 
 def test_ctrl_c_inside_a_cell_leaves_a_killed_run_and_the_rerun_finishes_it(tmp_path, monkeypatch):
     from attacks.evasion import EvasionThreat
 
-    cfg = ("train.epochs=1", "pruning.sparsity=0.5")
+    cfg = ("train.epochs=1", "pruning.sparsity=0.5", *QUICK)
     evaluate = EvasionThreat.evaluate
     monkeypatch.setattr(EvasionThreat, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
