@@ -186,6 +186,9 @@ def test_interrupted_grid_reruns_to_exactly_one_finished_run_per_cell(tmp_path, 
     for r in cells:  # an unfinished run never carries a result
         if r.info.status != "FINISHED":
             assert "clean/acc" not in r.data.metrics
+    # joblib workers inherit the parent run id the GridCallback exported: every cell hangs under a grid run
+    grids = {r.info.run_id for r in runs if r.data.tags.get("grid") == "true"}
+    assert len(grids) == 1 + len(signals) and all(r.data.tags.get("mlflow.parentRunId") in grids for r in cells)
     ledger = [json.loads(line) for line in (tmp_path / "final" / "cells.jsonl").read_text().splitlines()]
     assert len(ledger) == 6 and {c["status"] for c in ledger} <= {"finished", "skipped"}
     entries = list((tmp_path / "cache").rglob("*.safetensors"))
