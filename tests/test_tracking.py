@@ -111,7 +111,7 @@ def test_cell_run_marks_failed_with_error_and_killed_on_interrupt(store):
     assert failed and failed[0].data.tags["error"] == "ValueError: boom"
 
 
-RESUME = ["dataset=digits", "train.epochs=15", "finetune.epochs=1", "threat=pgd", "threat.subset=20", "device=cpu",
+RESUME = ["dataset=digits", "train.epochs=10", "finetune.epochs=1", "threat=pgd", "threat.subset=20", "device=cpu",
           "pruning=magnitude_global", "pruning.sparsity=0.5", "experiment_name=resume", *tiny_store.FAST_EVAL]
 
 
