@@ -57,13 +57,8 @@ def validate_grid(config: DictConfig) -> list[str]:
 
 
 def grid_size(config: DictConfig) -> int:
-    """Number of cells Hydra's basic sweeper will launch: the product of the sweep lengths."""
-    overrides = _sweep_overrides(config)
-    size = 1
-    for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_sweep_override():
-            size *= len(list(override.sweep_iterator()))
-    return size
+    """Number of jobs Hydra's basic sweeper will launch (a command-line sweep replaces the preset's for its key)."""
+    return len(job_overrides(config)[0])
 
 
 class GridCallback(Callback):

@@ -121,6 +121,21 @@ def test_cli_grid_with_one_bad_cell_is_rejected_before_any_cell_runs(tmp_path):
     assert "Traceback" not in text
 
 
+def test_grid_size_counts_a_command_line_sweep_once_when_it_replaces_the_presets():
+    from omegaconf import OmegaConf
+
+    from benchmark.grid import grid_size
+
+    def sweep(params, task):
+        return OmegaConf.create({"hydra": {"sweeper": {"params": params}, "overrides": {"task": task}}})
+
+    preset = {"model": "seed_cnn,lenet300", "pruning.sparsity": "0.0,0.5,0.9"}
+    assert grid_size(sweep(preset, [])) == 6
+    assert grid_size(sweep(preset, ["pruning.sparsity=0.5,0.7", "seed=0,1,2"])) == 2 * 2 * 3
+    assert grid_size(sweep(preset, ["model=seed_cnn"])) == 3  # a plain value replaces the preset's sweep
+    assert grid_size(sweep(None, ["pruning=none"])) == 1
+
+
 def test_missing_dataset_files_give_a_clear_message(tmp_path):
     from benchmark.data import DatasetUnavailable, load_dataset
 
