@@ -44,7 +44,17 @@ def canonicalize(cfg: DictConfig) -> None:
 
 
 def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.name}|{cfg.pruning.method}|s={cfg.pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
+    """Reads like the cell: `seed_cnn|magnitude_global|s=0.9|pgd|seed=0`, the method followed by its
+    non-default variants (`+layerwise`, `+iterative3`, `+advft`) so the UI's run list tells them apart."""
+    pruning = cfg.pruning
+    method = pruning.method
+    if pruning.get("scope") == "layerwise":
+        method += "+layerwise"
+    if pruning.get("schedule") == "iterative":
+        method += f"+iterative{pruning.steps}"
+    if cfg.finetune.adversarial:
+        method += "+advft"
+    return f"{cfg.model.name}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
 
 
 def prepare(cfg: DictConfig) -> tuple[str, str]:

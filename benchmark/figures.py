@@ -30,10 +30,15 @@ log = logging.getLogger("benchmark")
 
 # Columns of the tidy frame (short names for the MLflow columns a figure groups by).
 MODEL, DATASET, THREAT, METHOD, TARGET, SEED = "model", "dataset", "threat", "method", "target", "seed"
+VARIANT = "variant"  # the other config keys on which cells of one (setting, method) differ, e.g. "scope=layerwise"
 PARAMS = {MODEL: "params.model.name", DATASET: "params.dataset.name", THREAT: "params.threat.name",
           METHOD: "params.pruning.method", TARGET: "params.pruning.sparsity", SEED: "params.seed"}
 SETTING = [MODEL, DATASET, THREAT]  # one figure file per setting
-POINT = [*SETTING, METHOD, TARGET]  # one plotted point (mean over seeds) per group
+POINT = [*SETTING, METHOD, VARIANT, TARGET]  # one plotted point (mean over seeds) per group
+# Params that never make two cells different experiments (run-only keys, see benchmark/hashing.py).
+NOT_VARIANT = {"params.device", "params.force", "params.tracking_uri", "params.results_dir", "params.experiment_name",
+               "params.torch_threads", "params.dataset.data_root", "params.dataset.download", "params.dataset.eps",
+               "params.dataset.eps_l2", *PARAMS.values()}
 X_SPARSITY = "sparsity/achieved"
 FLOAT_FORMAT = "%.4f"  # fixed float format: same data -> same bytes
 CONFIDENCE = 0.95
@@ -122,9 +127,23 @@ def tidy(runs: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame({short: runs[col] for short, col in PARAMS.items() if col in runs})
     frame[TARGET] = frame[TARGET].astype(float)
     frame[SEED] = frame[SEED].astype(int)
+    frame.insert(list(PARAMS).index(METHOD) + 1, VARIANT, variants(runs, frame))
     metrics = runs[[c for c in runs.columns if c.startswith("metrics.")]]
     frame = pd.concat([frame, metrics.rename(columns=lambda c: c[len("metrics."):])], axis=1)
     return frame.sort_values([*POINT, SEED]).reset_index(drop=True)
+
+
+def variants(runs: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
+    """Per run, "key=value, ..." over the params that differ between cells of its (setting, method): cells
+    that differ in anything but the seed (e.g. pruning.scope, finetune.adversarial, train.epochs) are separate
+    lines and rows, never averaged as if they were seeds. Empty when the group has one configuration."""
+    params = [c for c in runs.columns if c.startswith("params.") and c not in NOT_VARIANT]
+    labels = pd.Series("", index=runs.index)
+    for _, group in runs.groupby([frame[k] for k in (*SETTING, METHOD)], sort=False, dropna=False):
+        varying = [c for c in params if group[c].astype(str).nunique() > 1]
+        for index, row in group[varying].astype(str).iterrows():
+            labels[index] = ", ".join(f"{c[len('params.'):]}={v}" for c, v in row.items())
+    return labels
 
 
 def matching(frame: pd.DataFrame, pattern: str, exclude: tuple[str, ...] = ()) -> list[str]:
@@ -187,12 +206,13 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharey=spec.ylim is not None)
-    methods = sorted(agg[METHOD].unique())
-    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    lines = sorted(agg[[METHOD, VARIANT]].drop_duplicates().itertuples(index=False, name=None))
+    colors = {line: plt.cm.tab10(i % 10) for i, line in enumerate(lines)}
     for ax, metric in zip(axes.flat, panels):
-        for method in methods:
-            line = agg[agg[METHOD] == method].sort_values(spec.x)
-            ax.errorbar(line[spec.x], line[metric], yerr=line[f"{metric} ci95"], label=method, color=colors[method],
+        for method, variant in lines:
+            line = agg[(agg[METHOD] == method) & (agg[VARIANT] == variant)].sort_values(spec.x)
+            ax.errorbar(line[spec.x], line[metric], yerr=line[f"{metric} ci95"], color=colors[method, variant],
+                        label=f"{method} [{variant}]" if variant else method,
                         marker="o", markersize=3, capsize=2, linestyle="-" if spec.x == X_SPARSITY else "none")
         if spec.x != X_SPARSITY:  # a cost axis: draw the Pareto front over all methods
             front = pareto_front(agg, spec.x, metric)

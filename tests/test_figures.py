@@ -43,6 +43,7 @@ def test_ci_halfwidth_and_pareto_front_known_answers():
 
 def test_summary_is_mean_and_t_interval_over_seeds(frame):
     assert len(frame) == tiny_store.N_CELLS and set(frame["seed"]) == {0, 1}
+    assert (frame["variant"] == "").all()  # the grid sweeps only method, sparsity and seed
     summary = figures.summary_table(frame)
     assert list(zip(summary["method"], summary["target"])) == [
         ("l1_filter", 0.5), ("l1_filter", 0.9), ("magnitude_global", 0.5), ("magnitude_global", 0.9)]
@@ -54,6 +55,26 @@ def test_summary_is_mean_and_t_interval_over_seeds(frame):
     magnitude = summary[summary["method"] == "magnitude_global"]
     assert np.allclose(magnitude["sparsity/achieved"], magnitude["target"], atol=1e-3)  # the x-axis is achieved
     assert "sparsity/achieved ci95" not in summary and "robust/worst/eps_0.3 ci95" in summary
+
+
+def test_cells_differing_in_more_than_the_seed_are_separate_variants_never_averaged():
+    def run(i, scope, seed, acc, method="magnitude_global"):
+        return {"tags.cell_hash": f"h{i}", "start_time": i, "params.model.name": "seed_cnn",
+                "params.dataset.name": "digits", "params.threat.name": "pgd", "params.pruning.method": method,
+                "params.pruning.sparsity": "0.5", "params.seed": str(seed), "params.pruning.scope": scope,
+                "params.device": f"cuda:{i}", "metrics.clean/acc": acc}
+    runs = pd.DataFrame([run(0, "global", 0, 0.9), run(1, "global", 1, 0.8), run(2, "layerwise", 0, 0.5),
+                         run(3, None, 0, 0.7, method="l1_filter")])
+    frame = figures.tidy(runs)
+    assert sorted(zip(frame["method"], frame["variant"], frame["seed"])) == [
+        ("l1_filter", "", 0),  # alone in its group: no variant (its missing scope is not a difference)
+        ("magnitude_global", "pruning.scope=global", 0), ("magnitude_global", "pruning.scope=global", 1),
+        ("magnitude_global", "pruning.scope=layerwise", 0)]  # params.device differs too, but is run-only
+    summary = figures.summary_table(frame)
+    seeds = {(r.method, r.variant): r.n_seeds for r in summary.itertuples()}
+    assert seeds[("magnitude_global", "pruning.scope=global")] == 2
+    assert seeds[("magnitude_global", "pruning.scope=layerwise")] == 1
+    assert summary.loc[summary["variant"] == "pruning.scope=layerwise", "clean/acc"].item() == pytest.approx(0.5)
 
 
 def test_tables_regenerate_byte_identically(frame, store, tmp_path):

@@ -75,6 +75,18 @@ def test_grid_layout_parent_cells_params_tags_curves(store):
     assert {"config.yaml", "sparsity_per_layer.json", "model"} <= artifacts
 
 
+def test_run_names_tell_method_variants_apart(tmp_path):
+    from benchmark.cell import run_name
+
+    assert run_name(make_cfg(tmp_path, "pruning=magnitude_global", "pruning.sparsity=0.9", "threat=pgd")) == \
+        "seed_cnn|magnitude_global|s=0.9|pgd|seed=0"
+    assert run_name(make_cfg(tmp_path, "pruning=snip", "pruning.scope=layerwise", "pruning.sparsity=0.5")) == \
+        "seed_cnn|snip+layerwise|s=0.5|pgd|seed=0"
+    assert run_name(make_cfg(tmp_path, "pruning=magnitude_global", "pruning.schedule=iterative", "pruning.steps=4",
+                             "finetune.adversarial=true", "seed=3")) == \
+        "seed_cnn|magnitude_global+iterative4+advft|s=0.5|pgd|seed=3"
+
+
 def test_grid_run_twice_logs_each_cell_once(store):
     seconds, ledger = tiny_store.run_grid(store.results, "sweep-second")
     assert Counter(c["status"] for c in ledger) == {"skipped": tiny_store.N_JOBS}
