@@ -13,6 +13,7 @@ import argparse
 import fnmatch
 import logging
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ log = logging.getLogger("benchmark")
 
 # Columns of the tidy frame (short names for the MLflow columns a figure groups by).
 MODEL, DATASET, THREAT, METHOD, TARGET, SEED = "model", "dataset", "threat", "method", "target", "seed"
+RUN_ID = "run_id"  # to read a run's logged curves (metric history)
 VARIANT = "variant"  # the other config keys on which cells of one (setting, method) differ, e.g. "scope=layerwise"
 PARAMS = {MODEL: "params.model.name", DATASET: "params.dataset.name", THREAT: "params.threat.name",
           METHOD: "params.pruning.method", TARGET: "params.pruning.sparsity", SEED: "params.seed"}
@@ -88,6 +90,33 @@ FIGURES: list[FigureSpec] = [
 
 
 @dataclass(frozen=True)
+class ProfileSpec:
+    """One figure per setting, a panel per method (variants apart), a line per target sparsity (dense `none` as a
+    dashed reference in every panel). x is the number ending each metric matching `metrics` (eps, radius), or, with
+    `history=True`, the MLflow step of the logged curve `metrics` (e.g. the fine-tune epoch)."""
+    name: str
+    metrics: str
+    xlabel: str
+    ylabel: str
+    history: bool = False
+    ylim: tuple[float, float] | None = (0.0, 1.02)
+
+
+PROFILES: list[ProfileSpec] = [
+    ProfileSpec("worst_robust_vs_eps", "robust/worst/eps_*", "eps (L-inf, pixels in [0, 1])", "worst-case robust acc."),
+    ProfileSpec("certified_vs_radius", "certified/acc/r_*", "L2 radius", "certified accuracy (randomized smoothing)"),
+    ProfileSpec("finetune_loss_vs_epoch", "finetune/loss", "fine-tune epoch", "training loss", history=True,
+                ylim=None),
+    ProfileSpec("finetune_clean_acc_vs_epoch", "finetune/clean/acc", "fine-tune epoch (0 = just pruned)",
+                "clean test accuracy", history=True),
+    ProfileSpec("finetune_asr_vs_epoch", "finetune/backdoor/asr", "fine-tune epoch (0 = just pruned)",
+                "backdoor attack success rate", history=True),
+    ProfileSpec("finetune_targeted_vs_epoch", "finetune/poison/targeted_success", "fine-tune epoch (0 = just pruned)",
+                "targeted poisoning success", history=True),
+]
+
+
+@dataclass(frozen=True)
 class Column:
     """One summary-table column: a metric glob (each match is a column) reported as mean (and ± CI)."""
     metrics: str
@@ -122,9 +151,10 @@ def tidy(runs: pd.DataFrame) -> pd.DataFrame:
 
     A cell re-run with force=true has several FINISHED runs: keep the newest per cell hash."""
     if runs.empty:
-        return pd.DataFrame(columns=list(PARAMS))
+        return pd.DataFrame(columns=[*PARAMS, VARIANT, RUN_ID])
     runs = runs.sort_values("start_time").drop_duplicates("tags.cell_hash", keep="last")
     frame = pd.DataFrame({short: runs[col] for short, col in PARAMS.items() if col in runs})
+    frame[RUN_ID] = runs["run_id"] if "run_id" in runs else ""
     frame[TARGET] = frame[TARGET].astype(float)
     frame[SEED] = frame[SEED].astype(int)
     frame.insert(list(PARAMS).index(METHOD) + 1, VARIANT, variants(runs, frame))
@@ -233,7 +263,7 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
         ax.set_visible(False)
     n_seeds = int(agg["n_seeds"].max())
     note = f"mean ± 95% CI over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
-    fig.suptitle(f"{' / '.join(map(str, setting))} ({note})", fontsize=10)
+    fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} ({note})", 18 * cols), fontsize=10)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08 if rows == 1 else 0.04, 1, 0.95))
@@ -248,13 +278,90 @@ def write_figures(frame: pd.DataFrame, out: Path, specs: list[FigureSpec] | None
             fig = plot_spec(frame, spec, setting)
             if fig is None:
                 continue
-            stem = "__".join([spec.name, *map(_slug, setting)])
-            for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
-                path = out / f"{stem}.{ext}"
-                fig.savefig(path, dpi=120, metadata=metadata)  # no timestamps: reruns give stable files
-                written.append(path)
-            plt.close(fig)
+            written += _save(fig, out, "__".join([spec.name, *map(_slug, setting)]))
     return written
+
+
+def profile_points(frame: pd.DataFrame, spec: ProfileSpec, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Long frame (point, seed, x, value) of a profile: from metric names, or from each run's metric history."""
+    keys = [*POINT, SEED]
+    if not spec.history:
+        columns = matching(frame, spec.metrics)
+        long = frame.melt(id_vars=keys, value_vars=columns, var_name="metric", value_name="value")
+        long["x"] = long["metric"].map(lambda name: _natural_key(name)[-1])
+        return long.dropna(subset=["value"])[[*keys, "x", "value"]]
+    if spec.metrics not in frame:
+        return pd.DataFrame(columns=[*keys, "x", "value"])
+    client = mlflow.MlflowClient(tracking_uri)
+    rows = [{**{k: row[k] for k in keys}, "x": m.step, "value": m.value}
+            for _, row in frame[frame[spec.metrics].notna()].iterrows()
+            for m in client.get_metric_history(row[RUN_ID], spec.metrics)]
+    return pd.DataFrame(rows, columns=[*keys, "x", "value"])
+
+
+def plot_profile(points: pd.DataFrame, spec: ProfileSpec, setting: tuple):
+    """The profile figure of one (model, dataset, threat); None without data."""
+    sub = points[(points[SETTING] == pd.Series(setting, index=SETTING)).all(axis=1)]
+    if sub.empty:
+        return None
+    stats_ = sub.groupby([METHOD, VARIANT, TARGET, "x"]).agg(mean=("value", "mean"), ci=("value", ci_halfwidth),
+                                                             n=(SEED, "nunique")).reset_index()
+    dense = stats_[stats_[METHOD] == "none"]
+    panels = sorted(stats_[stats_[METHOD] != "none"][[METHOD, VARIANT]].drop_duplicates()
+                    .itertuples(index=False, name=None)) or [("none", "")]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharey=spec.ylim is not None)
+    color = plt.cm.viridis
+    for ax, (method, variant) in zip(axes.flat, panels):
+        panel = stats_[(stats_[METHOD] == method) & (stats_[VARIANT] == variant)]
+        for target, line in panel.groupby(TARGET):
+            ax.errorbar(line["x"], line["mean"], yerr=line["ci"], color=color(min(target, 0.99)), marker="o",
+                        markersize=3, capsize=2, label=f"s={target:g}")
+        if method != "none":
+            for _, line in dense.groupby([VARIANT, TARGET]):
+                ax.plot(line["x"], line["mean"], color="black", linestyle="--", linewidth=1, label="dense (none)")
+        ax.set_title(_wrap(f"{method} [{variant}]" if variant else method, 40), fontsize=9)
+        ax.set_xlabel(spec.xlabel, fontsize=8)
+        ax.set_ylabel(spec.ylabel, fontsize=8)
+        if spec.ylim:
+            ax.set_ylim(*spec.ylim)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    n_seeds = int(stats_["n"].max())
+    note = f"mean ± 95% CI over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
+    fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} ({note})", 18 * cols), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93 if rows == 1 else 0.96))
+    return fig
+
+
+def write_profiles(frame: pd.DataFrame, out: Path, tracking_uri: str | None = None,
+                   specs: list[ProfileSpec] | None = None) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for spec in PROFILES if specs is None else specs:
+        points = profile_points(frame, spec, tracking_uri)
+        for setting in settings(frame):
+            fig = plot_profile(points, spec, setting)
+            if fig is not None:
+                written += _save(fig, out, "__".join([spec.name, *map(_slug, setting)]))
+    return written
+
+
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    paths = []
+    for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+        paths.append(out / f"{stem}.{ext}")
+        fig.savefig(paths[-1], dpi=120, metadata=metadata)  # no timestamps: reruns give stable files
+    plt.close(fig)
+    return paths
+
+
+def _wrap(text: str, width: int) -> str:
+    """Long threat names (badnets_r0.1_prune_then_poison_...) wrap instead of running off the figure."""
+    return textwrap.fill(text, width=max(width, 30), break_long_words=True, break_on_hyphens=False)
 
 
 def _slug(value) -> str:
@@ -352,7 +459,8 @@ def regenerate(tracking_uri: str, experiment: str, out: Path | str) -> dict[str,
     if frame.empty:
         raise SystemExit(f"no FINISHED runs in experiment {experiment!r} at {tracking_uri}: run a grid first "
                          f"(python -m benchmark.run -m experiment={experiment})")
-    written = {"figures": write_figures(frame, out / "figures"), "tables": write_tables(frame, out / "tables")}
+    written = {"figures": write_figures(frame, out / "figures") + write_profiles(frame, out / "figures", tracking_uri),
+               "tables": write_tables(frame, out / "tables")}
     log.info("%d cells -> %d figure files in %s, %d table files in %s", len(frame), len(written["figures"]),
              out / "figures", len(written["tables"]), out / "tables")
     return written

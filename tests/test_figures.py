@@ -30,7 +30,10 @@ def expected_figure_files(frame) -> set[str]:
     present = [spec for spec in figures.FIGURES
                if figures.matching(frame, spec.metrics, spec.exclude) and spec.x in frame]
     assert {"robust_vs_sparsity", "clean_vs_sparsity", "pareto_macs_vs_worst_robust"} <= {s.name for s in present}
-    return {f"{spec.name}__seed_cnn__digits__evasion.{ext}" for spec in present for ext in ("png", "pdf")}
+    profiles = [spec for spec in figures.PROFILES
+                if ((spec.metrics in frame) if spec.history else figures.matching(frame, spec.metrics))]
+    assert {"worst_robust_vs_eps", "finetune_loss_vs_epoch"} <= {s.name for s in profiles}
+    return {f"{spec.name}__seed_cnn__digits__evasion.{ext}" for spec in [*present, *profiles] for ext in ("png", "pdf")}
 
 
 def test_ci_halfwidth_and_pareto_front_known_answers():
@@ -75,6 +78,20 @@ def test_cells_differing_in_more_than_the_seed_are_separate_variants_never_avera
     assert seeds[("magnitude_global", "pruning.scope=global")] == 2
     assert seeds[("magnitude_global", "pruning.scope=layerwise")] == 1
     assert summary.loc[summary["variant"] == "pruning.scope=layerwise", "clean/acc"].item() == pytest.approx(0.5)
+
+
+def test_profiles_read_x_from_metric_names_and_from_logged_curves(frame, store):
+    by_eps = figures.profile_points(frame, next(p for p in figures.PROFILES if p.name == "worst_robust_vs_eps"))
+    assert sorted(by_eps["x"].unique()) == [0.05, 0.1, 0.2, 0.3]
+    cell = frame.iloc[0]
+    mine = by_eps[(by_eps["method"] == cell["method"]) & (by_eps["target"] == cell["target"])
+                  & (by_eps["seed"] == cell["seed"])].set_index("x")["value"]
+    assert mine[0.3] == cell["robust/worst/eps_0.3"] and len(mine) == 4
+    # finetune/loss is a curve with one step per fine-tune epoch (1 here); its last value is the run's metric
+    loss = figures.profile_points(frame, next(p for p in figures.PROFILES if p.name == "finetune_loss_vs_epoch"),
+                                  store.uri)
+    assert len(loss) == len(frame) and set(loss["x"]) == {0}
+    assert sorted(loss["value"]) == sorted(frame["finetune/loss"])
 
 
 def test_tables_regenerate_byte_identically(frame, store, tmp_path):
