@@ -156,7 +156,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
         mlflow.log_figure(figure, artifact)
     metrics["time/threat_s"] = time.perf_counter() - t
 
-    curves = [(f"finetune/loss", loss, epoch) for epoch, loss in enumerate(meta["epoch_losses"])] + report.curves
+    curves = [("finetune/loss", loss, epoch) for epoch, loss in enumerate(meta["epoch_losses"], start=1)] + report.curves
     curves += property_curves
     curves += [(f"finetune/{name}", value, step)  # step 0: just pruned; step e: after fine-tune epoch e
                for step, tracked in enumerate(meta.get("tracked", [])) for name, value in tracked.items()]

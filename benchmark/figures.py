@@ -105,7 +105,7 @@ class ProfileSpec:
 PROFILES: list[ProfileSpec] = [
     ProfileSpec("worst_robust_vs_eps", "robust/worst/eps_*", "eps (L-inf, pixels in [0, 1])", "worst-case robust acc."),
     ProfileSpec("certified_vs_radius", "certified/acc/r_*", "L2 radius", "certified accuracy (randomized smoothing)"),
-    ProfileSpec("finetune_loss_vs_epoch", "finetune/loss", "fine-tune epoch", "training loss", history=True,
+    ProfileSpec("finetune_loss_vs_epoch", "finetune/loss", "fine-tune epoch", "mean training loss of the epoch", history=True,
                 ylim=None),
     ProfileSpec("finetune_clean_acc_vs_epoch", "finetune/clean/acc", "fine-tune epoch (0 = just pruned)",
                 "clean test accuracy", history=True),
@@ -164,13 +164,16 @@ def tidy(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def variants(runs: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
-    """Per run, "key=value, ..." over the params that differ between cells of its (setting, method): cells
-    that differ in anything but the seed (e.g. pruning.scope, finetune.adversarial, train.epochs) are separate
-    lines and rows, never averaged as if they were seeds. Empty when the group has one configuration."""
+    """Per run, "key=value, ..." over the params on which cells of one point (setting, method, target sparsity)
+    differ: cells that differ in anything but the seed (e.g. pruning.scope, finetune.adversarial, train.epochs) are
+    separate lines and rows, never averaged as if they were seeds. Keys are collected per (setting, method), so a
+    line keeps one label across sparsities; params that only follow the target (threshold's rate) are not
+    variants. Empty when every point has one configuration."""
     params = [c for c in runs.columns if c.startswith("params.") and c not in NOT_VARIANT]
     labels = pd.Series("", index=runs.index)
     for _, group in runs.groupby([frame[k] for k in (*SETTING, METHOD)], sort=False, dropna=False):
-        varying = [c for c in params if group[c].astype(str).nunique() > 1]
+        points = group.groupby(frame.loc[group.index, TARGET], dropna=False)
+        varying = [c for c in params if (points[c].agg(lambda v: v.astype(str).nunique()) > 1).any()]
         for index, row in group[varying].astype(str).iterrows():
             labels[index] = ", ".join(f"{c[len('params.'):]}={v}" for c, v in row.items())
     return labels
@@ -235,7 +238,8 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
     agg = aggregate(sub, sorted({*panels, spec.x}))
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharey=spec.ylim is not None)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.6 * cols, 6.0), 3.0 * rows), squeeze=False,
+                             sharey=spec.ylim is not None)
     lines = sorted(agg[[METHOD, VARIANT]].drop_duplicates().itertuples(index=False, name=None))
     colors = {line: plt.cm.tab10(i % 10) for i, line in enumerate(lines)}
     for ax, metric in zip(axes.flat, panels):
@@ -263,7 +267,7 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
         ax.set_visible(False)
     n_seeds = int(agg["n_seeds"].max())
     note = f"mean ± 95% CI over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
-    fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} ({note})", 18 * cols), fontsize=10)
+    fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} ({note})", max(18 * cols, 60)), fontsize=10)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08 if rows == 1 else 0.04, 1, 0.95))
@@ -311,17 +315,21 @@ def plot_profile(points: pd.DataFrame, spec: ProfileSpec, setting: tuple):
                     .itertuples(index=False, name=None)) or [("none", "")]
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharey=spec.ylim is not None)
-    color = plt.cm.viridis
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.6 * cols, 6.0), 3.0 * rows), squeeze=False,
+                             sharey=spec.ylim is not None)
+    targets = sorted(stats_[TARGET].unique())  # evenly spaced colours by rank: 0.9/0.95/0.99 stay apart
+    color = {t: plt.cm.viridis(0.9 * i / max(len(targets) - 1, 1)) for i, t in enumerate(targets)}
     for ax, (method, variant) in zip(axes.flat, panels):
         panel = stats_[(stats_[METHOD] == method) & (stats_[VARIANT] == variant)]
         for target, line in panel.groupby(TARGET):
-            ax.errorbar(line["x"], line["mean"], yerr=line["ci"], color=color(min(target, 0.99)), marker="o",
+            ax.errorbar(line["x"], line["mean"], yerr=line["ci"], color=color[target], marker="o",
                         markersize=3, capsize=2, label=f"s={target:g}")
         if method != "none":
             for _, line in dense.groupby([VARIANT, TARGET]):
                 ax.plot(line["x"], line["mean"], color="black", linestyle="--", linewidth=1, label="dense (none)")
         ax.set_title(_wrap(f"{method} [{variant}]" if variant else method, 40), fontsize=9)
+        if spec.history:  # epochs
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.set_xlabel(spec.xlabel, fontsize=8)
         ax.set_ylabel(spec.ylabel, fontsize=8)
         if spec.ylim:
@@ -332,7 +340,7 @@ def plot_profile(points: pd.DataFrame, spec: ProfileSpec, setting: tuple):
         ax.set_visible(False)
     n_seeds = int(stats_["n"].max())
     note = f"mean ± 95% CI over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
-    fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} ({note})", 18 * cols), fontsize=10)
+    fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} ({note})", max(18 * cols, 60)), fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.93 if rows == 1 else 0.96))
     return fig
 
@@ -360,8 +368,8 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
 
 
 def _wrap(text: str, width: int) -> str:
-    """Long threat names (badnets_r0.1_prune_then_poison_...) wrap instead of running off the figure."""
-    return textwrap.fill(text, width=max(width, 30), break_long_words=True, break_on_hyphens=False)
+    """Long threat names (`badnets|r=0.1|prune_then_poison|ft=clean`) wrap at their `|` instead of running off."""
+    return textwrap.fill(text.replace("|", " | "), width=width, break_long_words=False, break_on_hyphens=False)
 
 
 def _slug(value) -> str:

@@ -65,14 +65,17 @@ def test_cells_differing_in_more_than_the_seed_are_separate_variants_never_avera
         return {"tags.cell_hash": f"h{i}", "start_time": i, "params.model.name": "seed_cnn",
                 "params.dataset.name": "digits", "params.threat.name": "pgd", "params.pruning.method": method,
                 "params.pruning.sparsity": "0.5", "params.seed": str(seed), "params.pruning.scope": scope,
-                "params.device": f"cuda:{i}", "metrics.clean/acc": acc}
+                "params.device": f"cuda:{i}", "params.pruning.rate": "0.5", "metrics.clean/acc": acc}
+    def threshold(i, rate):  # its rate follows the swept target: not a variant
+        return {**run(i, None, 0, 0.1, method="threshold"), "params.pruning.sparsity": rate, "params.pruning.rate": rate}
     runs = pd.DataFrame([run(0, "global", 0, 0.9), run(1, "global", 1, 0.8), run(2, "layerwise", 0, 0.5),
-                         run(3, None, 0, 0.7, method="l1_filter")])
+                         run(3, None, 0, 0.7, method="l1_filter"), threshold(4, "0.5"), threshold(5, "0.9")])
     frame = figures.tidy(runs)
     assert sorted(zip(frame["method"], frame["variant"], frame["seed"])) == [
         ("l1_filter", "", 0),  # alone in its group: no variant (its missing scope is not a difference)
         ("magnitude_global", "pruning.scope=global", 0), ("magnitude_global", "pruning.scope=global", 1),
-        ("magnitude_global", "pruning.scope=layerwise", 0)]  # params.device differs too, but is run-only
+        ("magnitude_global", "pruning.scope=layerwise", 0),  # params.device differs too, but is run-only
+        ("threshold", "", 0), ("threshold", "", 0)]
     summary = figures.summary_table(frame)
     seeds = {(r.method, r.variant): r.n_seeds for r in summary.itertuples()}
     assert seeds[("magnitude_global", "pruning.scope=global")] == 2
@@ -90,7 +93,7 @@ def test_profiles_read_x_from_metric_names_and_from_logged_curves(frame, store):
     # finetune/loss is a curve with one step per fine-tune epoch (1 here); its last value is the run's metric
     loss = figures.profile_points(frame, next(p for p in figures.PROFILES if p.name == "finetune_loss_vs_epoch"),
                                   store.uri)
-    assert len(loss) == len(frame) and set(loss["x"]) == {0}
+    assert len(loss) == len(frame) and set(loss["x"]) == {1}
     assert sorted(loss["value"]) == sorted(frame["finetune/loss"])
 
 

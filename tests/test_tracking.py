@@ -70,7 +70,7 @@ def test_grid_layout_parent_cells_params_tags_curves(store):
         history = sorted(client.get_metric_history(run.info.run_id, f"robust_curve/{attack}"), key=lambda m: m.step)
         assert [m.step for m in history] == [50, 100, 200, 300]
         assert [m.value for m in history] == [run.data.metrics[f"robust/{attack}/eps_{e}"] for e in (0.05, 0.1, 0.2, 0.3)]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "finetune/loss")] == [0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "finetune/loss")] == [1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "sparsity_per_layer.json", "model"} <= artifacts
 
