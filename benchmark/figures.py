@@ -4,7 +4,8 @@ CLI: `python -m benchmark.figures --tracking-uri URI --experiment NAME --out res
 `<out>/figures/*.{png,pdf}` and `<out>/tables/*.{csv,md,tex}`. The notebook imports the same functions.
 
 Declarative: to add a figure, append one `FigureSpec` to FIGURES (metric glob -> one panel per matching metric,
-x = achieved sparsity, one line per pruning method, one file per model/dataset/threat); to add a summary column,
+x = achieved sparsity, one line per pruning method, one file per model/dataset/threat) or one `ProfileSpec` to
+PROFILES (x = eps / radius / fine-tune epoch, a panel per method, a line per sparsity); to add a summary column,
 append one `Column` to SUMMARY_COLUMNS. Specs whose metrics are absent from the store are skipped.
 """
 from __future__ import annotations
@@ -27,20 +28,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from benchmark.hashing import DATASET_RUN_ONLY_KEYS, RUN_ONLY_KEYS  # noqa: E402
+
 log = logging.getLogger("benchmark")
 
 # Columns of the tidy frame (short names for the MLflow columns a figure groups by).
 MODEL, DATASET, THREAT, METHOD, TARGET, SEED = "model", "dataset", "threat", "method", "target", "seed"
 RUN_ID = "run_id"  # to read a run's logged curves (metric history)
-VARIANT = "variant"  # the other config keys on which cells of one (setting, method) differ, e.g. "scope=layerwise"
+VARIANT = "variant"  # other config keys on which cells of one point differ, e.g. "pruning.scope=layerwise"
 PARAMS = {MODEL: "params.model.name", DATASET: "params.dataset.name", THREAT: "params.threat.name",
           METHOD: "params.pruning.method", TARGET: "params.pruning.sparsity", SEED: "params.seed"}
 SETTING = [MODEL, DATASET, THREAT]  # one figure file per setting
 POINT = [*SETTING, METHOD, VARIANT, TARGET]  # one plotted point (mean over seeds) per group
-# Params that never make two cells different experiments (run-only keys, see benchmark/hashing.py).
-NOT_VARIANT = {"params.device", "params.force", "params.tracking_uri", "params.results_dir", "params.experiment_name",
-               "params.torch_threads", "params.dataset.data_root", "params.dataset.download", "params.dataset.eps",
-               "params.dataset.eps_l2", *PARAMS.values()}
+# Params that never make two cells different experiments: the run-only keys the cell hash leaves out.
+NOT_VARIANT = {*(f"params.{k}" for k in RUN_ONLY_KEYS), *(f"params.dataset.{k}" for k in DATASET_RUN_ONLY_KEYS),
+               *PARAMS.values()}
 X_SPARSITY = "sparsity/achieved"
 FLOAT_FORMAT = "%.4f"  # fixed float format: same data -> same bytes
 CONFIDENCE = 0.95
