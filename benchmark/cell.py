@@ -143,7 +143,6 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     metrics.update(properties)
     for artifact, figure in property_figures.items():
         mlflow.log_figure(figure, artifact)
-        figure.clf()  # matplotlib keeps figures alive otherwise (one per cell in a long-lived worker)
     metrics["time/security_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -89,7 +89,9 @@ def compare(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, y: torch.Tenso
         a_dense = attribution_maps(dense, x, y, method, cfg, device)
         a_pruned = attribution_maps(pruned, x, y, method, cfg, device)
         maps[method] = (a_dense, a_pruned)
-        metrics[f"interpret/{method}/spearman"] = float(np.nanmean(spearman(a_dense, a_pruned)))
+        correlations = spearman(a_dense, a_pruned)  # NaN for a constant map (e.g. every weight pruned)
+        metrics[f"interpret/{method}/spearman"] = float(np.nanmean(correlations)) if np.isfinite(correlations).any() \
+            else float("nan")
         metrics[f"interpret/{method}/topk_overlap"] = float(topk_overlap(a_dense, a_pruned, cfg.topk).mean())
         curve = deletion_curve(pruned, x, y, a_pruned, cfg.deletion_steps, cfg.baseline, device)
         metrics[f"interpret/{method}/deletion_auc"] = area(curve)
@@ -123,4 +125,5 @@ def attribution_figure(x: torch.Tensor, maps: dict, images: int):
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
+    plt.close(fig)  # out of pyplot's registry (a long-lived joblib worker warned at 20 open figures); still loggable
     return fig
