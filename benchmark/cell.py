@@ -131,7 +131,11 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     metrics["time/finetune_s"] = 0.0 if meta["cache_hit"] else meta["finetune_s"]
     metrics["cache/pruned_hit"] = float(meta["cache_hit"])
     metrics.update(meta["info"])
-    mlflow.set_tags({"dense_key": dense_key, "pruned_key": pruned_key, "structured": str(meta["structured"]).lower()})
+    mlflow.set_tags({"dense_key": dense_key, "pruned_key": pruned_key, "structured": str(meta["structured"]).lower(),
+                     # entries cached before these were recorded say "unknown"
+                     "torch_threads.dense": str(dense_meta.get("torch_threads", "unknown")),
+                     "torch_threads.finetune": str(meta.get("torch_threads", "unknown")),
+                     "torch_threads.eval": str(torch.get_num_threads())})
 
     t = time.perf_counter()
     measured, per_layer_sparsity = _measure(cfg, dense, model, data, train, device)

@@ -40,7 +40,8 @@ def _dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_c
     losses = fit(model, train.x_train, train.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
                  batch_size=cfg.train.batch_size, seed=cfg.seed, device=device, desc=f"dense {cfg.model.name}",
                  extra_loss=bn_l1_penalty(cfg.train.get("slimming_l1", 0.0)))  # Network Slimming
-    meta = {"train_s": time.perf_counter() - started, "epoch_losses": losses}
+    # CPU float results depend on the intra-op thread count (reduction order): recorded so a reader can tell
+    meta = {"train_s": time.perf_counter() - started, "epoch_losses": losses, "torch_threads": torch.get_num_threads()}
     cache.save("dense", key, model.state_dict(), meta)
     return model, {**meta, "cache_hit": False}
 
@@ -87,7 +88,8 @@ def pruned_model(cfg, dense: nn.Module, train: Dataset, key: str, cache: ModelCa
                  on_epoch_end=(lambda epoch, m: tracked.append(track(m))) if track else None)
     model = finalize(outcome.model)
     meta = {"prune_s": prune_s, "finetune_s": time.perf_counter() - started, "epoch_losses": losses,
-            "structured": outcome.structured, "info": outcome.info, **({"tracked": tracked} if track else {})}
+            "structured": outcome.structured, "info": outcome.info, "torch_threads": torch.get_num_threads(),
+            **({"tracked": tracked} if track else {})}
     cache.save("pruned", key, model.state_dict(), meta)
     return model, {**meta, "cache_hit": False}
 

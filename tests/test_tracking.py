@@ -60,6 +60,8 @@ def test_grid_layout_parent_cells_params_tags_curves(store):
         assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"]) and tags["git_dirty"] in {"true", "false"}
         assert tags["version.torch"].startswith("2.") and tags["host"] and tags["device"] == "cpu"
         assert re.fullmatch(r"[0-9a-f]{16}", tags["cell_hash"])
+        # CPU floats depend on the thread count: each stage's is recorded (the grid runs with OMP_NUM_THREADS=1)
+        assert [tags[f"torch_threads.{s}"] for s in ("dense", "finetune", "eval")] == ["1", "1", "1"]
     # flattened params make the UI's and search_runs' filters work
     l1 = client.search_runs([experiment.experiment_id], "params.pruning.method = 'l1_filter' and params.seed = '1'")
     assert sorted(r.info.run_name for r in l1) == ["seed_cnn|l1_filter|s=0.5|evasion|seed=1",
