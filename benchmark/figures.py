@@ -238,17 +238,14 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
     if not panels or spec.x not in sub:
         return None
     agg = aggregate(sub, sorted({*panels, spec.x}))
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(3.6 * cols, 6.0), 3.0 * rows), squeeze=False,
-                             sharey=spec.ylim is not None)
+    fig, axes = _panel_grid(len(panels), share_y=spec.ylim is not None)
     lines = sorted(agg[[METHOD, VARIANT]].drop_duplicates().itertuples(index=False, name=None))
     colors = {line: plt.cm.tab10(i % 10) for i, line in enumerate(lines)}
     for ax, metric in zip(axes.flat, panels):
         for method, variant in lines:
             line = agg[(agg[METHOD] == method) & (agg[VARIANT] == variant)].sort_values(spec.x)
             ax.errorbar(line[spec.x], line[metric], yerr=line[f"{metric} ci95"], color=colors[method, variant],
-                        label=f"{method} [{variant}]" if variant else method,
+                        label=_line_label(method, variant),
                         marker="o", markersize=3, capsize=2, linestyle="-" if spec.x == X_SPARSITY else "none")
         if spec.x != X_SPARSITY:  # a cost axis: draw the Pareto front over all methods
             front = pareto_front(agg, spec.x, metric)
@@ -265,14 +262,10 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
         if spec.ylim:
             ax.set_ylim(*spec.ylim)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    n_seeds = int(agg["n_seeds"].max())
-    note = f"mean ± 95% CI over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
-    fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} ({note})", max(18 * cols, 60)), fontsize=10)
+    _suptitle(fig, setting, int(agg["n_seeds"].max()), columns=axes.shape[1])
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08 if rows == 1 else 0.04, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.08 if axes.shape[0] == 1 else 0.04, 1, 0.95))
     return fig
 
 
@@ -315,10 +308,7 @@ def plot_profile(points: pd.DataFrame, spec: ProfileSpec, setting: tuple):
     dense = stats_[stats_[METHOD] == "none"]
     panels = sorted(stats_[stats_[METHOD] != "none"][[METHOD, VARIANT]].drop_duplicates()
                     .itertuples(index=False, name=None)) or [("none", "")]
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(3.6 * cols, 6.0), 3.0 * rows), squeeze=False,
-                             sharey=spec.ylim is not None)
+    fig, axes = _panel_grid(len(panels), share_y=spec.ylim is not None)
     targets = sorted(stats_[TARGET].unique())  # evenly spaced colours by rank: 0.9/0.95/0.99 stay apart
     color = {t: plt.cm.viridis(0.9 * i / max(len(targets) - 1, 1)) for i, t in enumerate(targets)}
     for ax, (method, variant) in zip(axes.flat, panels):
@@ -329,7 +319,7 @@ def plot_profile(points: pd.DataFrame, spec: ProfileSpec, setting: tuple):
         if method != "none":
             for _, line in dense.groupby([VARIANT, TARGET]):
                 ax.plot(line["x"], line["mean"], color="black", linestyle="--", linewidth=1, label="dense (none)")
-        ax.set_title(_wrap(f"{method} [{variant}]" if variant else method, 40), fontsize=9)
+        ax.set_title(_wrap(_line_label(method, variant), 40), fontsize=9)
         if spec.history:  # epochs
             ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.set_xlabel(spec.xlabel, fontsize=8)
@@ -338,12 +328,8 @@ def plot_profile(points: pd.DataFrame, spec: ProfileSpec, setting: tuple):
             ax.set_ylim(*spec.ylim)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, frameon=False)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    n_seeds = int(stats_["n"].max())
-    note = f"mean ± 95% CI over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
-    fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} ({note})", max(18 * cols, 60)), fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93 if rows == 1 else 0.96))
+    _suptitle(fig, setting, int(stats_["n"].max()), columns=axes.shape[1])
+    fig.tight_layout(rect=(0, 0, 1, 0.93 if axes.shape[0] == 1 else 0.96))
     return fig
 
 
@@ -358,6 +344,25 @@ def write_profiles(frame: pd.DataFrame, out: Path, tracking_uri: str | None = No
             if fig is not None:
                 written += _save(fig, out, "__".join([spec.name, *map(_slug, setting)]))
     return written
+
+
+def _panel_grid(panels: int, share_y: bool):
+    """Up to 4 panels per row (at least 6 in wide, so titles and legends fit); unused axes hidden."""
+    cols = min(4, panels)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.6 * cols, 6.0), 3.0 * rows), squeeze=False, sharey=share_y)
+    for ax in list(axes.flat)[panels:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _suptitle(fig, setting: tuple, n_seeds: int, columns: int) -> None:
+    note = f"mean ± 95% CI over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
+    fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} ({note})", max(18 * columns, 60)), fontsize=10)
+
+
+def _line_label(method: str, variant: str) -> str:
+    return f"{method} [{variant}]" if variant else method
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
