@@ -6,6 +6,11 @@ file, and a reader can never pair one writer's weights with another's checksum (
 could: measured, a reader then deleted a file a writer was about to hash, and the writer crashed). Loads verify
 the hash; a corrupted or partial entry is reported, deleted and rebuilt by the caller. safetensors: loading never
 unpickles anything.
+
+Loads read the file's bytes once and parse those: safetensors' own `safe_open(..., framework="pt")` (0.8) reads
+the header from one open of the path and maps the tensors with `torch.UntypedStorage.from_file(path)`, a second
+open by name, so a writer renaming a fresh entry in between paired one writer's header with another's tensors
+(seen in CI as a spurious "sha256 mismatch" under two concurrent writers).
 """
 from __future__ import annotations
 
@@ -13,12 +18,13 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
 from pathlib import Path
 
 import torch
 from filelock import FileLock
-from safetensors import safe_open
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,12 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def _metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's bytes (format: u64 little-endian header length, JSON header)."""
+    (length,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + length]).get("__metadata__") or {}
+
+
 class ModelCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -69,19 +81,17 @@ class ModelCache:
         """(state_dict, meta), or None when absent or corrupted (a corrupted entry is deleted)."""
         path = self.path(kind, key)
         try:
-            inode = path.stat().st_ino
+            with open(path, "rb") as f:  # one open: header and tensors come from the same file
+                inode = os.fstat(f.fileno()).st_ino
+                data = f.read()
         except FileNotFoundError:
             return None
         try:
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-                # copies, not views of the memory-mapped file: an entry rewritten in place must not change them
-                tensors = {name: f.get_tensor(name).clone() for name in f.keys()}
+            header = _metadata(data)
+            tensors = load_tensors(data)
             if tensors_sha256(tensors) != header.get("sha256"):
                 raise ValueError("sha256 mismatch")
             return tensors, json.loads(header["meta"])
-        except FileNotFoundError:  # removed meanwhile by another worker
-            return None
         except Exception as err:  # any unreadable entry is rebuilt rather than trusted
             log.warning("cache entry %s/%s is corrupted (%s): deleting it and rebuilding", kind, key, err)
             try:

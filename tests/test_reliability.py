@@ -70,6 +70,27 @@ def test_corrupted_dense_model_is_rebuilt_identically_by_the_next_cell(tmp_path)
     assert second.metrics["dense/acc"] == first.metrics["dense/acc"]
 
 
+def test_entry_replaced_during_a_load_still_loads_as_the_entry_that_was_opened(tmp_path, monkeypatch, caplog):
+    """A writer renaming a fresh entry over the path while a reader parses it (deterministic version of the race
+    that safetensors' safe_open lost: it reopens the path for the tensors, pairing two writers' header and data)."""
+    from benchmark import cache as cache_module
+    cache = ModelCache(tmp_path)
+    cache.save("dense", "k", {"w": torch.full((8,), 1.0)}, {"v": 1.0})
+    parse = cache_module.load_tensors
+
+    def replaced_meanwhile(data):
+        ModelCache(tmp_path).save("dense", "k", {"w": torch.full((8,), 2.0)}, {"v": 2.0})  # atomic rename
+        return parse(data)
+
+    monkeypatch.setattr(cache_module, "load_tensors", replaced_meanwhile)
+    state, meta = cache.load("dense", "k")
+    assert meta == {"v": 1.0} and torch.equal(state["w"], torch.full((8,), 1.0))  # the opened entry, whole
+    assert "corrupted" not in caplog.text
+    monkeypatch.undo()
+    state, meta = cache.load("dense", "k")
+    assert meta == {"v": 2.0} and torch.equal(state["w"], torch.full((8,), 2.0))  # the next load sees the new one
+
+
 WRITER = """
 import sys, torch
 from benchmark.cache import ModelCache
