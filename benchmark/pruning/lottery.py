@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch.nn.utils import prune as torch_prune
 
 from benchmark.pruning.common import PruneContext, PruneOutcome, needs_training, prunable_layers
-from benchmark.pruning.scored import prune_by_scores, step_amounts
+from benchmark.pruning.scored import current_weight, prune_by_scores, step_amounts
 
 
 @torch.no_grad()
@@ -58,7 +58,7 @@ def lottery_ticket(model, cfg, ctx: PruneContext) -> PruneOutcome:
     for round_ in range(rounds):
         if round_ > 0:
             ctx.train(model, retrain_epochs)
-        prune_by_scores(layers, [m.weight.detach().abs() for m in layers], step_amounts(float(cfg.sparsity), rounds)[0],
+        prune_by_scores(layers, [current_weight(m).abs() for m in layers], step_amounts(float(cfg.sparsity), rounds)[0],
                         cfg.get("scope", "global"))
         rewind(model, start)
     ctx.train(model, retrain_epochs)

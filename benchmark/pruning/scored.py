@@ -15,24 +15,33 @@ SCHEDULES = {"oneshot", "iterative"}
 ORDERS = {"together", "last_first"}
 
 
-def _weight(module: nn.Module) -> torch.Tensor:
-    """The weight as the forward pass uses it (masked if a mask is attached)."""
+def current_weight(module: nn.Module) -> torch.Tensor:
+    """The weight as the next forward pass will use it: `weight_orig * weight_mask` when a mask is attached.
+    (`module.weight` is recomputed only by the forward pre-hook, so after an optimizer step it is stale.)"""
+    if hasattr(module, "weight_mask"):
+        return (module.weight_orig * module.weight_mask).detach()
     return module.weight.detach()
+
+
+def _trainable_weight(module: nn.Module) -> nn.Parameter:
+    """The leaf parameter the optimizer updates: `weight_orig` when a mask is attached, else `weight`."""
+    return getattr(module, "weight_orig", module.weight)
 
 
 def gradient_scores(model: nn.Module, layers: list[nn.Module], ctx: PruneContext) -> list[torch.Tensor]:
     """|w * dL/dw| per weight on the calibration batch (first-order Taylor estimate of the loss change when the
-    weight is zeroed; SNIP's connection sensitivity up to a global normalisation, which does not change ranks)."""
+    weight is zeroed; SNIP's connection sensitivity up to a global normalisation, which does not change ranks).
+
+    With a mask attached the gradient is taken on the leaf `weight_orig` (w = weight_orig * mask): then
+    |weight_orig * dL/dweight_orig| = |w * dL/dw| on kept weights and 0 on pruned ones."""
     x, y = ctx.calibration
     device = ctx.example_inputs.device
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
-    weights = [m.weight for m in layers]
-    for w in weights:
-        w.retain_grad()  # a masked weight is not a leaf (weight_orig * mask): keep its gradient anyway
+    params = [_trainable_weight(m) for m in layers]
     F.cross_entropy(model(x.to(device)), y.to(device)).backward()
-    scores = [(w * w.grad).detach().abs() for w in weights]
+    scores = [(p * p.grad).detach().abs() for p in params]
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return scores
@@ -40,7 +49,7 @@ def gradient_scores(model: nn.Module, layers: list[nn.Module], ctx: PruneContext
 
 def scores_for(criterion: str, model: nn.Module, layers: list[nn.Module], ctx: PruneContext) -> list[torch.Tensor]:
     if criterion == "magnitude":
-        return [_weight(m).abs() for m in layers]
+        return [current_weight(m).abs() for m in layers]
     if criterion in ("taylor", "snip"):
         return gradient_scores(model, layers, ctx)
     if criterion == "random":
