@@ -40,6 +40,10 @@ class Threat:
     def finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
         return poisoned
 
+    def pruning_finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
+        """Fine-tuning inside a pruning schedule, before the "just pruned" point."""
+        return self.finetune_set(clean, poisoned)
+
     def finetune_data_key(self) -> dict | None:
         """What the fine-tune data was, when not the clean set: enters the pruned model's cache key."""
         return None

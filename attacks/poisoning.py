@@ -67,6 +67,10 @@ class DataThreat(Threat):
     def finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
         return poisoned if self._finetune_poisoned() else clean
 
+    def pruning_finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
+        """`prune_then_poison` prunes the clean model on clean data; the poison arrives with the final fine-tune."""
+        return clean if self.cfg.stage == "prune_then_poison" else self.finetune_set(clean, poisoned)
+
     # ---- poisoning ----------------------------------------------------------------------------------------
     def poison_training_set(self, data: Dataset, seed: int) -> Dataset:
         if self.poison_identity() is None:

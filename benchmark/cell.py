@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from attacks import build_threat
 from benchmark import hashing, measure, stages, tracking
 from benchmark.cache import ModelCache
-from benchmark.data import load_dataset
+from benchmark.data import LOADERS, load_dataset, seeded_indices, split_sizes
 from benchmark.properties import security_properties
 from benchmark.training import accuracy_and_loss, resolve_device
 from benchmark.validate import validate
@@ -35,12 +35,29 @@ class CellResult:
 
 
 def canonicalize(cfg: DictConfig) -> None:
-    """`pruning=none` ignores sparsity: normalise it so every `none` cell of a sweep has one hash (run once)."""
+    """One computation, one config: values that compute the same thing are written one way before validation
+    and hashing (the logged config.yaml shows the values the cell used)."""
     if cfg.pruning.method == "none" and cfg.pruning.sparsity != 0:
         log.info("pruning=none: sparsity %s normalised to 0 (the dense baseline)", cfg.pruning.sparsity)
         cfg.pruning.sparsity = 0.0
     if cfg.threat.get("stage") == "prune_then_poison":  # it always fine-tunes on the poisoned set
         cfg.threat.finetune_data = "poisoned"
+    _clamp_subsets(cfg)
+
+
+def _clamp_subsets(cfg: DictConfig) -> None:
+    """A subset larger than its split uses the whole split: write it as the split's size."""
+    if cfg.dataset.get("name") not in LOADERS:
+        return  # validation names the problem
+    n_train, n_test = split_sizes(cfg.dataset)
+    limits = [(cfg.eval, "train_subset", n_train), (cfg.threat, "subset", n_test),
+              (cfg.eval.get("corruptions"), "subset", n_test), (cfg.eval.get("interpret"), "subset", n_test),
+              *((attack, "subset", n_test) for attack in (cfg.threat.get("attacks") or []))]
+    for block, key, limit in limits:
+        value = block.get(key) if block is not None else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+            log.info("%s=%s exceeds the split (%d images): normalised to %d", key, value, limit, limit)
+            block[key] = limit
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -89,7 +106,7 @@ def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, na
         torch.set_num_threads(int(cfg.torch_threads))
     device = resolve_device(cfg.device)
     threat = build_threat(cfg.threat)
-    tags = {"cell_hash": cell_hash, "device": str(device), **tracking.provenance_tags()}
+    tags = {"cell_hash": cell_hash, "device": str(device), "device_type": device.type, **tracking.provenance_tags()}
     with tracking.cell_run(experiment_id, name, tags, os.environ.get(tracking.PARENT_RUN_ENV)) as run:
         mlflow.log_params(tracking.flatten(hashing.cell_identity(cfg)))
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -116,29 +133,34 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     t = time.perf_counter()
     data = load_dataset(cfg.dataset, cfg.seed)
     poisoned = threat.poison_training_set(data, cfg.seed)
-    train, finetune = threat.dense_training_set(data, poisoned), threat.finetune_set(data, poisoned)
+    sets = stages.TrainingSets(dense=threat.dense_training_set(data, poisoned), calibration=data,
+                               pruning_finetune=threat.pruning_finetune_set(data, poisoned),
+                               finetune=threat.finetune_set(data, poisoned))
     metrics["time/data_s"] = time.perf_counter() - t
 
     dense_key = hashing.dense_key(cfg, threat.training_data_key())
-    dense, dense_meta = stages.dense_model(cfg, train, dense_key, cache, device, use_cache)
+    dense, dense_meta = stages.dense_model(cfg, sets.dense, dense_key, cache, device, use_cache)
     metrics["time/train_s"] = 0.0 if dense_meta["cache_hit"] else dense_meta["train_s"]
     metrics["cache/dense_hit"] = float(dense_meta["cache_hit"])
 
     pruned_key = hashing.pruned_key(dense_key, cfg, threat.finetune_data_key())
-    model, meta = stages.pruned_model(cfg, dense, finetune, pruned_key, cache, device, use_cache,
+    model, meta = stages.pruned_model(cfg, dense, sets, pruned_key, cache, device, use_cache,
                                       track=threat.finetune_tracker(data, device, cfg.seed))
     metrics["time/prune_s"] = 0.0 if meta["cache_hit"] else meta["prune_s"]
     metrics["time/finetune_s"] = 0.0 if meta["cache_hit"] else meta["finetune_s"]
     metrics["cache/pruned_hit"] = float(meta["cache_hit"])
     metrics.update(meta["info"])
     mlflow.set_tags({"dense_key": dense_key, "pruned_key": pruned_key, "structured": str(meta["structured"]).lower(),
-                     # entries cached before these were recorded say "unknown"
+                     # cache entries record the commit that computed them; "unknown" for entries without it
+                     "produced_by_commit": meta.get("produced_by_commit", "unknown"),
+                     "produced_by_commit.dense": dense_meta.get("produced_by_commit", "unknown"),
+                     **sets.roles(data),
                      "torch_threads.dense": str(dense_meta.get("torch_threads", "unknown")),
                      "torch_threads.finetune": str(meta.get("torch_threads", "unknown")),
                      "torch_threads.eval": str(torch.get_num_threads())})
 
     t = time.perf_counter()
-    measured, per_layer_sparsity = _measure(cfg, dense, model, data, train, device)
+    measured, per_layer_sparsity = _measure(cfg, dense, model, data, sets.dense, device)
     metrics.update(measured)
     metrics["time/measure_s"] = time.perf_counter() - t
 
@@ -168,7 +190,10 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     return metrics, curves
 
 
-def _measure(cfg, dense, model, data, train, device) -> tuple[dict[str, float], dict[str, float]]:
+def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, float], dict[str, float]]:
+    """Sparsity, cost and accuracy. train/acc and the generalisation gap use the clean training images (the same
+    seeded subset in every cell); under a data threat train/acc_dense_set is the accuracy on the (poisoned)
+    labels the dense model was trained on."""
     prune_head = cfg.pruning.prune_head
     achieved, per_layer = measure.achieved_sparsity(measure.layer_weight_counts(dense, prune_head), model, prune_head)
     dense_params = sum(p.numel() for p in dense.parameters())
@@ -176,12 +201,16 @@ def _measure(cfg, dense, model, data, train, device) -> tuple[dict[str, float], 
     macs_dense, _ = measure.macs_and_params(dense, example)
     macs, _ = measure.macs_and_params(model, example)
     test_acc, test_loss = accuracy_and_loss(model, data.x_test, data.y_test, device)
-    subset = torch.randperm(len(train.y_train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.eval.train_subset]
-    train_acc, train_loss = accuracy_and_loss(model, train.x_train[subset], train.y_train[subset], device)
+    subset = seeded_indices(len(data.y_train), cfg.eval.train_subset, cfg.seed)
+    train_acc, train_loss = accuracy_and_loss(model, data.x_train[subset], data.y_train[subset], device)
     dense_acc, _ = accuracy_and_loss(dense, data.x_test, data.y_test, device)
+    extra = {}
+    if dense_train is not data:
+        extra["train/acc_dense_set"], _ = accuracy_and_loss(
+            model, dense_train.x_train[subset], dense_train.y_train[subset], device)
     return {
         "clean/acc": test_acc, "clean/loss": test_loss, "train/acc": train_acc, "train/loss": train_loss,
-        "gap/acc": train_acc - test_acc, "gap/loss": test_loss - train_loss, "dense/acc": dense_acc,
+        "gap/acc": train_acc - test_acc, "gap/loss": test_loss - train_loss, "dense/acc": dense_acc, **extra,
         "sparsity/achieved": achieved,
         "sparsity/overall": 1.0 - measure.nonzero_parameters(model) / dense_params,
         "cost/params": float(measure.nonzero_parameters(model)), "cost/params_dense": float(dense_params),

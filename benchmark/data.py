@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,13 @@ class Dataset:
 
     def replace(self, **changes) -> "Dataset":
         return dataclasses.replace(self, **changes)
+
+
+def seeded_indices(n: int, size: int | None, seed: int) -> torch.Tensor:
+    """The first `size` (all when None) of a seeded permutation of range(n): a smaller size gives a prefix of the
+    same subset, so subsets of one seed are nested."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order if size is None else order[:size]
 
 
 def _stratified_split(x: np.ndarray, y: np.ndarray, test_size: float, seed: int):
@@ -128,6 +136,23 @@ def load_torchvision(cfg, seed: int) -> Dataset:
     xtr, ytr = _subsample(*_as_numpy_images(train), cfg.get("n_train"), seed)
     xte, yte = _subsample(*_as_numpy_images(test), cfg.get("n_test"), seed)
     return _to_dataset(cfg.name, xtr, ytr, xte, yte, 10)
+
+
+# Images per dataset before the split: (all,) for datasets split here by `test_size`, (train, test) for
+# torchvision's fixed splits (before `n_train` / `n_test` subsampling).
+_SIZES = {"digits": (1797,), "mnist5k": (5000,), "mnist": (60000, 10000), "fashion_mnist": (60000, 10000),
+          "cifar10": (50000, 10000), "svhn": (73257, 26032)}
+
+
+def split_sizes(cfg) -> tuple[int, int]:
+    """(train, test) image counts of the dataset `cfg` describes, without loading it (scikit-learn's
+    train_test_split puts ceil(test_size * n) images in the test split)."""
+    sizes = _SIZES[cfg.name]
+    if len(sizes) == 1:
+        test = math.ceil(float(cfg.test_size) * sizes[0])
+        return sizes[0] - test, test
+    train, test = sizes
+    return min(train, cfg.get("n_train") or train), min(test, cfg.get("n_test") or test)
 
 
 LOADERS: dict[str, Callable] = {

@@ -1,7 +1,10 @@
 """Content hashes that identify a cell and the artifacts it can share with other cells.
 
-Key chain (see README): dense = H(dataset, model, train, seed, training-data threat part);
-pruned = H(dense, pruning, finetune); cell = H(resolved config minus run-only keys).
+Key chain (docs: README "Pipeline and hashing"): dense = H(code, device type, dataset, model, train, seed,
+training-data threat part); pruned = H(code, device type, dense, pruning, finetune, fine-tune data);
+cell = H(code, device type, resolved config minus run-only keys). `code` is benchmark.version.code_identity():
+the results version and the versions of torch, torch-pruning and ART, so a change that alters numbers makes
+every older cache entry and finished cell stale instead of silently reused.
 """
 from __future__ import annotations
 
@@ -10,14 +13,30 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
-# Keys that change where or how a cell runs, not what it computes.
+from benchmark.version import code_identity
+
+# Keys that change where or how a cell runs, not what it computes. `device` is not among them: its type (cpu or
+# cuda, `auto` resolved) enters every key as `device_type`, since CPU and CUDA kernels give different floats.
+# The CPU thread count (`torch_threads`) changes float rounding, like the processor model does; it is recorded
+# as run tags (torch_threads.*) rather than hashed, so one config has one cell across launchers.
 RUN_ONLY_KEYS = {"device", "force", "tracking_uri", "results_dir", "experiment_name", "hydra", "torch_threads"}
 # Dataset keys that do not change the data itself.
 DATASET_RUN_ONLY_KEYS = {"data_root", "download", "eps", "eps_l2"}
 
 
+def canonical(value):
+    """One JSON form per value: integral floats become ints (`sparsity=0` and `0.0` are one computation)."""
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def stable_hash(obj) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -25,24 +44,39 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
+def device_type(name: str) -> str:
+    """`cpu` or `cuda`: what `device` (auto | cpu | cuda) computes on here."""
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(name)
+
+
 def _data_identity(dataset: dict) -> dict:
     return {k: v for k, v in dataset.items() if k not in DATASET_RUN_ONLY_KEYS}
 
 
+def _computation(cfg: DictConfig) -> dict:
+    return {"code": code_identity(), "device_type": device_type(cfg.device)}
+
+
 def cell_identity(cfg: DictConfig) -> dict:
+    """The config that defines what a cell computes (logged as the run's params)."""
     plain = {k: v for k, v in resolved(cfg).items() if k not in RUN_ONLY_KEYS}
     plain["dataset"] = _data_identity(plain["dataset"])
-    return plain
+    return canonical(plain)
 
 
 def cell_hash(cfg: DictConfig) -> str:
-    return stable_hash(cell_identity(cfg))
+    return stable_hash({**cell_identity(cfg), **_computation(cfg)})
 
 
 def dense_key(cfg: DictConfig, training_data_key: dict | None) -> str:
     plain = resolved(cfg)
     return stable_hash(
         {
+            **_computation(cfg),
             "dataset": _data_identity(plain["dataset"]),
             "model": plain["model"],
             "train": plain["train"],
@@ -54,4 +88,5 @@ def dense_key(cfg: DictConfig, training_data_key: dict | None) -> str:
 
 def pruned_key(dense: str, cfg: DictConfig, finetune_data_key: dict | None = None) -> str:
     plain = resolved(cfg)
-    return stable_hash({"dense": dense, "pruning": plain["pruning"], "finetune": plain["finetune"], "finetune_data": finetune_data_key})
+    return stable_hash({**_computation(cfg), "dense": dense, "pruning": plain["pruning"], "finetune": plain["finetune"],
+                        "finetune_data": finetune_data_key})

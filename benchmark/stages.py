@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from benchmark.cache import ModelCache
-from benchmark.data import Dataset
+from benchmark.data import Dataset, seeded_indices
 from benchmark.pruning import PruneContext, finalize, load_state_into, prune
 from benchmark.pruning.loops import bn_l1_penalty, finetune_perturbation
 from benchmark.training import fit, seed_everything
+from benchmark.version import producing_commit
 from models import build_model
 
 CALIBRATION_SIZE = 256  # training images handed to data-aware pruning methods
@@ -41,42 +43,69 @@ def _dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_c
                  batch_size=cfg.train.batch_size, seed=cfg.seed, device=device, desc=f"dense {cfg.model.name}",
                  extra_loss=bn_l1_penalty(cfg.train.get("slimming_l1", 0.0)))  # Network Slimming
     # CPU float results depend on the intra-op thread count (reduction order): recorded so a reader can tell
-    meta = {"train_s": time.perf_counter() - started, "epoch_losses": losses, "torch_threads": torch.get_num_threads()}
+    meta = {"train_s": time.perf_counter() - started, "epoch_losses": losses, "torch_threads": torch.get_num_threads(),
+            "produced_by_commit": producing_commit()}
     cache.save("dense", key, model.state_dict(), meta)
     return model, {**meta, "cache_hit": False}
 
 
-def _prune_context(cfg, train: Dataset, calib: torch.Tensor, device) -> PruneContext:
-    """What pruners get: inputs for torch-pruning, the calibration batch and, for methods that train inside
-    (iterative schedules, lottery ticket, SNIP at init), the seeded init and this cell's train / fine-tune loops."""
+@dataclass(frozen=True)
+class TrainingSets:
+    """The training-side data of a cell, by role (a poisoning threat decides which are poisoned):
+    - `dense`: what the dense model was trained on; pruners that retrain from init or rewind train on it;
+    - `calibration`: clean training images, for importance scores and activation statistics;
+    - `pruning_finetune`: fine-tuning between the steps of a pruning schedule (before the "just pruned" point);
+    - `finetune`: the cell's fine-tune after pruning."""
+    dense: Dataset
+    calibration: Dataset
+    pruning_finetune: Dataset
+    finetune: Dataset
+
+    @classmethod
+    def clean(cls, data: Dataset) -> "TrainingSets":
+        return cls(data, data, data, data)
+
+    def roles(self, clean: Dataset) -> dict[str, str]:
+        """Role -> "clean" or "poisoned", for the run's tags."""
+        return {f"data.{role}": "clean" if getattr(self, role) is clean else "poisoned"
+                for role in ("dense", "calibration", "pruning_finetune", "finetune")}
+
+
+def _prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
+    """What pruners get: inputs for torch-pruning, a clean calibration batch and, for methods that train inside
+    (iterative schedules, lottery ticket, SNIP at init), the seeded init, a loop on the dense model's training
+    set (retraining) and a loop on the pruning-stage fine-tune set."""
+    dense, tune = sets.dense, sets.pruning_finetune
+
     def train_loop(model, epochs):
-        return fit(model, train.x_train, train.y_train, epochs=epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size,
+        return fit(model, dense.x_train, dense.y_train, epochs=epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size,
                    seed=cfg.seed, device=device, desc=f"retrain {cfg.pruning.method}",
                    extra_loss=bn_l1_penalty(cfg.train.get("slimming_l1", 0.0)))
 
     def finetune_loop(model, epochs=None):
-        return fit(model, train.x_train, train.y_train, epochs=cfg.finetune.epochs if epochs is None else epochs,
+        return fit(model, tune.x_train, tune.y_train, epochs=cfg.finetune.epochs if epochs is None else epochs,
                    lr=cfg.finetune.lr, batch_size=cfg.finetune.batch_size, seed=cfg.seed, device=device,
                    desc=f"fine-tune step {cfg.pruning.method}", perturb=finetune_perturbation(cfg.finetune))
 
-    initial = {k: v.to(device) for k, v in fresh_model(cfg, train).state_dict().items()}
-    return PruneContext(example_inputs=train.x_train[:1].to(device),
-                        calibration=(train.x_train[calib], train.y_train[calib]), seed=cfg.seed,
+    calib = sets.calibration
+    idx = seeded_indices(len(calib.y_train), CALIBRATION_SIZE, cfg.seed)
+    initial = {k: v.to(device) for k, v in fresh_model(cfg, dense).state_dict().items()}
+    return PruneContext(example_inputs=calib.x_train[:1].to(device),
+                        calibration=(calib.x_train[idx], calib.y_train[idx]), seed=cfg.seed,
                         initial_state=initial, train=train_loop, finetune=finetune_loop, train_epochs=cfg.train.epochs)
 
 
-def pruned_model(cfg, dense: nn.Module, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool = True,
-                 track=None):
-    """Dense model pruned by `cfg.pruning` and fine-tuned on `train` (also the calibration data) with its masks
+def pruned_model(cfg, dense: nn.Module, sets: TrainingSets, key: str, cache: ModelCache, device,
+                 use_cache: bool = True, track=None):
+    """Dense model pruned by `cfg.pruning` (with `sets`' roles) and fine-tuned on `sets.finetune` with its masks
     fixed. Returns (model, meta). `track` (model -> metrics, or None) is evaluated after pruning and after every
     fine-tune epoch: meta["tracked"] (cached with the model)."""
+    train = sets.finetune
     hit = cache.load("pruned", key) if use_cache else None
     if hit is not None:
         state, meta = hit
         return load_state_into(fresh_model(cfg, train), state).to(device).eval(), {**meta, "cache_hit": True}
-    generator = torch.Generator().manual_seed(cfg.seed)
-    calib = torch.randperm(len(train.y_train), generator=generator)[:CALIBRATION_SIZE]
-    ctx = _prune_context(cfg, train, calib, device)
+    ctx = _prune_context(cfg, sets, device)
     started = time.perf_counter()
     outcome = prune(copy.deepcopy(dense).cpu().to(device), cfg.pruning, ctx)
     prune_s = time.perf_counter() - started
@@ -89,6 +118,7 @@ def pruned_model(cfg, dense: nn.Module, train: Dataset, key: str, cache: ModelCa
     model = finalize(outcome.model)
     meta = {"prune_s": prune_s, "finetune_s": time.perf_counter() - started, "epoch_losses": losses,
             "structured": outcome.structured, "info": outcome.info, "torch_threads": torch.get_num_threads(),
+            "produced_by_commit": producing_commit(),
             **({"tracked": tracked} if track else {})}
     cache.save("pruned", key, model.state_dict(), meta)
     return model, {**meta, "cache_hit": False}
@@ -101,5 +131,6 @@ def clean_reference_model(cfg, data: Dataset, cache: ModelCache, device, use_cac
 
     dense_key = hashing.dense_key(cfg, None)
     dense, _ = dense_model(cfg, data, dense_key, cache, device, use_cache)
-    model, _ = pruned_model(cfg, dense, data, hashing.pruned_key(dense_key, cfg), cache, device, use_cache)
+    model, _ = pruned_model(cfg, dense, TrainingSets.clean(data), hashing.pruned_key(dense_key, cfg), cache, device,
+                            use_cache)
     return model

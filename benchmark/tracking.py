@@ -5,11 +5,12 @@ import contextlib
 import functools
 import importlib.metadata
 import platform
-import subprocess
 from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
+
+from benchmark.version import RESULTS_VERSION, git_state
 
 PACKAGES = ["torch", "torchvision", "torch-pruning", "adversarial-robustness-toolbox", "hydra-core", "mlflow",
             "numpy", "pandas", "scikit-learn"]
@@ -57,16 +58,9 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def provenance_tags() -> dict[str, str]:
     """git commit (+ dirty flag), package versions and host: what a reader needs to trust a number."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                  cwd=Path(__file__).parent).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    tags = {"git_commit": git("rev-parse", "HEAD") or "unknown",
-            "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower(),
-            "host": platform.node(), "python": platform.python_version()}
+    commit, dirty = git_state()
+    tags = {"git_commit": commit, "git_dirty": str(dirty).lower(), "host": platform.node(),
+            "python": platform.python_version(), "results_version": str(RESULTS_VERSION)}
     for package in PACKAGES:
         try:
             tags[f"version.{package}"] = importlib.metadata.version(package)

@@ -8,6 +8,7 @@ import torch
 
 from attacks import build_threat
 from benchmark import measure
+from benchmark.cache import ModelCache
 from benchmark.cell import run_cell
 from benchmark.pruning import PruneContext, finalize, load_state_into, prunable_layers, prune
 from benchmark.training import accuracy_and_loss, fit
@@ -123,9 +124,13 @@ def test_cell_is_reproducible_and_skipped_once_finished(cfg_factory, tmp_path):
     assert again.status == "finished" and again.run_id != first.run_id
     assert _deterministic(again.metrics) == _deterministic(first.metrics)
     assert again.metrics["cache/dense_hit"] == 0.0
-    # another seed is another cell with another dense model
+    # another seed is another cell with another dense model: other weights (accuracies may coincide)
     other = run_cell(cfg_factory(*overrides, "seed=1"))
-    assert other.cell_hash != first.cell_hash and other.metrics["dense/acc"] != first.metrics["dense/acc"]
+    assert other.cell_hash != first.cell_hash
+    dense = sorted((tmp_path / "cache" / "dense").glob("*.safetensors"))
+    assert len(dense) == 2
+    weights = [ModelCache(tmp_path / "cache").load("dense", path.stem)[0] for path in dense]
+    assert not any(torch.equal(weights[0][k], weights[1][k]) for k in weights[0] if k.endswith("weight"))
 
 
 def test_grid_reuses_one_dense_model(cfg_factory):

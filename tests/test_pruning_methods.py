@@ -27,7 +27,7 @@ def _cfg(cfg_factory, method, sparsity, *extra):
 
 
 def _ctx(cfg, digits):
-    return stages._prune_context(cfg, digits, torch.arange(256), CPU)
+    return stages._prune_context(cfg, stages.TrainingSets.clean(digits), CPU)
 
 
 def _prune(model, cfg, digits):
@@ -99,6 +99,44 @@ def test_pruned_weights_stay_zero_through_finetuning(trained_seed_cnn, cfg_facto
     model = finalize(outcome.model)
     for name, layer in prunable_layers(model):
         assert torch.all(layer.weight[zero_before[name]] == 0), name
+
+
+# Every method x schedule x scope x order the pruning YAMLs allow (threshold takes a rate, not a sparsity).
+COMBINATIONS = [
+    *[(m, ()) for m in ("magnitude_global", "magnitude_layerwise", "random", "snip", "taylor", "lottery_ticket",
+                        "l1_filter", "l2_filter", "taylor_filter", "lamp", "random_filter", "fine_pruning")],
+    ("snip", ("pruning.at_init=false",)), ("snip", ("pruning.scope=layerwise",)),
+    ("lottery_ticket", ("pruning.scope=layerwise",)), ("lottery_ticket", ("pruning.rewind_epoch=1", "train.epochs=2")),
+    *[(m, ("pruning.schedule=iterative",)) for m in ("magnitude_global", "magnitude_layerwise", "taylor")],
+    *[(m, ("pruning.schedule=iterative", "pruning.order=last_first"))
+      for m in ("magnitude_layerwise",)],
+    *[("taylor", (f"pruning.scope={scope}", f"pruning.schedule={schedule}", f"pruning.order={order}"))
+      for scope in ("global", "layerwise") for schedule in ("oneshot", "iterative")
+      for order in ("together", "last_first")],
+]
+
+
+@pytest.mark.parametrize("method,extra", COMBINATIONS, ids=lambda v: v if isinstance(v, str) else ",".join(v) or "-")
+def test_every_configurable_combination_reaches_its_target(trained_seed_cnn, cfg_factory, digits, method, extra):
+    cfg = _cfg(cfg_factory, method, 0.7, *extra)
+    outcome = _prune(trained_seed_cnn, cfg, digits)
+    achieved = _sparsity(trained_seed_cnn, finalize(outcome.model))
+    assert abs(achieved - 0.7) <= (0.02 if outcome.structured else 0.01), achieved
+
+
+def test_iterative_scores_use_the_weights_after_the_last_optimizer_step(trained_seed_cnn, cfg_factory, digits):
+    """Between steps the optimizer updates `weight_orig`; `weight` is only refreshed by the next forward pass.
+    Magnitude scores must rank the current weights: here the fine-tune negates and rescales one layer's kept
+    weights without a forward pass, so scores of the stale tensor would rank them differently."""
+    from benchmark.pruning.scored import scores_for
+
+    model = copy.deepcopy(trained_seed_cnn)
+    layer = model[3]
+    torch.nn.utils.prune.l1_unstructured(layer, "weight", amount=0.5)
+    with torch.no_grad():  # what an optimizer step does: update the leaf, not the derived `weight`
+        layer.weight_orig.mul_(torch.linspace(0.1, 3.0, layer.weight_orig.numel()).reshape(layer.weight_orig.shape))
+    (score,) = scores_for("magnitude", model, [layer], _ctx(_cfg(cfg_factory, "magnitude_global", 0.5), digits))
+    assert torch.equal(score, (layer.weight_orig * layer.weight_mask).detach().abs())
 
 
 def test_taylor_scores_are_weight_times_gradient(trained_seed_cnn, cfg_factory, digits):

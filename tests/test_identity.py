@@ -1,0 +1,112 @@
+"""What makes two cells, or two cached models, the same computation: the key chain's code identity, value
+normalisation, the device type, and the roles of a cell's training data."""
+from __future__ import annotations
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from attacks import build_threat
+from benchmark import hashing, stages, version
+from benchmark.cache import ModelCache
+from benchmark.cell import prepare, run_cell
+from benchmark.data import load_dataset, split_sizes
+
+CPU = torch.device("cpu")
+QUICK = ("dataset.eps=[0.1]", "threat.subset=50", "++eval.corruptions.enabled=false",
+         "++eval.interpret.enabled=false", "++eval.latency.repeats=1")
+
+
+def _keys(cfg):
+    dense = hashing.dense_key(cfg, None)
+    return hashing.cell_hash(cfg), dense, hashing.pruned_key(dense, cfg)
+
+
+def test_results_version_and_library_versions_enter_every_key(cfg_factory, monkeypatch):
+    cfg = cfg_factory()
+    before = _keys(cfg)
+    identity = version.code_identity()
+    assert identity["results_version"] == version.RESULTS_VERSION
+    assert {"torch", "torch-pruning", "adversarial-robustness-toolbox"} <= set(identity)
+    for change in ({"results_version": version.RESULTS_VERSION + 1}, {"torch": "0.0.0"},
+                   {"torch-pruning": "0.0.0"}, {"adversarial-robustness-toolbox": "0.0.0"}):
+        monkeypatch.setattr(hashing, "code_identity", lambda: {**identity, **change})
+        after = _keys(cfg)
+        assert all(a != b for a, b in zip(before, after)), change
+
+
+def test_one_computation_has_one_hash(cfg_factory):
+    assert _keys(cfg_factory("pruning.sparsity=0")) == _keys(cfg_factory("pruning.sparsity=0.0"))
+    assert _keys(cfg_factory("pruning.sparsity=0.5")) != _keys(cfg_factory("pruning.sparsity=0.6"))
+    n_train, n_test = split_sizes(cfg_factory().dataset)
+    clamped = cfg_factory(f"threat.subset={n_test + 1000}", f"eval.train_subset={n_train + 5}")
+    exact = cfg_factory(f"threat.subset={n_test}", f"eval.train_subset={n_train}")
+    assert prepare(clamped)[0] == prepare(exact)[0]
+    assert clamped.threat.subset == n_test and clamped.eval.train_subset == n_train  # what config.yaml shows
+    assert prepare(cfg_factory(f"threat.subset={n_test - 1}"))[0] != prepare(exact)[0]
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist5k"])
+def test_split_sizes_match_the_loaded_splits(cfg_factory, name):
+    cfg = cfg_factory(f"dataset={name}").dataset
+    data = load_dataset(cfg, seed=0)
+    assert split_sizes(cfg) == (len(data.y_train), len(data.y_test))
+
+
+def test_cpu_and_cuda_cells_are_different_computations(cfg_factory):
+    cpu, cuda = cfg_factory("device=cpu"), cfg_factory("device=cuda")
+    assert all(a != b for a, b in zip(_keys(cpu), _keys(cuda)))
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert _keys(cfg_factory("device=auto")) == _keys(cfg_factory(f"device={expected}"))
+    # truly run-only keys do not change the identity
+    assert _keys(cpu) == _keys(cfg_factory("device=cpu", "force=true", "experiment_name=x", "torch_threads=1"))
+
+
+def test_cache_entries_and_runs_name_the_commit_that_produced_them(cfg_factory, tmp_path):
+    result = run_cell(cfg_factory("pruning.sparsity=0.5", *QUICK))
+    run = MlflowClient().get_run(result.run_id)
+    commit = version.producing_commit()
+    assert run.data.tags["produced_by_commit"] == commit == run.data.tags["produced_by_commit.dense"]
+    assert run.data.tags["git_commit"] == version.git_state()[0]
+    assert run.data.tags["results_version"] == str(version.RESULTS_VERSION)
+    cache = ModelCache(tmp_path / "cache")
+    assert cache.load("dense", run.data.tags["dense_key"])[1]["produced_by_commit"] == commit
+    assert cache.load("pruned", run.data.tags["pruned_key"])[1]["produced_by_commit"] == commit
+
+
+# ---------------------------------------------------------------- the roles of a cell's training data
+
+@pytest.mark.parametrize("stage,finetune,expected", [
+    ("poison_then_prune", "clean", ("poisoned", "clean", "clean", "clean")),
+    ("poison_then_prune", "poisoned", ("poisoned", "clean", "poisoned", "poisoned")),
+    ("prune_then_poison", "poisoned", ("clean", "clean", "clean", "poisoned")),
+])
+def test_each_stage_gets_the_data_of_its_role(cfg_factory, digits, stage, finetune, expected):
+    cfg = cfg_factory("threat=badnets", f"threat.stage={stage}", f"threat.finetune_data={finetune}")
+    threat = build_threat(cfg.threat)
+    poisoned = threat.poison_training_set(digits, cfg.seed)
+    sets = stages.TrainingSets(dense=threat.dense_training_set(digits, poisoned), calibration=digits,
+                               pruning_finetune=threat.pruning_finetune_set(digits, poisoned),
+                               finetune=threat.finetune_set(digits, poisoned))
+    roles = sets.roles(digits)
+    assert tuple(roles[f"data.{r}"] for r in ("dense", "calibration", "pruning_finetune", "finetune")) == expected
+    ctx = stages._prune_context(cfg, sets, CPU)
+    x, y = ctx.calibration  # importance scores always see clean images and labels
+    idx = [int((digits.x_train == row).flatten(1).all(1).nonzero()[0]) for row in x[:20]]
+    assert torch.equal(digits.y_train[idx], y[:20])
+
+
+def test_snip_under_poison_then_prune_retrains_on_the_poisoned_set(cfg_factory, tmp_path):
+    """SNIP trains the pruned network from init on what the dense model was trained on: with a clean fine-tune
+    set, the backdoored cell's model must not be the clean model's."""
+    overrides = ("threat=badnets", "threat.stage=poison_then_prune", "threat.finetune_data=clean", "pruning=snip",
+                 "pruning.sparsity=0.5", "train.epochs=2", *QUICK[2:], "threat.subset=50")
+    result = run_cell(cfg_factory(*overrides))
+    run = MlflowClient().get_run(result.run_id)
+    assert run.data.tags["data.dense"] == "poisoned" and run.data.tags["data.finetune"] == "clean"
+    cache = ModelCache(tmp_path / "cache")
+    poisoned_state = cache.load("pruned", run.data.tags["pruned_key"])[0]
+    clean_cfg = cfg_factory(*overrides)
+    clean_key = hashing.pruned_key(hashing.dense_key(clean_cfg, None), clean_cfg)
+    clean_state = cache.load("pruned", clean_key)[0]  # the clean reference, built by the same cell
+    assert not any(torch.equal(poisoned_state[k], clean_state[k]) for k in poisoned_state if k.endswith("weight"))
