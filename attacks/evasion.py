@@ -154,10 +154,17 @@ def pgd_budget(params) -> int:
     return int(params.max_iter) * max(1, int(params.get("random_restarts", 1)))
 
 
-def scaled_budget(params, multiplier: int):
-    """The same attack with `multiplier` times its steps (random starts and step size unchanged)."""
+CONVERGENCE_SCALES = ("restarts", "steps")
+
+
+def scaled_budget(params, multiplier: int, scale: str):
+    """The same attack with `multiplier` times its budget: `multiplier` x the random starts (fresh starts find
+    maxima one start misses), or x the steps (step size unchanged)."""
     scaled = OmegaConf.to_container(params, resolve=True)
-    scaled["max_iter"] = int(params.max_iter) * multiplier
+    if scale == "restarts":
+        scaled["random_restarts"] = max(1, int(params.get("random_restarts", 1))) * multiplier
+    else:
+        scaled["max_iter"] = int(params.max_iter) * multiplier
     return OmegaConf.create(scaled)
 
 
@@ -250,6 +257,7 @@ class EvasionThreat(Threat):
                 if not isinstance(multiplier, int):
                     raise ConfigError(f"threat.convergence.multipliers[{i}]={multiplier!r} is not an integer; "
                                       "allowed: integers 2 <= multiplier <= 1000")
+            _choice("threat.convergence.scale", block.get("scale", "restarts"), CONVERGENCE_SCALES)
             for i, seed in enumerate(block.get("seeds") or []):
                 _range(f"threat.convergence.seeds[{i}]", seed, 0, 2**32 - 1)
             if block.get("multipliers") and not any(ATTACKS[a.name].role == "iterative" for a in cfg.attacks):
@@ -303,11 +311,13 @@ class EvasionThreat(Threat):
 
     def _convergence(self, spec: AttackSpec, params, multipliers: list[int], classifier, x, y, clean_ok, seed,
                      base: dict[float, np.ndarray]) -> dict[str, float]:
-        """PGD re-run at `multiplier` x its budget: robust accuracy and the gap acc(B) - acc(multiplier x B) per eps
-        (> 0: the cell's budget had not converged). `robust/convergence_gap[_l2]` is the gap at the largest one."""
+        """PGD re-run at `multiplier` x its budget (`threat.convergence.scale`: more random starts or more steps):
+        robust accuracy and the gap acc(B) - acc(multiplier x B) per eps (> 0: the cell's budget had not
+        converged). `robust/convergence_gap[_l2]` is the gap at the largest multiplier."""
         metrics = {}
+        scale = self.cfg.convergence.get("scale", "restarts")
         for multiplier in multipliers:
-            stronger = self._run(spec, scaled_budget(params, multiplier), classifier, x, y, clean_ok, seed)
+            stronger = self._run(spec, scaled_budget(params, multiplier, scale), classifier, x, y, clean_ok, seed)
             for eps, ok in stronger.items():
                 gap = float(base[eps].mean() - ok.mean())
                 metrics[f"robust/{params.name}_x{multiplier}/{eps_key(eps)}"] = float(ok.mean())

@@ -129,7 +129,8 @@ def test_worst_case_is_per_image_on_the_images_every_attack_saw_not_the_lowest_a
 
 def test_convergence_check_reruns_pgd_at_larger_budgets_and_logs_the_gap(trained_seed_cnn, cfg_factory, digits):
     cfg = cfg_factory("threat=pgd", "threat.subset=60", "dataset.eps=[0.0,0.1]", "threat.attacks.0.max_iter=1",
-                      "threat.attacks.0.step_fraction=0.5", "threat.convergence={multipliers: [2, 4], seeds: [0]}")
+                      "threat.attacks.0.step_fraction=0.5",
+                      "threat.convergence={multipliers: [2, 4], scale: steps, seeds: [0]}")
     validate(cfg)
     m = build_threat(cfg.threat).evaluate(copy.deepcopy(trained_seed_cnn), digits, CPU, seed=0).metrics
     for multiplier in (2, 4):
@@ -141,6 +142,19 @@ def test_convergence_check_reruns_pgd_at_larger_budgets_and_logs_the_gap(trained
     assert m["robust/convergence_gap/eps_0.1"] > 0.05
     other_seed = build_threat(cfg.threat).evaluate(copy.deepcopy(trained_seed_cnn), digits, CPU, seed=1).metrics
     assert not any(k.startswith("robust/convergence") for k in other_seed)  # `seeds` limits it to seed 0
+
+
+def test_convergence_budgets_scale_the_random_starts_or_the_steps():
+    from omegaconf import OmegaConf
+
+    from attacks.evasion import pgd_budget, scaled_budget
+
+    pgd = OmegaConf.create({"name": "pgd_linf", "max_iter": 20, "step_fraction": 0.1, "random_restarts": 2})
+    assert pgd_budget(pgd) == 40
+    assert pgd_budget(scaled_budget(pgd, 4, "restarts")) == pgd_budget(scaled_budget(pgd, 4, "steps")) == 160
+    assert scaled_budget(pgd, 4, "restarts").random_restarts == 8 and scaled_budget(pgd, 4, "steps").max_iter == 80
+    no_start = OmegaConf.create({"name": "pgd_linf", "max_iter": 10, "random_restarts": 0})  # ART: one start from x
+    assert pgd_budget(no_start) == 10 and pgd_budget(scaled_budget(no_start, 2, "restarts")) == 20
 
 
 def _quantized(model: nn.Module, levels: int = 4) -> nn.Module:
@@ -219,6 +233,7 @@ def test_smoothed_trained_model_certifies_less_at_larger_radius(trained_seed_cnn
     ("threat.convergence={multipliers: [1]}", "threat.convergence.multipliers[0]"),
     ("threat.convergence={multipliers: [2.5]}", "threat.convergence.multipliers[0]"),
     ("eval.collapse_margin=-0.1", "eval.collapse_margin"),
+    ("threat.convergence={multipliers: [2], scale: iterations}", "threat.convergence.scale"),
 ])
 def test_strong_threat_config_errors_name_the_key(cfg_factory, override, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
