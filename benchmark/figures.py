@@ -89,7 +89,8 @@ FIGURES: list[FigureSpec] = [
     # Strong evasion, certification, calibration, corruptions, interpretability (issue 5).
     FigureSpec("worst_l2_robust_vs_sparsity", "robust/worst_l2/eps_*", "worst-case robust accuracy (L2)",
                accuracy=True),
-    FigureSpec("convergence_gap_vs_sparsity", "robust/convergence_gap/eps_*", "PGD acc(B) - acc(4B)", ylim=None),
+    FigureSpec("convergence_gap_vs_sparsity", "robust/convergence_gap/eps_*", "PGD acc(B) - acc(m B), largest m",
+               ylim=None),
     FigureSpec("gradient_masking_vs_sparsity", "robust/gradient_masking_margin", "PGD acc - weaker attack acc",
                ylim=None),
     FigureSpec("certified_vs_sparsity", "certified/acc/r_*", "certified accuracy (randomized smoothing)",
