@@ -1,10 +1,14 @@
 """Adversarial evasion with ART: each attack in `threat.attacks` at each eps of its norm.
 
+Robust accuracy means one thing for every attack: image i is robust at eps when the model is right on the clean
+image AND on the attack's output (an attack that "fixes" a misclassified image does not make it robust).
+
 L-inf attacks run at every eps of `threat.eps` (the dataset's `eps`), L2 attacks at every eps of `threat.eps_l2`
 (the dataset's `eps_l2`). Minimal-perturbation attacks (Carlini-Wagner L2, DeepFool) run once and robust accuracy
 is read off at every eps: an image counts as broken at eps when the attack flipped its label with ||delta||_2 <= eps.
 Each attack may set its own `subset` (a prefix of the cell's seeded subset): CW and DeepFool cost ~0.3-0.5 s per
-image on CPU. Per cell: the worst case over the attacks run at each eps, and a gradient-masking flag.
+image on CPU. Per cell: the per-image worst case over the attacks of each norm at each eps (on the images every
+attack saw), a gradient-masking flag, and optionally PGD's convergence gap (`threat.convergence`).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from art.attacks.evasion import (
     ProjectedGradientDescent,
     SquareAttack,
 )
+from omegaconf import OmegaConf
 
 from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
 from attacks.base import Threat, ThreatReport
@@ -128,20 +133,48 @@ def worst_key(norm: str, family: str = "worst") -> str:
     return family if norm == "linf" else f"{family}_{norm}"  # robust/worst/... stays the L-inf worst case
 
 
-def worst_cases(correct: dict[tuple[str, float], np.ndarray], norm: str) -> tuple[dict[float, float], dict[float, float]]:
-    """Two worst cases per eps over the attacks of one norm: the lowest single-attack accuracy (each on its own
-    subset), and the per-image "ensemble" accuracy (an image counts only if it survives every attack; on the
-    images all of them attacked, the shortest per-attack prefix), which AutoAttack-style evaluations report."""
+def worst_case(robust: dict[tuple[str, float], np.ndarray], norm: str) -> dict[float, tuple[float, int]]:
+    """eps -> (accuracy, images): the per-image worst case over the attacks of one norm, as AutoAttack reports it.
+
+    An image counts only if it is robust under every attack of the norm at that eps; it is measured on the images
+    every one of those attacks saw (the shortest per-attack prefix of the cell's subset)."""
     by_eps: dict[float, list[np.ndarray]] = {}
-    for (name, eps), ok in correct.items():
+    for (name, eps), ok in robust.items():
         if ATTACKS[name].norm == norm:
             by_eps.setdefault(eps, []).append(ok)
-    worst = {eps: min(float(ok.mean()) for ok in oks) for eps, oks in by_eps.items()}
-    ensemble = {}
+    worst = {}
     for eps, oks in by_eps.items():
         n = min(len(ok) for ok in oks)
-        ensemble[eps] = float(np.logical_and.reduce([ok[:n] for ok in oks]).mean())
-    return worst, ensemble
+        worst[eps] = (float(np.logical_and.reduce([ok[:n] for ok in oks]).mean()), n)
+    return worst
+
+
+def pgd_budget(params) -> int:
+    """Gradient steps per image of an iterative attack: steps x random starts (ART runs one start when it is 0)."""
+    return int(params.max_iter) * max(1, int(params.get("random_restarts", 1)))
+
+
+CONVERGENCE_SCALES = ("restarts", "steps")
+
+
+def scaled_budget(params, multiplier: int, scale: str):
+    """The same attack with `multiplier` times its budget: `multiplier` x the random starts (fresh starts find
+    maxima one start misses), or x the steps (step size unchanged)."""
+    scaled = OmegaConf.to_container(params, resolve=True)
+    if scale == "restarts":
+        scaled["random_restarts"] = max(1, int(params.get("random_restarts", 1))) * multiplier
+    else:
+        scaled["max_iter"] = int(params.max_iter) * multiplier
+    return OmegaConf.create(scaled)
+
+
+def convergence_enabled(cfg, seed: int) -> list[int]:
+    """The budget multipliers of `threat.convergence` that apply to this cell (none when off or for another seed)."""
+    block = cfg.get("convergence")
+    if not block or not block.get("multipliers"):
+        return []
+    seeds = block.get("seeds")
+    return [] if seeds is not None and seed not in seeds else sorted(int(m) for m in block.multipliers)
 
 
 def eps_list(threat_cfg, norm: str) -> list[float]:
@@ -217,12 +250,26 @@ class EvasionThreat(Threat):
                 _choice(f"{prefix}.components[{j}]", part, {"apgd_ce", "apgd_dlr", "square"})
             if "components" in attack and not attack.components:
                 raise ConfigError(f"{prefix}.components is empty; allowed: a list of apgd_ce, apgd_dlr, square")
+        block = cfg.get("convergence")
+        if block:
+            for i, multiplier in enumerate(block.get("multipliers") or []):
+                _range(f"threat.convergence.multipliers[{i}]", multiplier, 2, 1000)
+                if not isinstance(multiplier, int):
+                    raise ConfigError(f"threat.convergence.multipliers[{i}]={multiplier!r} is not an integer; "
+                                      "allowed: integers 2 <= multiplier <= 1000")
+            _choice("threat.convergence.scale", block.get("scale", "restarts"), CONVERGENCE_SCALES)
+            for i, seed in enumerate(block.get("seeds") or []):
+                _range(f"threat.convergence.seeds[{i}]", seed, 0, 2**32 - 1)
+            if block.get("multipliers") and not any(ATTACKS[a.name].role == "iterative" for a in cfg.attacks):
+                raise ConfigError("threat.convergence.multipliers is set but threat.attacks has no iterative attack; "
+                                  "allowed: pgd_linf or pgd_l2 in threat.attacks, or convergence: null")
 
     def evaluate(self, model, data: Dataset, device: torch.device, seed: int) -> ThreatReport:
         x, y = eval_subset(data, self.cfg.subset, seed)
         x_np, y_np = to_numpy(x), y.numpy()
         report = ThreatReport(metrics={"robust/subset_size": float(len(y_np))})
-        correct: dict[tuple[str, float], np.ndarray] = {}  # (attack, eps) -> per-image correctness after attack
+        robust: dict[tuple[str, float], np.ndarray] = {}  # (attack, eps) -> per image: right on clean and attacked
+        multipliers = convergence_enabled(self.cfg, seed)
         with frozen_parameters(model):
             classifier = art_classifier(model, tuple(x.shape[1:]), data.num_classes, device)
             clean_ok = classifier.predict(x_np).argmax(1) == y_np
@@ -236,28 +283,51 @@ class EvasionThreat(Threat):
                 report.metrics[f"time/attack_{name}_s"] = time.perf_counter() - started
                 if attack_cfg.get("subset"):
                     report.metrics[f"attack/{name}/subset_size"] = float(n)
+                if spec.role == "iterative":
+                    report.metrics[f"attack/{name}/budget"] = float(pgd_budget(attack_cfg))
                 if spec.query_budget is not None:
                     attacked = sum(1 for eps in results if eps > 0) * n
                     own = len(results) * n  # the accuracy check after each eps is ours, not the attack's
                     report.metrics[f"attack/{name}/query_budget"] = float(spec.query_budget(attack_cfg))
                     report.metrics[f"attack/{name}/queries_per_image"] = (queries["images"] - own) / max(attacked, 1)
                 for eps, ok in results.items():
-                    correct[(name, eps)] = ok
+                    robust[(name, eps)] = ok
                     report.metrics[f"robust/{name}/{eps_key(eps)}"] = float(ok.mean())
                     report.curves.append((f"robust_curve/{name}", float(ok.mean()), int(round(eps * 1000))))
+                if multipliers and spec.role == "iterative":
+                    started = time.perf_counter()
+                    report.metrics.update(self._convergence(spec, attack_cfg, multipliers, classifier, x_np[:n],
+                                                            y_np[:n], clean_ok[:n], seed, results))
+                    report.metrics[f"time/convergence_{name}_s"] = time.perf_counter() - started
         for norm in _NORM:
-            worst, ensemble = worst_cases(correct, norm)
-            for eps, acc in worst.items():
+            for eps, (acc, n) in worst_case(robust, norm).items():
                 report.metrics[f"robust/{worst_key(norm)}/{eps_key(eps)}"] = acc
-                report.metrics[f"robust/{worst_key(norm, 'ensemble')}/{eps_key(eps)}"] = ensemble[eps]
-        flag, margin = gradient_masking(correct, float(self.cfg.get("masking_tolerance", 0.0)))
+                report.metrics[f"robust/{worst_key(norm)}/subset_size"] = float(n)
+        flag, margin = gradient_masking(robust, float(self.cfg.get("masking_tolerance", 0.0)))
         if margin > -1.0:  # a weaker and a stronger attack ran at a common eps
             report.metrics["robust/gradient_masking_flag"] = flag
             report.metrics["robust/gradient_masking_margin"] = margin
         return report
 
+    def _convergence(self, spec: AttackSpec, params, multipliers: list[int], classifier, x, y, clean_ok, seed,
+                     base: dict[float, np.ndarray]) -> dict[str, float]:
+        """PGD re-run at `multiplier` x its budget (`threat.convergence.scale`: more random starts or more steps):
+        robust accuracy and the gap acc(B) - acc(multiplier x B) per eps (> 0: the cell's budget had not
+        converged). `robust/convergence_gap[_l2]` is the gap at the largest multiplier."""
+        metrics = {}
+        scale = self.cfg.convergence.get("scale", "restarts")
+        for multiplier in multipliers:
+            stronger = self._run(spec, scaled_budget(params, multiplier, scale), classifier, x, y, clean_ok, seed)
+            for eps, ok in stronger.items():
+                gap = float(base[eps].mean() - ok.mean())
+                metrics[f"robust/{params.name}_x{multiplier}/{eps_key(eps)}"] = float(ok.mean())
+                metrics[f"robust/{worst_key(spec.norm, f'convergence_gap_x{multiplier}')}/{eps_key(eps)}"] = gap
+                if multiplier == multipliers[-1]:
+                    metrics[f"robust/{worst_key(spec.norm, 'convergence_gap')}/{eps_key(eps)}"] = gap
+        return metrics
+
     def _run(self, spec: AttackSpec, params, classifier, x, y, clean_ok, seed) -> dict[float, np.ndarray]:
-        """eps -> per-image correctness on the attack's output (eps = 0: the clean point of the curve)."""
+        """eps -> per image: robust (right on the clean image and on the attack's output; eps = 0: clean)."""
         np.random.seed(seed)  # ART draws random starts / Square's squares from numpy's global generator
         eps_values = eps_list(self.cfg, spec.norm)
         if spec.minimal:
@@ -270,5 +340,5 @@ class EvasionThreat(Threat):
             np.random.seed(seed)
             # eps = 0 is the clean point of a robustness curve (ART rejects a zero step)
             x_adv = x if eps == 0 else spec.build(classifier, eps, params).generate(x=x, y=y)
-            out[eps] = classifier.predict(x_adv, batch_size=params.batch_size).argmax(1) == y
+            out[eps] = clean_ok & (classifier.predict(x_adv, batch_size=params.batch_size).argmax(1) == y)
         return out

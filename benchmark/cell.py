@@ -211,6 +211,7 @@ def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, fl
     return {
         "clean/acc": test_acc, "clean/loss": test_loss, "train/acc": train_acc, "train/loss": train_loss,
         "gap/acc": train_acc - test_acc, "gap/loss": test_loss - train_loss, "dense/acc": dense_acc, **extra,
+        **measure.collapse_metrics(test_acc, data.y_test, cfg.eval.collapse_margin),
         "sparsity/achieved": achieved,
         "sparsity/overall": 1.0 - measure.nonzero_parameters(model) / dense_params,
         "cost/params": float(measure.nonzero_parameters(model)), "cost/params_dense": float(dense_params),

@@ -75,6 +75,13 @@ def compressed_size_kb(model: nn.Module) -> float:
     return len(gzip.compress(save(tensors), compresslevel=6, mtime=0)) / 1024
 
 
+def collapse_metrics(accuracy: float, labels: torch.Tensor, margin: float) -> dict[str, float]:
+    """clean/chance: the accuracy of always predicting the most frequent class of `labels`; clean/collapsed: 1 when
+    `accuracy` is at most chance + `margin` (a model at chance: its robust accuracy is not a robustness result)."""
+    chance = int(torch.bincount(labels).max()) / len(labels)
+    return {"clean/chance": chance, "clean/collapsed": float(accuracy <= chance + margin)}
+
+
 def cost_metrics(dense: nn.Module, model: nn.Module, x: torch.Tensor, latency_cfg) -> dict[str, float]:
     """cost/latency_ms, cost/latency_ms_dense, cost/speedup (dense / pruned latency), cost/size_kb(_dense)."""
     batch = x[: int(latency_cfg.batch_size)]

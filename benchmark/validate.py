@@ -42,6 +42,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.pruning.method == "threshold":
         _range("pruning.rate", cfg.pruning.rate, 0.0, 1.0)
     _range("eval.train_subset", cfg.eval.train_subset, 1, 10_000_000)
+    _range("eval.collapse_margin", cfg.eval.collapse_margin, 0.0, 1.0)
     from benchmark.properties import check_config as check_eval_config
 
     check_eval_config(cfg.eval)  # calibration bins, corruption severities, interpretability subset (issue 5)

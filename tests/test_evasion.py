@@ -37,11 +37,12 @@ def test_every_attack_drives_an_undefended_model_far_below_clean(trained_seed_cn
         assert m[f"robust/{name}/eps_0.3"] <= 0.15, (name, m[f"robust/{name}/eps_0.3"])
     for name in l2:
         assert m[f"robust/{name}/eps_3"] <= 0.15, (name, m[f"robust/{name}/eps_3"])
-    # worst case is a lower bound of every single attack of its norm
-    assert m["robust/worst/eps_0.3"] == min(m[f"robust/{n}/eps_0.3"] for n in linf)
-    assert m["robust/worst_l2/eps_3"] == min(m[f"robust/{n}/eps_3"] for n in l2)
-    # per image, on the images every attack ran on: no single attack can do better than all of them together
-    assert m["robust/ensemble/eps_0.3"] <= m["robust/worst/eps_0.3"] and m["robust/ensemble_l2/eps_3"] == 0.0
+    # the per-image worst case is measured on the images every attack of its norm saw, and is a lower bound of
+    # each attack that ran on exactly those images
+    assert m["robust/worst/subset_size"] == 40 and m["robust/worst_l2/subset_size"] == 20
+    assert m["robust/worst/eps_0.3"] <= min(m[f"robust/{n}/eps_0.3"] for n in linf)
+    assert m["robust/worst_l2/eps_3"] <= min(m[f"robust/{n}/eps_3"] for n in ("cw_l2", "deepfool"))
+    assert m["attack/pgd_linf/budget"] == 20 * 2 and "robust/convergence_gap/eps_0.3" not in m  # off by default
     # black-box query budget and the measured model calls are logged; per-attack subsets are reported
     assert m["attack/square_linf/query_budget"] == 100
     assert 1 <= m["attack/square_linf/queries_per_image"] <= 3 * 100
@@ -49,14 +50,111 @@ def test_every_attack_drives_an_undefended_model_far_below_clean(trained_seed_cn
     assert m["robust/gradient_masking_flag"] == 0.0  # a normal model: PGD beats FGSM and Square
 
 
-def test_ensemble_worst_case_counts_an_image_only_if_it_survives_every_attack():
-    from attacks.evasion import worst_cases
+def test_worst_case_counts_an_image_only_if_it_survives_every_attack_on_the_images_all_attacked():
+    from attacks.evasion import worst_case
 
     correct = {("pgd_linf", 0.1): np.array([1, 1, 0, 1], bool), ("square_linf", 0.1): np.array([1, 0, 1], bool),
                ("pgd_l2", 1.0): np.array([0, 1], bool)}
-    worst, ensemble = worst_cases(correct, "linf")
-    assert worst == {0.1: pytest.approx(2 / 3)} and ensemble == {0.1: pytest.approx(1 / 3)}  # first 3 images
-    assert worst_cases(correct, "l2") == ({1.0: 0.5}, {1.0: 0.5})
+    assert worst_case(correct, "linf") == {0.1: (pytest.approx(1 / 3), 3)}  # the first 3 images
+    assert worst_case(correct, "l2") == {1.0: (0.5, 2)}
+
+
+class _ReadsLabelPixels(nn.Module):
+    """Predicts the class whose pixel (the first `classes` pixels of the image) is brightest: a model whose every
+    output an attack stub can set exactly."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.classes, self.anchor = classes, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return 100 * x.flatten(1)[:, : self.classes] + self.anchor
+
+
+def _label_image(labels) -> torch.Tensor:
+    """4x4 images whose first 10 pixels one-hot encode `labels` (what _ReadsLabelPixels predicts)."""
+    x = torch.zeros(len(labels), 1, 4, 4)
+    x.view(len(labels), -1)[torch.arange(len(labels)), torch.as_tensor(labels)] = 1.0
+    return x
+
+
+class _Relabel:
+    """An attack stub: image i of the batch it is given comes out classified as `outcome(i, y_i)`."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def generate(self, x, y):
+        labels = [self.outcome(i, int(label)) for i, label in enumerate(y)]
+        return _label_image(labels).numpy()
+
+
+def _stub_evaluation(monkeypatch, clean_labels, true_labels, attacks: dict[str, tuple[int, object]]):
+    """EvasionThreat.evaluate on a dataset whose clean predictions are `clean_labels`, with stub attacks
+    name -> (subset, outcome); the cell's subset is every test image, in a seeded order that the stub sees."""
+    from omegaconf import OmegaConf
+
+    from attacks.evasion import AttackSpec, EvasionThreat
+    from benchmark.data import Dataset
+
+    for name, (_, outcome) in attacks.items():
+        monkeypatch.setitem(ATTACKS, name, AttackSpec(lambda _c, _e, _p, o=outcome: _Relabel(o), "linf", "iterative"))
+    x = _label_image(clean_labels)
+    y = torch.as_tensor(true_labels)
+    data = Dataset("stub", x, y, x, y, 10)
+    cfg = OmegaConf.create({"name": "stub", "kind": "evasion", "subset": len(y), "eps": [0.1], "attacks": [
+        {"name": name, "subset": subset, "batch_size": 50, "max_iter": 1} for name, (subset, _) in attacks.items()]})
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))  # eval_subset's seeded order
+    return build_threat(cfg).evaluate(_ReadsLabelPixels(), data, CPU, seed=0).metrics, order
+
+
+def test_an_attack_that_fixes_a_misclassified_image_does_not_make_it_robust(monkeypatch):
+    truth = list(range(10))
+    clean = [label if label < 4 else (label + 1) % 10 for label in truth]  # 4 of 10 right on the clean image
+    m, _ = _stub_evaluation(monkeypatch, clean, truth, {"fixer": (10, lambda _i, label: label)})  # all right after
+    assert m["robust/subset_clean_acc"] == pytest.approx(0.4)
+    assert m["robust/fixer/eps_0.1"] == pytest.approx(0.4) and m["robust/worst/eps_0.1"] == pytest.approx(0.4)
+
+
+def test_worst_case_is_per_image_on_the_images_every_attack_saw_not_the_lowest_attack(monkeypatch):
+    truth = [i % 10 for i in range(8)]
+    # in the order the cell attacks them: A breaks images 0 and 1 of 8, B (first 4 only) breaks image 2
+    a = (8, lambda i, label: (label + 1) % 10 if i in (0, 1) else label)
+    b = (4, lambda i, label: (label + 1) % 10 if i == 2 else label)
+    m, _ = _stub_evaluation(monkeypatch, truth, truth, {"attack_a": a, "attack_b": b})
+    assert m["robust/attack_a/eps_0.1"] == pytest.approx(0.75) and m["robust/attack_b/eps_0.1"] == pytest.approx(0.75)
+    # per image on the first 4: images 0, 1 (A) and 2 (B) are broken; the lowest single attack would say 0.75
+    assert m["robust/worst/eps_0.1"] == pytest.approx(0.25) and m["robust/worst/subset_size"] == 4
+
+
+def test_convergence_check_reruns_pgd_at_larger_budgets_and_logs_the_gap(trained_seed_cnn, cfg_factory, digits):
+    cfg = cfg_factory("threat=pgd", "threat.subset=60", "dataset.eps=[0.0,0.1]", "threat.attacks.0.max_iter=1",
+                      "threat.attacks.0.step_fraction=0.5",
+                      "threat.convergence={multipliers: [2, 4], scale: steps, seeds: [0]}")
+    validate(cfg)
+    m = build_threat(cfg.threat).evaluate(copy.deepcopy(trained_seed_cnn), digits, CPU, seed=0).metrics
+    for multiplier in (2, 4):
+        gap = m[f"robust/convergence_gap_x{multiplier}/eps_0.1"]
+        assert gap == pytest.approx(m["robust/pgd_linf/eps_0.1"] - m[f"robust/pgd_linf_x{multiplier}/eps_0.1"])
+        assert m[f"robust/convergence_gap_x{multiplier}/eps_0"] == 0.0  # eps 0 is the clean point at every budget
+    assert m["robust/convergence_gap/eps_0.1"] == m["robust/convergence_gap_x4/eps_0.1"]
+    # one step of 0.05 cannot reach the eps ball's surface, four steps can: the larger budget finds more
+    assert m["robust/convergence_gap/eps_0.1"] > 0.05
+    other_seed = build_threat(cfg.threat).evaluate(copy.deepcopy(trained_seed_cnn), digits, CPU, seed=1).metrics
+    assert not any(k.startswith("robust/convergence") for k in other_seed)  # `seeds` limits it to seed 0
+
+
+def test_convergence_budgets_scale_the_random_starts_or_the_steps():
+    from omegaconf import OmegaConf
+
+    from attacks.evasion import pgd_budget, scaled_budget
+
+    pgd = OmegaConf.create({"name": "pgd_linf", "max_iter": 20, "step_fraction": 0.1, "random_restarts": 2})
+    assert pgd_budget(pgd) == 40
+    assert pgd_budget(scaled_budget(pgd, 4, "restarts")) == pgd_budget(scaled_budget(pgd, 4, "steps")) == 160
+    assert scaled_budget(pgd, 4, "restarts").random_restarts == 8 and scaled_budget(pgd, 4, "steps").max_iter == 80
+    no_start = OmegaConf.create({"name": "pgd_linf", "max_iter": 10, "random_restarts": 0})  # ART: one start from x
+    assert pgd_budget(no_start) == 10 and pgd_budget(scaled_budget(no_start, 2, "restarts")) == 20
 
 
 def _quantized(model: nn.Module, levels: int = 4) -> nn.Module:
@@ -78,7 +176,7 @@ def test_gradient_masking_flag_fires_on_input_quantization_not_on_the_plain_mode
     assert masked["robust/gradient_masking_flag"] == 1.0
     assert masked["robust/gradient_masking_margin"] > 0.3  # PGD is blind, the black-box attack is not
     assert masked["robust/pgd_linf/eps_0.3"] > 0.7 > 0.2 > masked["robust/square_linf/eps_0.3"]
-    assert masked["robust/worst/eps_0.3"] == masked["robust/square_linf/eps_0.3"]  # the worst case is not fooled
+    assert masked["robust/worst/eps_0.3"] <= masked["robust/square_linf/eps_0.3"]  # the worst case is not fooled
 
 
 def test_minimal_attack_readout_counts_an_image_broken_only_within_budget():
@@ -132,6 +230,10 @@ def test_smoothed_trained_model_certifies_less_at_larger_radius(trained_seed_cnn
     ("threat.attacks.4.components=[apgd_ce,fab]", "threat.attacks[4].components[1]"),
     ("threat.attacks.3.subset=0", "threat.attacks[3].subset"),
     ("threat.masking_tolerance=2", "threat.masking_tolerance"),
+    ("threat.convergence={multipliers: [1]}", "threat.convergence.multipliers[0]"),
+    ("threat.convergence={multipliers: [2.5]}", "threat.convergence.multipliers[0]"),
+    ("eval.collapse_margin=-0.1", "eval.collapse_margin"),
+    ("threat.convergence={multipliers: [2], scale: iterations}", "threat.convergence.scale"),
 ])
 def test_strong_threat_config_errors_name_the_key(cfg_factory, override, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
@@ -141,3 +243,17 @@ def test_strong_threat_config_errors_name_the_key(cfg_factory, override, key):
 def test_smoothing_config_errors_name_the_key(cfg_factory):
     with pytest.raises(ConfigError, match="threat.sigma"):
         validate(cfg_factory("threat=smoothing", "threat.sigma=0"))
+
+
+def test_a_model_at_chance_is_collapsed_and_a_trained_one_is_not(trained_seed_cnn, digits):
+    from benchmark.measure import collapse_metrics
+    from benchmark.training import accuracy_and_loss
+
+    chance = int(torch.bincount(digits.y_test).max()) / len(digits.y_test)
+    constant, _ = accuracy_and_loss(_Constant(3), digits.x_test, digits.y_test, CPU)  # its class's share: <= chance
+    assert collapse_metrics(constant, digits.y_test, 0.05) == {"clean/chance": chance, "clean/collapsed": 1.0}
+    trained, _ = accuracy_and_loss(trained_seed_cnn, digits.x_test, digits.y_test, CPU)
+    assert collapse_metrics(trained, digits.y_test, 0.05)["clean/collapsed"] == 0.0
+    # the margin is the configured one: just above chance + margin is not collapsed, at it is
+    assert collapse_metrics(chance + 0.1, digits.y_test, 0.1)["clean/collapsed"] == 1.0
+    assert collapse_metrics(chance + 0.11, digits.y_test, 0.1)["clean/collapsed"] == 0.0

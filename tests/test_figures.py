@@ -149,3 +149,113 @@ def test_notebook_is_stored_without_outputs_and_executes(store, tmp_path, monkey
     assert len(images) == 3  # robust, clean and Pareto figures drawn by the library
     texts = "".join(o.get("text", "") for cell in code for o in cell.outputs)
     assert f"{tiny_store.N_CELLS} cells;" in texts
+
+
+def _cells(rows: list[dict], threat: str = "evasion") -> pd.DataFrame:
+    """A tidy frame from hand-written cells: each row has method, target, seed and its metrics by name."""
+    runs = []
+    for i, row in enumerate(rows):
+        row = dict(row)
+        runs.append({"tags.cell_hash": f"h{i}", "start_time": i, "run_id": f"r{i}", "params.model.name": "seed_cnn",
+                     "params.dataset.name": "mnist5k", "params.threat.name": threat,
+                     "params.pruning.method": row.pop("method"), "params.pruning.sparsity": str(row.pop("target")),
+                     "params.seed": str(row.pop("seed", 0)), **{f"metrics.{k}": v for k, v in row.items()}})
+    return figures.tidy(pd.DataFrame(runs))
+
+
+SEVEN = ["none", "magnitude_global", "magnitude_layerwise", "random", "threshold", "taylor", "l1_filter"]
+
+
+def _seven_methods(**extra) -> pd.DataFrame:
+    rows = [{"method": "none", "target": 0.0, "sparsity/achieved": 0.0, "clean/acc": 0.96, **extra}]
+    rows += [{"method": m, "target": s, "sparsity/achieved": s, "clean/acc": 0.9 - s / 2, **extra}
+             for m in SEVEN[1:] for s in (0.5, 0.9)]
+    return _cells(rows)
+
+
+def test_a_single_panel_legend_fits_inside_the_figure_with_every_method():
+    spec = next(s for s in figures.FIGURES if s.name == "clean_vs_sparsity")
+    fig = figures.plot_spec(_seven_methods(), spec, ("seed_cnn", "mnist5k", "evasion"))
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box, axes_box = legend.get_window_extent(renderer), fig.axes[0].get_tightbbox(renderer)
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y0 >= 0  # nothing cut off at an edge
+    assert box.y1 <= axes_box.y0 + 1  # below the panel (its tick labels included), not over it
+    assert {"threshold", "l1_filter"} <= {t.get_text() for t in legend.get_texts()}
+    figures.plt.close(fig)
+
+
+def test_dense_baseline_is_a_dashed_line_across_sparsity_not_a_lone_point():
+    rows = [{"method": "none", "target": 0.0, "sparsity/achieved": 0.0, "backdoor/asr": 0.88},
+            {"method": "fine_pruning", "target": 0.5, "sparsity/achieved": 0.5, "backdoor/asr": 0.6},
+            {"method": "fine_pruning", "target": 0.9, "sparsity/achieved": 0.9, "backdoor/asr": 0.3}]
+    spec = next(s for s in figures.FIGURES if s.name == "backdoor_asr_vs_sparsity")
+    fig = figures.plot_spec(_cells(rows, threat="badnets"), spec, ("seed_cnn", "mnist5k", "badnets"))
+    dense = [line for line in fig.axes[0].get_lines() if line.get_label() == "dense (none)"]
+    assert len(dense) == 1 and dense[0].get_linestyle() == "--"
+    assert list(dense[0].get_ydata()) == [0.88, 0.88] and list(dense[0].get_xdata()) == [0, 1]  # axes width
+    figures.plt.close(fig)
+
+
+def test_collapsed_points_are_hollow_with_a_chance_line_and_left_out_of_tables():
+    rows = [{"method": "none", "target": 0.0, "sparsity/achieved": 0.0, "clean/acc": 0.96,
+             "robust/worst/eps_0.3": 0.0, "clean/collapsed": 0.0, "clean/chance": 0.1},
+            {"method": "threshold", "target": 0.5, "sparsity/achieved": 0.5, "clean/acc": 0.9,
+             "robust/worst/eps_0.3": 0.0, "clean/collapsed": 0.0, "clean/chance": 0.1},
+            {"method": "threshold", "target": 0.99, "sparsity/achieved": 0.99, "clean/acc": 0.1,
+             "robust/worst/eps_0.3": 0.104, "clean/collapsed": 1.0, "clean/chance": 0.1}]
+    frame = _cells(rows)
+    spec = next(s for s in figures.FIGURES if s.name == "worst_robust_vs_sparsity")
+    fig = figures.plot_spec(frame, spec, ("seed_cnn", "mnist5k", "evasion"))
+    lines = fig.axes[0].get_lines()
+    hollow = [line for line in lines if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and list(zip(hollow[0].get_xdata(), hollow[0].get_ydata())) == [(0.99, 0.104)]
+    chance = [line for line in lines if line.get_label() == "chance"]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == pytest.approx([0.1, 0.1])
+    assert "collapsed (clean acc. at chance)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    figures.plt.close(fig)
+    trend = figures.summary_table(frame)
+    assert list(zip(trend["method"], trend["target"])) == [("none", 0.0), ("threshold", 0.5)]
+    everything = figures.summary_table(frame, include_collapsed=True)
+    assert everything.set_index("target")["n_collapsed"].to_dict() == {0.0: 0, 0.5: 0, 0.99: 1}
+
+
+def test_an_ineffective_threat_is_greyed_out_with_a_note():
+    rows = [{"method": m, "target": s, "sparsity/achieved": s, "backdoor/asr": 0.02, "threat/effective": 0.0}
+            for m, s in (("none", 0.0), ("fine_pruning", 0.5), ("fine_pruning", 0.9))]
+    spec = next(s for s in figures.FIGURES if s.name == "backdoor_asr_vs_sparsity")
+    fig = figures.plot_spec(_cells(rows, threat="clean_label"), spec, ("seed_cnn", "mnist5k", "clean_label"))
+    assert figures.INEFFECTIVE_NOTE in [t.get_text() for t in fig.axes[0].texts]
+    curve = next(bars for bars in fig.axes[0].containers if bars.get_label() == "fine_pruning")
+    red, green, blue = curve.lines[0].get_color()[:3]
+    assert max(red, green, blue) - min(red, green, blue) < 0.25  # washed towards grey
+    figures.plt.close(fig)
+    effective = _cells([{**r, "threat/effective": 1.0} for r in rows], threat="badnets")
+    fig = figures.plot_spec(effective, spec, ("seed_cnn", "mnist5k", "badnets"))
+    assert not fig.axes[0].texts
+    figures.plt.close(fig)
+
+
+def test_tables_give_the_binomial_interval_of_each_robust_accuracy_over_its_images():
+    assert figures.binomial_interval(5, 10) == pytest.approx((0.187086, 0.812914), abs=1e-6)  # Clopper-Pearson
+    rows = [{"method": "l1_filter", "target": 0.5, "seed": seed, "sparsity/achieved": 0.5, "clean/acc": 0.9,
+             "robust/worst/eps_0.1": acc, "robust/worst/subset_size": 10.0} for seed, acc in ((0, 0.4), (1, 0.6))]
+    summary = figures.summary_table(_cells(rows))
+    row = summary.iloc[0]
+    # pooled over the two seeds: 10 of 20 images survive every attack
+    assert (row["robust/worst/eps_0.1 binom95 low"], row["robust/worst/eps_0.1 binom95 high"]) == pytest.approx(
+        figures.binomial_interval(10, 20))
+    markdown = figures.to_markdown(summary)
+    low, high = figures.binomial_interval(10, 20)
+    assert f"[{low:.3f}, {high:.3f}]" in markdown
+
+
+def test_convergence_table_picks_the_dense_model_and_the_sparsest_non_collapsed_point():
+    def cell(method, s, gap, collapsed=0.0):
+        return {"method": method, "target": s, "sparsity/achieved": s, "clean/collapsed": collapsed,
+                "robust/convergence_gap/eps_0.1": gap}
+    frame = _cells([cell("none", 0.0, 0.004), cell("taylor", 0.5, 0.01), cell("taylor", 0.9, 0.02),
+                    cell("taylor", 0.99, 0.0, collapsed=1.0)])
+    table = figures.convergence_table(frame)
+    assert list(zip(table["method"], table["target"], table["robust/convergence_gap/eps_0.1"])) == [
+        ("none", 0.0, 0.004), ("taylor", 0.9, 0.02)]

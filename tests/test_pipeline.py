@@ -105,7 +105,8 @@ def test_pgd_breaks_an_undefended_model_and_robust_accuracy_falls_with_eps(train
     assert report.metrics["robust/pgd_linf/eps_0.3"] < 0.1 < 0.85 < clean
     # PGD is at least as strong as FGSM here (no gradient masking on a plain CNN)
     assert report.metrics["robust/pgd_linf/eps_0.1"] <= report.metrics["robust/fgsm/eps_0.1"]
-    assert report.metrics["robust/worst/eps_0.1"] == report.metrics["robust/pgd_linf/eps_0.1"]
+    # per image over both attacks on the same images: no better than either
+    assert report.metrics["robust/worst/eps_0.1"] <= report.metrics["robust/pgd_linf/eps_0.1"]
 
 
 def _deterministic(metrics):
