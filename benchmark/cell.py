@@ -118,6 +118,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     poisoned = threat.poison_training_set(data, cfg.seed)
     train, finetune = threat.dense_training_set(data, poisoned), threat.finetune_set(data, poisoned)
     metrics["time/data_s"] = time.perf_counter() - t
+    tracking.log_datasets(cfg.dataset.name, data, train)
 
     dense_key = hashing.dense_key(cfg, threat.training_data_key())
     dense, dense_meta = stages.dense_model(cfg, train, dense_key, cache, device, use_cache)
