@@ -2,11 +2,13 @@
 (re-run grid logs nothing new, a killed cell is redone, force recomputes) and the MLflow server's REST view."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -212,3 +214,100 @@ def test_mlflow_server_rest_api_lists_every_cell(store):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=5)
+
+
+# ---------------------------------------------------------------- the store: unusable, copied, stale runs
+
+def test_unusable_store_fails_in_seconds_with_one_line_naming_it(tmp_path, store):
+    closed_port = _free_port()  # nothing listens there
+    damaged = bytearray((store.results / "mlflow.db").read_bytes())
+    damaged[100:8000] = bytes(range(256)) * 31 + bytes(range(204))  # sqlite_master's page overwritten
+    other = tmp_path / "other" / "mlflow.db"
+    other.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    cases = {"not-a-db": (b"results of another tool\n", "is not an SQLite database: restore it from a backup, or "
+                                                          "move it aside"),
+             "damaged": (bytes(damaged), r"is damaged \(.*\): restore it from a backup, or move it aside")}
+    for name, (content, message) in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mlflow.db").write_bytes(content)
+    cases["other"] = (None, "is an SQLite database but not an MLflow store")
+    for name, (_, message) in cases.items():
+        uri = tracking.default_tracking_uri(tmp_path / name)
+        with pytest.raises(tracking.StoreUnavailable, match=f"^tracking store {re.escape(uri)}: .*{message}"):
+            tracking.setup_experiment(uri, "x", tmp_path / name / "mlartifacts")
+    assert (tmp_path / "not-a-db" / "mlflow.db").read_bytes() == b"results of another tool\n"  # left as it was
+    uri = f"http://127.0.0.1:{closed_port}"
+    started = time.monotonic()
+    with pytest.raises(tracking.StoreUnavailable, match=f"^tracking server {uri} is unreachable .*refused"):
+        tracking.setup_experiment(uri, "x", tmp_path / "mlartifacts")
+    assert time.monotonic() - started < tracking.PROBE_TIMEOUT_S + 1
+
+
+def test_grid_against_an_unreachable_server_stops_before_any_cell_with_exit_code_2(tmp_path):
+    uri = f"http://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tiny_store.ROOT)}
+    done = subprocess.run([sys.executable, "-m", "benchmark.run", "-m", *tiny_store.GRID, f"results_dir={tmp_path}",
+                           f"tracking_uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tiny_store.ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-3000:]
+    assert f"tracking server {uri} is unreachable" in output and "Traceback" not in output
+    assert not (tmp_path / "sweep" / "cells.jsonl").exists()  # no cell started
+
+
+def test_copied_results_dir_is_refused_until_relocated_then_self_contained(store, tmp_path):
+    copy = tmp_path / "results2"
+    subprocess.run(["cp", "-a", str(store.results), str(copy)], check=True)
+    original = sorted(str(p) for p in (store.results / "mlartifacts").rglob("*"))
+    uri = tracking.default_tracking_uri(copy)
+    with pytest.raises(tracking.StoreUnavailable) as refused:
+        tracking.setup_experiment(uri, store.experiment, copy / "mlartifacts")
+    message = str(refused.value)
+    assert (store.results / "mlartifacts").as_uri() in message and str(copy) in message
+    assert f"python -m benchmark.tracking relocate {copy}" in message
+
+    assert tracking.relocate(copy) > tiny_store.N_CELLS  # every experiment and run of the copy
+    experiment_id = tracking.setup_experiment(uri, store.experiment, copy / "mlartifacts")
+    client = MlflowClient(uri)
+    cells = cell_runs(client, experiment_id)
+    assert len(cells) == tiny_store.N_CELLS and all(r.info.artifact_uri.startswith(copy.as_uri()) for r in cells)
+    assert {a.path for a in client.list_artifacts(cells[0].info.run_id)} >= {"config.yaml", "model"}  # the copy's
+    client.log_text(cells[0].info.run_id, "new", "note.txt")
+    assert (copy / "mlartifacts" / store.experiment / cells[0].info.run_id / "artifacts" / "note.txt").exists()
+    assert sorted(str(p) for p in (store.results / "mlartifacts").rglob("*")) == original  # untouched
+    assert MlflowClient(store.uri).get_experiment_by_name(store.experiment).artifact_location.startswith(
+        store.results.as_uri())
+
+
+def test_runs_left_running_are_killed_only_when_their_lock_is_free(tmp_path):
+    from filelock import FileLock
+
+    uri = tracking.default_tracking_uri(tmp_path)
+    experiment_id = tracking.setup_experiment(uri, "stale", tmp_path / "mlartifacts")
+    client = MlflowClient(uri)
+    (tmp_path / "locks").mkdir()
+    dead_cell = client.create_run(experiment_id, tags={"cell_hash": "dead"}).info.run_id
+    live_cell = client.create_run(experiment_id, tags={"cell_hash": "live"}).info.run_id
+    dead_grid = client.create_run(experiment_id, tags={"grid": "true"}).info.run_id
+    live_grid = client.create_run(experiment_id, tags={"grid": "true"}).info.run_id
+    elsewhere = client.create_run(experiment_id, tags={"cell_hash": "no-lock-here"}).info.run_id
+    finished = client.create_run(experiment_id, tags={"cell_hash": "dead"}).info.run_id
+    client.set_terminated(finished, "FINISHED")
+    for lock in (tracking.cell_lock_path(tmp_path, "dead"), tracking.grid_lock_path(tmp_path, dead_grid)):
+        lock.touch()  # what a killed process leaves: the lock file, held by nobody
+    held = [FileLock(tracking.cell_lock_path(tmp_path, "live")), FileLock(tracking.grid_lock_path(tmp_path, live_grid))]
+    for lock in held:
+        lock.acquire()
+    try:
+        closed = tracking.close_stale_runs(experiment_id, tmp_path)
+    finally:
+        for lock in held:
+            lock.release()
+    assert sorted(closed) == sorted([dead_cell, dead_grid])
+    status = {run_id: client.get_run(run_id).info.status for run_id in
+              (dead_cell, live_cell, dead_grid, live_grid, elsewhere, finished)}
+    assert status == {dead_cell: "KILLED", live_cell: "RUNNING", dead_grid: "KILLED", live_grid: "RUNNING",
+                      elsewhere: "RUNNING", finished: "FINISHED"}
+    assert "left RUNNING" in client.get_run(dead_cell).data.tags[tracking.KILLED_REASON_TAG]
