@@ -24,6 +24,9 @@ from benchmark.validate import ConfigError
 GRID_SIZE_ENV = "PRUNESEC_GRID_SIZE"
 CELLS_FILE = "cells.jsonl"
 log = logging.getLogger("benchmark")
+# The lock each running grid holds (by parent run id), in this process only: the callback itself is pickled to
+# joblib workers, a lock cannot be.
+_grid_locks: dict[str, FileLock] = {}
 
 
 def _sweep_overrides(config: DictConfig) -> list[str]:
@@ -87,8 +90,8 @@ class GridCallback(Callback):
             log.info("marked %d run(s) KILLED that an earlier process left RUNNING: %s", len(stale), ", ".join(stale))
         parent = MlflowClient().create_run(experiment_id, run_name=f"grid:{config.experiment_name}",
                                            tags={"grid": "true", **tracking.provenance_tags()})
-        self._grid_lock = FileLock(tracking.grid_lock_path(results, parent.info.run_id))
-        self._grid_lock.acquire()
+        _grid_locks[parent.info.run_id] = FileLock(tracking.grid_lock_path(results, parent.info.run_id))
+        _grid_locks[parent.info.run_id].acquire()
         os.environ[tracking.PARENT_RUN_ENV] = parent.info.run_id
         os.environ[GRID_SIZE_ENV] = str(grid_size(config))
         log.info("grid %r: %s cells, parent run %s, store %s", config.experiment_name,
@@ -101,8 +104,9 @@ class GridCallback(Callback):
         except Exception as err:  # noqa: BLE001 - figures are a view of the results; they never fail the grid
             log.warning("grid figures not logged to the parent run: %s: %s", type(err).__name__, err)
         MlflowClient().set_terminated(parent_id, status)
-        self._grid_lock.release()
-        Path(self._grid_lock.lock_file).unlink(missing_ok=True)
+        lock = _grid_locks.pop(parent_id)
+        lock.release()
+        Path(lock.lock_file).unlink(missing_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         ledger = Path(config.hydra.sweep.dir) / CELLS_FILE
