@@ -333,6 +333,15 @@ def log_datasets(dataset_name: str, data, train) -> None:
         mlflow.log_input(dataset, context=context)
 
 
+def ui_url(tracking_uri: str, experiment: str, port: int) -> str:
+    """The MLflow UI's page of an experiment's training runs. MLflow 3's UI picks GenAI or model-training pages
+    from its own switch (remembered by the browser, GenAI by default), not from the experiment: the link sets it."""
+    open_store(tracking_uri)
+    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    page = f"experiments/{found.experiment_id}/runs" if found else "experiments"
+    return f"http://127.0.0.1:{port}/#/{page}?workflowType=machine_learning"
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -340,12 +349,19 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     relocate_cmd = commands.add_parser("relocate", help=relocate.__doc__.splitlines()[0])
     relocate_cmd.add_argument("results_dir")
+    url_cmd = commands.add_parser("ui-url", help=ui_url.__doc__.splitlines()[0])
+    url_cmd.add_argument("tracking_uri")
+    url_cmd.add_argument("experiment")
+    url_cmd.add_argument("port", type=int)
     args = parser.parse_args(argv)
     try:
-        rewritten = relocate(args.results_dir)
+        if args.command == "relocate":
+            rewritten = relocate(args.results_dir)
+            print(f"{rewritten} artifact locations now under {Path(args.results_dir).resolve() / 'mlartifacts'}")
+        else:
+            print(f"MLflow UI, experiment {args.experiment!r}: {ui_url(args.tracking_uri, args.experiment, args.port)}")
     except StoreUnavailable as err:
         raise SystemExit(f"error: {err}") from None
-    print(f"{rewritten} artifact locations now under {Path(args.results_dir).resolve() / 'mlartifacts'}")
 
 
 if __name__ == "__main__":

@@ -44,9 +44,18 @@ def test_grid_layout_parent_cells_params_tags_curves(store):
     client = MlflowClient(store.uri)
     experiment = client.get_experiment_by_name(store.experiment)  # one experiment per grid, named by the preset
     assert experiment is not None and experiment.artifact_location.startswith(store.results.as_uri())
+    # the UI opens it on its training runs, not on the GenAI traces overview
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("grid") == "true"]
     assert len(parents) == 1 and parents[0].info.run_name == "grid:tiny" and parents[0].info.status == "FINISHED"
+    # the grid's own curves and tables on its parent run
+    parent_artifacts = {a.path for d in ("figures", "tables") for a in client.list_artifacts(parents[0].info.run_id, d)}
+    setting = "seed_cnn__digits__evasion"
+    assert {f"figures/{f}__{setting}.png" for f in ("robust_vs_sparsity", "clean_vs_sparsity")} <= parent_artifacts
+    assert {"tables/summary.csv", "tables/summary.md"} <= parent_artifacts
+    summary = client.download_artifacts(parents[0].info.run_id, "tables/summary.csv")
+    assert len(open(summary).read().splitlines()) == 1 + 4  # a row per method and sparsity (mean over 2 seeds)
     cells = cell_runs(client, experiment.experiment_id)
     assert Counter(c["status"] for c in store.ledger) == {"finished": tiny_store.N_CELLS}
     assert len(cells) == tiny_store.N_CELLS == len({r.data.tags["cell_hash"] for r in cells})
@@ -64,6 +73,10 @@ def test_grid_layout_parent_cells_params_tags_curves(store):
         assert re.fullmatch(r"[0-9a-f]{16}", tags["cell_hash"])
         # CPU floats depend on the thread count: each stage's is recorded (the grid runs with OMP_NUM_THREADS=1)
         assert [tags[f"torch_threads.{s}"] for s in ("dense", "finetune", "eval")] == ["1", "1", "1"]
+        inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}  # the UI's "Datasets" column
+        assert set(inputs) == {"digits-train", "digits-test"}
+        assert [t.value for t in inputs["digits-train"].tags if t.key == "mlflow.data.context"] == ["train"]
+    assert len({d.dataset.digest for r in cells for d in r.inputs.dataset_inputs}) == 2 * 2  # a split per seed
     # flattened params make the UI's and search_runs' filters work
     l1 = client.search_runs([experiment.experiment_id], "params.pruning.method = 'l1_filter' and params.seed = '1'")
     assert sorted(r.info.run_name for r in l1) == ["seed_cnn|l1_filter|s=0.5|evasion|seed=1",
