@@ -105,7 +105,7 @@ def _tables(uri: str, path: Path) -> set[str] | None:
     if head != SQLITE_MAGIC:
         raise StoreUnavailable(f"tracking store {uri}: {path} is not an SQLite database: {what_to_do}")
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)) as db:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "alembic_version" in tables:
                 db.execute("SELECT version_num FROM alembic_version").fetchall()
