@@ -38,8 +38,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+# The UI of one user on loopback; it prints the link to EXPERIMENT's training runs (MLflow 3 opens on GenAI pages).
 ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(UI_PORT)
+	@$(PY) -m benchmark.tracking ui-url "$(TRACKING_URI)" $(EXPERIMENT) $(UI_PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 # Performance budget (ART wrapper vs plain torch PGD, bookkeeping share, re-run and joblib speed-ups) -> results/perf.json
 perf: $(STAMP)

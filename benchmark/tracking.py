@@ -1,13 +1,22 @@
-"""MLflow: the only record of results. Store/experiment setup, finished-cell lookup, and one run per cell."""
+"""MLflow: the only record of results. Opening (probing, creating) the store, experiment setup, finished-cell
+lookup, one run per cell, and closing runs whose process died."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import importlib.metadata
+import os
 import platform
+import sqlite3
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock, Timeout
 from mlflow.tracking import MlflowClient
 
 from benchmark.version import RESULTS_VERSION, git_state
@@ -15,26 +24,198 @@ from benchmark.version import RESULTS_VERSION, git_state
 PACKAGES = ["torch", "torchvision", "torch-pruning", "adversarial-robustness-toolbox", "hydra-core", "mlflow",
             "numpy", "pandas", "scikit-learn"]
 PARENT_RUN_ENV = "PRUNESEC_PARENT_RUN_ID"
+# The MLflow UI opens an experiment of this kind on its training runs (not on the GenAI traces overview).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+KILLED_REASON_TAG = "killed_reason"
+PROBE_TIMEOUT_S = 5.0
+STORE_CREATE_TIMEOUT_S = 300.0  # waiting for another process that is creating the same store
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class StoreUnavailable(OSError):
+    """The tracking store cannot be used; the message is one line naming the URI (or file) and the cause."""
 
 
 def default_tracking_uri(results_dir: str | Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
 
 
-def setup_experiment(tracking_uri: str, name: str, artifact_root: str | Path) -> str:
-    """Create the store (schema migrations) and the experiment if needed; returns the experiment id.
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` URI, None for any other store."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(urllib.parse.unquote(tracking_uri[len("sqlite:///"):].split("?", 1)[0]))
 
-    Call once in the parent before parallel workers start: concurrent first-time migrations corrupt SQLite."""
+
+# ---------------------------------------------------------------------------------------------- opening the store
+def open_store(tracking_uri: str) -> None:
+    """Fail in seconds, with one line, on a store MLflow would hang on or crash on; create a missing SQLite store.
+
+    SQLite: the folder and the file must be writable and the file an MLflow database (checked before MLflow touches
+    it); a missing store is created whole or not at all. HTTP: the server must answer `/health` within
+    PROBE_TIMEOUT_S. Other stores (e.g. PostgreSQL) are left to MLflow. Raises StoreUnavailable."""
+    path = sqlite_path(tracking_uri)
+    if path is not None:
+        _open_sqlite(tracking_uri, path)
+    elif tracking_uri.startswith(("http://", "https://")):
+        _probe_server(tracking_uri)
+
+
+def _probe_server(uri: str) -> None:
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError as err:
+        raise StoreUnavailable(f"tracking server {uri} answered /health with HTTP {err.code} {err.reason}: "
+                               f"is it an MLflow server?") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise StoreUnavailable(f"tracking server {uri} is unreachable ({reason}): start it (`make server`) or "
+                               f"fix tracking_uri") from None
+
+
+def _open_sqlite(uri: str, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=".write-probe-"):  # SQLite writes journals here
+            pass
+    except OSError as err:
+        raise StoreUnavailable(f"tracking store {uri}: folder {path.parent} is not writable "
+                               f"({err.strerror or err})") from None
+    if _tables(uri, path) is None:
+        _create_sqlite_store(uri, path)
+    try:
+        with open(path, "r+b"):
+            pass
+    except OSError as err:
+        raise StoreUnavailable(f"tracking store {uri}: {path} is not writable ({err.strerror or err})") from None
+
+
+def _tables(uri: str, path: Path) -> set[str] | None:
+    """The table names of an MLflow SQLite store; None if there is no store yet (no file, or an empty one)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StoreUnavailable(f"tracking store {uri}: cannot read {path} ({err.strerror or err})") from None
+    if not head:
+        return None
+    what_to_do = "restore it from a backup, or move it aside (a new, empty store is then created in its place)"
+    if head != SQLITE_MAGIC:
+        raise StoreUnavailable(f"tracking store {uri}: {path} is not an SQLite database: {what_to_do}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "alembic_version" in tables:
+                db.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.DatabaseError as err:
+        raise StoreUnavailable(f"tracking store {uri}: {path} is damaged ({err}): {what_to_do}") from None
+    if not tables:
+        return None
+    if "alembic_version" not in tables:
+        raise StoreUnavailable(f"tracking store {uri}: {path} is an SQLite database but not an MLflow store "
+                               f"(no alembic_version table): point tracking_uri elsewhere, or move it aside")
+    return tables
+
+
+def _create_sqlite_store(uri: str, path: Path) -> None:
+    """Create the schema in a temporary file and rename it into place when complete, one process at a time: the
+    first process creates it, the others wait for the lock and find it made. A failure (a full disk) leaves no
+    store behind, so the next attempt starts clean."""
+    try:
+        with FileLock(f"{path}.lock", timeout=STORE_CREATE_TIMEOUT_S):
+            if _tables(uri, path) is not None:  # created meanwhile by another process
+                return
+            temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            try:
+                _create_schema(temporary, path.parent / "mlartifacts")
+                os.replace(temporary, path)
+            finally:
+                for leftover in (temporary, temporary.with_name(f"{temporary.name}-journal")):
+                    leftover.unlink(missing_ok=True)
+    except StoreUnavailable:
+        raise
+    except Timeout:
+        raise StoreUnavailable(f"tracking store {uri}: another process has held {path}.lock for "
+                               f"{STORE_CREATE_TIMEOUT_S:.0f} s while creating the store") from None
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy/MLflow errors (e.g. a full disk) become one line
+        cause = getattr(err, "orig", None) or err
+        raise StoreUnavailable(f"tracking store {uri}: could not create {path} ({type(cause).__name__}: {cause}); "
+                               f"nothing was left behind") from None
+
+
+def _create_schema(path: Path, artifact_root: Path) -> None:
+    """MLflow's own schema creation (all migrations) into the SQLite file `path`, every connection closed after."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    uri = f"sqlite:///{path}"
+    try:
+        SqlAlchemyStore(uri, artifact_root.as_uri())
+    finally:  # MLflow caches one engine per URI: drop and close this one before the file moves
+        if (engine := SqlAlchemyStore._engine_map.pop(uri, None)) is not None:
+            engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------- experiments
+def setup_experiment(tracking_uri: str, name: str, artifact_root: str | Path) -> str:
+    """Open the store (see open_store) and create the experiment if needed; returns the experiment id.
+
+    The experiment keeps its artifacts in `<artifact_root>/<name>`. An existing experiment of a SQLite store kept
+    under artifact_root's parent (the results dir) must have them there too: a copied results dir whose store still
+    points into the original's folder is refused (StoreUnavailable) instead of writing into the original."""
+    open_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
+    artifact_root = Path(artifact_root).resolve()
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifact_location = (Path(artifact_root).resolve() / name).as_uri()  # not ./mlruns of the current directory
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except mlflow.exceptions.MlflowException:  # created meanwhile by another worker
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        artifact_location = (artifact_root / name).as_uri()  # not ./mlruns of the current directory
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by another worker
+            experiment = client.get_experiment_by_name(name)
+    _check_artifact_location(tracking_uri, experiment, artifact_root)
+    if any(experiment.tags.get(key) != value for key, value in EXPERIMENT_KIND.items()):
+        for key, value in EXPERIMENT_KIND.items():
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def _check_artifact_location(tracking_uri: str, experiment, artifact_root: Path) -> None:
+    store = sqlite_path(tracking_uri)
+    if store is None or store.resolve().parent != artifact_root.parent:
+        return  # a shared store (a server, another file): its experiments may serve several results dirs
+    location = experiment.artifact_location
+    if location.startswith(artifact_root.as_uri() + "/"):
+        return
+    raise StoreUnavailable(
+        f"experiment {experiment.name!r} of {store} keeps its artifacts in {location}, outside this results dir "
+        f"({artifact_root.parent}): the store was copied or moved from another results dir, and new artifacts would "
+        f"land there. Run `python -m benchmark.tracking relocate {artifact_root.parent}` to point the store at its "
+        f"own {artifact_root.name}/, or use the original results_dir")
+
+
+def relocate(results_dir: str | Path) -> int:
+    """Point a copied results dir's SQLite store at its own artifacts: every experiment location and run artifact
+    URI under another `<dir>/mlartifacts/` is rewritten to this `<results_dir>/mlartifacts/` (MLflow keeps them
+    absolute and has no API to change them). Returns the number of rows rewritten."""
+    results = Path(results_dir).resolve()
+    store, new_root = results / "mlflow.db", (results / "mlartifacts").as_uri() + "/"
+    if _tables(str(store), store) is None:
+        raise StoreUnavailable(f"no MLflow store at {store}")
+    rewritten = 0
+    with contextlib.closing(sqlite3.connect(store, timeout=30)) as db, db:
+        for (location,) in db.execute("SELECT artifact_location FROM experiments").fetchall():
+            old_root = location[: location.rfind("/mlartifacts/") + len("/mlartifacts/")]
+            if "/mlartifacts/" not in location or old_root == new_root:
+                continue
+            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                rewritten += db.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                    (new_root, len(old_root) + 1, len(old_root), old_root)).rowcount
+    return rewritten
 
 
 def find_finished_run(experiment_id: str, cell_hash: str) -> str | None:
@@ -42,6 +223,51 @@ def find_finished_run(experiment_id: str, cell_hash: str) -> str | None:
         [experiment_id], filter_string=f"tags.cell_hash = '{cell_hash}' and attributes.status = 'FINISHED'", max_results=1
     )
     return runs[0].info.run_id if runs else None
+
+
+# ---------------------------------------------------------------------------------------------- runs left RUNNING
+def cell_lock_path(results_dir: str | Path, cell_hash: str) -> Path:
+    """The lock a cell holds while it runs (benchmark.cell.run_cell)."""
+    return Path(results_dir) / "locks" / f"{cell_hash}.lock"
+
+
+def grid_lock_path(results_dir: str | Path, parent_run_id: str) -> Path:
+    """The lock a grid holds while it runs (benchmark.grid.GridCallback)."""
+    return Path(results_dir) / "locks" / f"grid-{parent_run_id}.lock"
+
+
+def close_stale_runs(experiment_id: str, results_dir: str | Path) -> list[str]:
+    """Mark KILLED the runs of an experiment left RUNNING by a process that died (SIGKILL, power loss); returns
+    their run ids. A run is stale when the lock its process held (its cell's, or its grid's for a grid parent run)
+    exists in this results dir and nobody holds it. The lock is held while the status is re-read and changed, so a
+    run that finishes meanwhile keeps its status. Runs whose lock is not in this results dir (started on another
+    machine against a shared tracking server, with another results dir) are left alone: they cannot be told apart
+    from live ones from here."""
+    client = MlflowClient()
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=10000)
+    closed = []
+    for run in running:
+        tags = run.data.tags
+        if tags.get("grid") == "true":
+            lock = grid_lock_path(results_dir, run.info.run_id)
+        elif "cell_hash" in tags:
+            lock = cell_lock_path(results_dir, tags["cell_hash"])
+        else:
+            continue
+        if not lock.exists():
+            continue
+        try:
+            with FileLock(lock, blocking=False):
+                if client.get_run(run.info.run_id).info.status != "RUNNING":
+                    continue
+                client.set_tag(run.info.run_id, KILLED_REASON_TAG,
+                               f"left RUNNING by a process that ended without closing it (its lock {lock.name} was "
+                               f"free when a grid started at {time.strftime('%Y-%m-%d %H:%M:%S %Z')})")
+                client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+        except Timeout:  # held: the run is alive
+            continue
+    return closed
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -86,3 +312,51 @@ def cell_run(experiment_id: str, run_name: str, tags: dict[str, str], parent_run
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def log_datasets(dataset_name: str, data, train) -> None:
+    """The cell's data as MLflow dataset inputs (the UI's "Datasets" column): the set the dense model trained on
+    (context `train`, poisoned by the threat when it poisons) and the test split (`eval`). The digest is MLflow's
+    hash of the arrays, so a different split, seed or poisoning shows as a different dataset."""
+    import mlflow.data
+
+    poisoned = train.x_train is not data.x_train or train.y_train is not data.y_train
+    for split, x, y, context in (("train" + ("-poisoned" if poisoned else ""), train.x_train, train.y_train, "train"),
+                                 ("test", data.x_test, data.y_test, "eval")):
+        dataset = mlflow.data.from_numpy(x.numpy(), targets=y.numpy(), name=f"{dataset_name}-{split}")
+        mlflow.log_input(dataset, context=context)
+
+
+def ui_url(tracking_uri: str, experiment: str, port: int) -> str:
+    """The MLflow UI's page of an experiment's training runs. MLflow 3's UI picks GenAI or model-training pages
+    from its own switch (remembered by the browser, GenAI by default), not from the experiment: the link sets it."""
+    open_store(tracking_uri)
+    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    page = f"experiments/{found.experiment_id}/runs" if found else "experiments"
+    return f"http://127.0.0.1:{port}/#/{page}?workflowType=machine_learning"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Maintenance of a results dir's MLflow store.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    relocate_cmd = commands.add_parser("relocate", help=relocate.__doc__.splitlines()[0])
+    relocate_cmd.add_argument("results_dir")
+    url_cmd = commands.add_parser("ui-url", help=ui_url.__doc__.splitlines()[0])
+    url_cmd.add_argument("tracking_uri")
+    url_cmd.add_argument("experiment")
+    url_cmd.add_argument("port", type=int)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "relocate":
+            rewritten = relocate(args.results_dir)
+            print(f"{rewritten} artifact locations now under {Path(args.results_dir).resolve() / 'mlartifacts'}")
+        else:
+            print(f"MLflow UI, experiment {args.experiment!r}: {ui_url(args.tracking_uri, args.experiment, args.port)}")
+    except StoreUnavailable as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -2,8 +2,10 @@
 one SQLite file, an interrupted grid re-run to completion, and seeded determinism."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from benchmark import hashing, stages
+from benchmark import hashing, stages, tracking
 from benchmark.cache import ModelCache
 from benchmark.cell import run_cell
 from conftest import make_cfg
@@ -203,13 +205,16 @@ def test_interrupted_grid_reruns_to_exactly_one_finished_run_per_cell(tmp_path, 
     cells = [r for r in runs if "cell_hash" in r.data.tags]
     finished = [r.data.tags["cell_hash"] for r in cells if r.info.status == "FINISHED"]
     assert len(finished) == len(set(finished)) == 5, (uri, sorted(finished))  # none lost, none duplicated
-    assert {r.info.status for r in cells} <= {"FINISHED", "KILLED", "RUNNING", "FAILED"}
+    # the final grid closed what the killed ones left RUNNING (their locks were free): nothing stays RUNNING
+    assert {r.info.status for r in cells} <= {"FINISHED", "KILLED", "FAILED"}
     for r in cells:  # an unfinished run never carries a result
         if r.info.status != "FINISHED":
             assert "clean/acc" not in r.data.metrics
     # joblib workers inherit the parent run id the GridCallback exported: every cell hangs under a grid run
-    grids = {r.info.run_id for r in runs if r.data.tags.get("grid") == "true"}
+    grids = {r.info.run_id: r for r in runs if r.data.tags.get("grid") == "true"}
     assert len(grids) == 1 + len(signals) and all(r.data.tags.get("mlflow.parentRunId") in grids for r in cells)
+    assert sorted(r.info.status for r in grids.values()) == ["FINISHED"] + ["KILLED"] * len(signals)
+    assert all(tracking.KILLED_REASON_TAG in r.data.tags for r in grids.values() if r.info.status == "KILLED")
     ledger = [json.loads(line) for line in (tmp_path / "final" / "cells.jsonl").read_text().splitlines()]
     assert len(ledger) == 6 and {c["status"] for c in ledger} <= {"finished", "skipped"}
     entries = list((tmp_path / "cache").rglob("*.safetensors"))
@@ -246,3 +251,90 @@ def test_same_seed_same_dense_model_other_seed_other_model(tmp_path, digits):
     assert key_a == key_b != key_c
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not any(torch.equal(a[k], c[k]) for k in a)  # every tensor differs (init and batch order)
+
+
+# ---------------------------------------------------------------- the store itself
+
+OPENER = """
+import sys, time
+from pathlib import Path
+from benchmark import tracking
+uri, artifacts, barrier, me, n = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+(barrier / me).touch()
+while len(list(barrier.iterdir())) < n:  # everyone imported: reach the store at the same moment
+    time.sleep(0.001)
+print(tracking.setup_experiment(uri, "race", artifacts))
+"""
+
+
+def test_processes_opening_a_fresh_store_together_all_get_it(tmp_path):
+    """Concurrent first opens of one SQLite store: without serialised, atomic creation MLflow's migrations race
+    ("duplicate column name", "table _alembic_tmp_... already exists")."""
+    store, barrier, n = tmp_path / "results", tmp_path / "barrier", 3
+    barrier.mkdir()
+    openers = [_python(OPENER, tracking.default_tracking_uri(store), store / "mlartifacts", barrier, i, n)
+               for i in range(n)]
+    results = [(p.wait(timeout=180), p.stdout.read().strip(), p.stderr.read()) for p in openers]
+    assert [rc for rc, _, _ in results] == [0] * n, [err[-1500:] for _, _, err in results]
+    assert len({out for _, out, _ in results}) == 1  # one experiment
+    assert sorted(p.name for p in store.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
+
+
+CONCURRENT = ["dataset=digits", "device=cpu", "train.epochs=1", "finetune.epochs=1", *QUICK,
+              "pruning=magnitude_global", "pruning.sparsity=0.5,0.9"]  # 2 cells, one dense model
+
+
+@pytest.mark.slow
+def test_grids_started_together_on_a_fresh_store_fail_no_cell_and_run_each_once(tmp_path):
+    """Three grids on a store that does not exist yet: one creates it (under its lock, in a temporary file), the
+    others wait and use it; every cell runs once (cell locks) and no grid reports a failed cell."""
+    grids = [subprocess.Popen([sys.executable, "-m", "benchmark.run", "-m", *CONCURRENT, f"results_dir={tmp_path}",
+                               f"hydra.sweep.dir={tmp_path / f'sweep{i}'}"], cwd=ROOT, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(3)]
+    outputs = [grid.communicate(timeout=300)[0] for grid in grids]
+    assert [grid.returncode for grid in grids] == [0, 0, 0], [out[-2000:] for out in outputs]
+    ledgers = [[json.loads(line) for line in (tmp_path / f"sweep{i}" / "cells.jsonl").read_text().splitlines()]
+               for i in range(3)]
+    assert all(len(ledger) == 2 for ledger in ledgers)
+    assert {cell["status"] for ledger in ledgers for cell in ledger} <= {"finished", "skipped"}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id], max_results=100)
+    finished = [r.data.tags["cell_hash"] for r in runs if "cell_hash" in r.data.tags and r.info.status == "FINISHED"]
+    assert len(finished) == len(set(finished)) == 2
+    assert not list(tmp_path.glob("mlflow.db.tmp-*"))
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A small tmpfs mounted at `path` (needs root and CAP_SYS_ADMIN; the test is skipped without them)."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)  # MLflow may still hold the file open
+
+
+def test_store_creation_on_a_full_disk_leaves_nothing_and_succeeds_once_space_is_freed(tmp_path):
+    with tmpfs(tmp_path / "small", "256k") as results:  # a fresh store needs ~1 MB
+        uri = tracking.default_tracking_uri(results)
+        with pytest.raises(tracking.StoreUnavailable, match="could not create .*mlflow.db .*disk is full"):
+            tracking.setup_experiment(uri, "full", results / "mlartifacts")
+        assert sorted(p.name for p in results.iterdir()) == ["mlflow.db.lock"]  # no half-made store
+        subprocess.run(["mount", "-o", "remount,size=8m", str(results)], check=True)
+        experiment_id = tracking.setup_experiment(uri, "full", results / "mlartifacts")
+        assert MlflowClient(uri).get_experiment(experiment_id).name == "full"
+
+
+def test_read_only_store_fails_at_once_naming_the_folder(tmp_path):
+    tracking.setup_experiment(tracking.default_tracking_uri(tmp_path / "made"), "ro", tmp_path / "mlartifacts")
+    with tmpfs(tmp_path / "ro", "8m") as results:
+        shutil.copy(tmp_path / "made" / "mlflow.db", results / "mlflow.db")
+        subprocess.run(["mount", "-o", "remount,ro", str(results)], check=True)
+        started = time.monotonic()
+        with pytest.raises(tracking.StoreUnavailable, match=f"folder {results} is not writable .Read-only file"):
+            tracking.setup_experiment(tracking.default_tracking_uri(results), "ro", results / "mlartifacts")
+        assert time.monotonic() - started < 5

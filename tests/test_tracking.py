@@ -2,11 +2,13 @@
 (re-run grid logs nothing new, a killed cell is redone, force recomputes) and the MLflow server's REST view."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -42,9 +44,18 @@ def test_grid_layout_parent_cells_params_tags_curves(store):
     client = MlflowClient(store.uri)
     experiment = client.get_experiment_by_name(store.experiment)  # one experiment per grid, named by the preset
     assert experiment is not None and experiment.artifact_location.startswith(store.results.as_uri())
+    # the UI opens it on its training runs, not on the GenAI traces overview
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("grid") == "true"]
     assert len(parents) == 1 and parents[0].info.run_name == "grid:tiny" and parents[0].info.status == "FINISHED"
+    # the grid's own curves and tables on its parent run
+    parent_artifacts = {a.path for d in ("figures", "tables") for a in client.list_artifacts(parents[0].info.run_id, d)}
+    setting = "seed_cnn__digits__evasion"
+    assert {f"figures/{f}__{setting}.png" for f in ("robust_vs_sparsity", "clean_vs_sparsity")} <= parent_artifacts
+    assert {"tables/summary.csv", "tables/summary.md"} <= parent_artifacts
+    summary = client.download_artifacts(parents[0].info.run_id, "tables/summary.csv")
+    assert len(open(summary).read().splitlines()) == 1 + 4  # a row per method and sparsity (mean over 2 seeds)
     cells = cell_runs(client, experiment.experiment_id)
     assert Counter(c["status"] for c in store.ledger) == {"finished": tiny_store.N_CELLS}
     assert len(cells) == tiny_store.N_CELLS == len({r.data.tags["cell_hash"] for r in cells})
@@ -62,6 +73,10 @@ def test_grid_layout_parent_cells_params_tags_curves(store):
         assert re.fullmatch(r"[0-9a-f]{16}", tags["cell_hash"])
         # CPU floats depend on the thread count: each stage's is recorded (the grid runs with OMP_NUM_THREADS=1)
         assert [tags[f"torch_threads.{s}"] for s in ("dense", "finetune", "eval")] == ["1", "1", "1"]
+        inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}  # the UI's "Datasets" column
+        assert set(inputs) == {"digits-train", "digits-test"}
+        assert [t.value for t in inputs["digits-train"].tags if t.key == "mlflow.data.context"] == ["train"]
+    assert len({d.dataset.digest for r in cells for d in r.inputs.dataset_inputs}) == 2 * 2  # a split per seed
     # flattened params make the UI's and search_runs' filters work
     l1 = client.search_runs([experiment.experiment_id], "params.pruning.method = 'l1_filter' and params.seed = '1'")
     assert sorted(r.info.run_name for r in l1) == ["seed_cnn|l1_filter|s=0.5|evasion|seed=1",
@@ -212,3 +227,100 @@ def test_mlflow_server_rest_api_lists_every_cell(store):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=5)
+
+
+# ---------------------------------------------------------------- the store: unusable, copied, stale runs
+
+def test_unusable_store_fails_in_seconds_with_one_line_naming_it(tmp_path, store):
+    closed_port = _free_port()  # nothing listens there
+    damaged = bytearray((store.results / "mlflow.db").read_bytes())
+    damaged[100:8000] = bytes(range(256)) * 31 + bytes(range(204))  # sqlite_master's page overwritten
+    other = tmp_path / "other" / "mlflow.db"
+    other.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    cases = {"not-a-db": (b"results of another tool\n", "is not an SQLite database: restore it from a backup, or "
+                                                          "move it aside"),
+             "damaged": (bytes(damaged), r"is damaged \(.*\): restore it from a backup, or move it aside")}
+    for name, (content, message) in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mlflow.db").write_bytes(content)
+    cases["other"] = (None, "is an SQLite database but not an MLflow store")
+    for name, (_, message) in cases.items():
+        uri = tracking.default_tracking_uri(tmp_path / name)
+        with pytest.raises(tracking.StoreUnavailable, match=f"^tracking store {re.escape(uri)}: .*{message}"):
+            tracking.setup_experiment(uri, "x", tmp_path / name / "mlartifacts")
+    assert (tmp_path / "not-a-db" / "mlflow.db").read_bytes() == b"results of another tool\n"  # left as it was
+    uri = f"http://127.0.0.1:{closed_port}"
+    started = time.monotonic()
+    with pytest.raises(tracking.StoreUnavailable, match=f"^tracking server {uri} is unreachable .*refused"):
+        tracking.setup_experiment(uri, "x", tmp_path / "mlartifacts")
+    assert time.monotonic() - started < tracking.PROBE_TIMEOUT_S + 1
+
+
+def test_grid_against_an_unreachable_server_stops_before_any_cell_with_exit_code_2(tmp_path):
+    uri = f"http://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tiny_store.ROOT)}
+    done = subprocess.run([sys.executable, "-m", "benchmark.run", "-m", *tiny_store.GRID, f"results_dir={tmp_path}",
+                           f"tracking_uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tiny_store.ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-3000:]
+    assert f"tracking server {uri} is unreachable" in output and "Traceback" not in output
+    assert not (tmp_path / "sweep" / "cells.jsonl").exists()  # no cell started
+
+
+def test_copied_results_dir_is_refused_until_relocated_then_self_contained(store, tmp_path):
+    copy = tmp_path / "results2"
+    subprocess.run(["cp", "-a", str(store.results), str(copy)], check=True)
+    original = sorted(str(p) for p in (store.results / "mlartifacts").rglob("*"))
+    uri = tracking.default_tracking_uri(copy)
+    with pytest.raises(tracking.StoreUnavailable) as refused:
+        tracking.setup_experiment(uri, store.experiment, copy / "mlartifacts")
+    message = str(refused.value)
+    assert (store.results / "mlartifacts").as_uri() in message and str(copy) in message
+    assert f"python -m benchmark.tracking relocate {copy}" in message
+
+    assert tracking.relocate(copy) > tiny_store.N_CELLS  # every experiment and run of the copy
+    experiment_id = tracking.setup_experiment(uri, store.experiment, copy / "mlartifacts")
+    client = MlflowClient(uri)
+    cells = cell_runs(client, experiment_id)
+    assert len(cells) == tiny_store.N_CELLS and all(r.info.artifact_uri.startswith(copy.as_uri()) for r in cells)
+    assert {a.path for a in client.list_artifacts(cells[0].info.run_id)} >= {"config.yaml", "model"}  # the copy's
+    client.log_text(cells[0].info.run_id, "new", "note.txt")
+    assert (copy / "mlartifacts" / store.experiment / cells[0].info.run_id / "artifacts" / "note.txt").exists()
+    assert sorted(str(p) for p in (store.results / "mlartifacts").rglob("*")) == original  # untouched
+    assert MlflowClient(store.uri).get_experiment_by_name(store.experiment).artifact_location.startswith(
+        store.results.as_uri())
+
+
+def test_runs_left_running_are_killed_only_when_their_lock_is_free(tmp_path):
+    from filelock import FileLock
+
+    uri = tracking.default_tracking_uri(tmp_path)
+    experiment_id = tracking.setup_experiment(uri, "stale", tmp_path / "mlartifacts")
+    client = MlflowClient(uri)
+    (tmp_path / "locks").mkdir()
+    dead_cell = client.create_run(experiment_id, tags={"cell_hash": "dead"}).info.run_id
+    live_cell = client.create_run(experiment_id, tags={"cell_hash": "live"}).info.run_id
+    dead_grid = client.create_run(experiment_id, tags={"grid": "true"}).info.run_id
+    live_grid = client.create_run(experiment_id, tags={"grid": "true"}).info.run_id
+    elsewhere = client.create_run(experiment_id, tags={"cell_hash": "no-lock-here"}).info.run_id
+    finished = client.create_run(experiment_id, tags={"cell_hash": "dead"}).info.run_id
+    client.set_terminated(finished, "FINISHED")
+    for lock in (tracking.cell_lock_path(tmp_path, "dead"), tracking.grid_lock_path(tmp_path, dead_grid)):
+        lock.touch()  # what a killed process leaves: the lock file, held by nobody
+    held = [FileLock(tracking.cell_lock_path(tmp_path, "live")), FileLock(tracking.grid_lock_path(tmp_path, live_grid))]
+    for lock in held:
+        lock.acquire()
+    try:
+        closed = tracking.close_stale_runs(experiment_id, tmp_path)
+    finally:
+        for lock in held:
+            lock.release()
+    assert sorted(closed) == sorted([dead_cell, dead_grid])
+    status = {run_id: client.get_run(run_id).info.status for run_id in
+              (dead_cell, live_cell, dead_grid, live_grid, elsewhere, finished)}
+    assert status == {dead_cell: "KILLED", live_cell: "RUNNING", dead_grid: "KILLED", live_grid: "RUNNING",
+                      elsewhere: "RUNNING", finished: "FINISHED"}
+    assert "left RUNNING" in client.get_run(dead_cell).data.tags[tracking.KILLED_REASON_TAG]
