@@ -89,7 +89,7 @@ def recount_sparsity(dense: nn.Module, state: dict[str, torch.Tensor], prune_hea
 def wilson_interval(accuracy: float, n: int) -> tuple[float, float]:
     """Wilson score 95% interval of an accuracy measured on n images."""
     low, high = proportion_confint(round(accuracy * n), n, alpha=1 - CONFIDENCE, method="wilson")
-    return float(low), float(high)
+    return max(0.0, float(low) - 1e-9), min(1.0, float(high) + 1e-9)  # its bound at 0 (or 1) carries rounding
 
 
 # ---------------------------------------------------------------------------------------------------- one cell
