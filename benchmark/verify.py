@@ -41,7 +41,7 @@ from statsmodels.stats.proportion import proportion_confint
 from attacks.evasion import eps_key, eval_subset
 from benchmark.data import Dataset, load_dataset
 from benchmark.pruning.common import load_state_into
-from benchmark.training import resolve_device
+from benchmark.training import predict, resolve_device
 from models import build_model, classifier_head
 
 SPARSITY_TOLERANCE = 0.001  # 0.1 point
@@ -162,11 +162,8 @@ def check_cell(client: MlflowClient, run: Run, datasets: dict, device: torch.dev
 
     model = load_state_into(build_model(cfg.model.name, data.in_channels, data.image_size, data.num_classes), state)
     model = model.to(device).eval().requires_grad_(False)
-    with torch.no_grad():
-        clean = torch.cat([model(data.x_test[i:i + 1000].to(device)).argmax(1).cpu() == data.y_test[i:i + 1000]
-                           for i in range(0, len(data.y_test), 1000)])
-    check.rows.append(_tolerance_row(name, "clean", metrics.get("clean/acc"), clean.float().mean().item(),
-                                     CLEAN_TOLERANCE))
+    clean = (predict(model, data.x_test, device).argmax(1) == data.y_test).float().mean().item()
+    check.rows.append(_tolerance_row(name, "clean", metrics.get("clean/acc"), clean, CLEAN_TOLERANCE))
 
     attacks = [a for a in (cfg.threat.get("attacks") or []) if a.name == PGD]
     if attacks:
@@ -182,9 +179,7 @@ def _check_pgd(name: str, cfg, attack, metrics: dict, model: nn.Module, data: Da
     rows = []
     if logged_n is not None and int(logged_n) != n:
         rows.append(Row(name, "pgd subset", logged_n, n, "equal", False, "logged subset size differs from config"))
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        clean_ok = model(x.to(device)).argmax(1).cpu() == y
+    clean_ok = predict(model, x, next(model.parameters()).device).argmax(1) == y
     for eps in (float(e) for e in cfg.threat.eps):
         generator = torch.Generator().manual_seed(seed)
         survived = clean_ok if eps == 0 else pgd_linf_survivors(
