@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mlflow.artifacts import download_artifacts
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
@@ -191,7 +192,7 @@ def _check_pgd(name: str, cfg, attack, metrics: dict, model: nn.Module, data: Da
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class BadInput(ValueError):
+class BadInput(Exception):
     """Stops verify before any compute, with one line saying what is wrong (exit code 2)."""
 
 
@@ -226,7 +227,8 @@ def sample_cells(runs: list[Run], size: int | None, seed: int) -> list[Run]:
         kind = [r for r in runs if r.data.tags.get("structured") == structured]
         if kind:
             picked.append(rng.choice(kind))
-    rest = [r for r in runs if r not in picked]
+    picked_ids = {r.info.run_id for r in picked}
+    rest = [r for r in runs if r.info.run_id not in picked_ids]
     picked += rng.sample(rest, max(0, min(size - len(picked), len(rest))))
     return sorted(picked, key=lambda r: (r.info.run_name, r.info.run_id))
 
@@ -255,15 +257,23 @@ def table(checks: list[CellCheck]) -> pd.DataFrame:
 def verify(tracking_uri: str, experiment: str, sample: int | None, seed: int, device_name: str) -> int:
     try:
         device = resolve_device(device_name)
+    except ValueError as err:
+        print(f"verify: --device={device_name!r}: {err}", file=sys.stderr)
+        return 2
+    try:
         _store_exists(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri)
         cells = sample_cells(finished_cells(client, experiment), sample, seed)
-    except (BadInput, ValueError) as err:
+    except BadInput as err:
         print(f"verify: {err}", file=sys.stderr)
+        return 2
+    except MlflowException as err:  # e.g. no tracking server at the URI
+        print(f"verify: --tracking-uri={tracking_uri!r}: {str(err).splitlines()[0][:300]}", file=sys.stderr)
         return 2
     datasets: dict = {}
     checks = []
     for i, run in enumerate(cells, start=1):
+        print(f"[verify {i}/{len(cells)}] {run.info.run_name} (run {run.info.run_id[:8]}):", end="", flush=True)
         started = time.perf_counter()
         try:
             check = check_cell(client, run, datasets, device, seed)
@@ -271,8 +281,7 @@ def verify(tracking_uri: str, experiment: str, sample: int | None, seed: int, de
             check = CellCheck(run, [Row(run.info.run_name, "error", None, None, "-", False,
                                         f"{type(err).__name__}: {err}"[:200])])
         checks.append(check)
-        print(f"[verify {i}/{len(cells)}] {check.name} (run {run.info.run_id[:8]}): "
-              f"{'OK' if check.ok else 'FAIL'} in {time.perf_counter() - started:.1f}s", flush=True)
+        print(f" {'OK' if check.ok else 'FAIL'} in {time.perf_counter() - started:.1f}s", flush=True)
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
                            "display.max_colwidth", 80):
         print(table(checks).to_string(index=False))
@@ -289,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=8, help="cells to check, seeded choice (default 8)")
     parser.add_argument("--all", action="store_true", help="check every FINISHED cell")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sample and PGD's random starts")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download drowns the table
     if args.sample < 1:
