@@ -8,7 +8,7 @@ TRACKING_URI ?= sqlite:///$(abspath $(RESULTS))/mlflow.db
 EXPERIMENT ?= default
 UI_PORT    ?= 5000
 
-.PHONY: venv benchmark grid figures paper test test-slow ui clean perf server
+.PHONY: venv benchmark grid figures verify paper test test-slow ui clean perf server
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ benchmark: $(STAMP)
 
 figures: $(STAMP)
 	$(PY) -m benchmark.figures --tracking-uri "$(TRACKING_URI)" --experiment $(EXPERIMENT) --out $(RESULTS)
+
+# Cross-check logged cells from the store alone (docs/verify.md): recount sparsity from the logged weights, re-run
+# L-inf PGD without ART; exit 1 beyond tolerance. VERIFY_ARGS: e.g. --all, --sample 20, --seed 1.
+VERIFY_ARGS ?=
+verify: $(STAMP)
+	$(PY) -m benchmark.verify --tracking-uri "$(TRACKING_URI)" --experiment $(EXPERIMENT) $(VERIFY_ARGS)
 
 # The paper's figures and LaTeX tables, read from the store only, into $(RESULTS)/paper/{figures,tables}.
 # Needs the paper grid in the store first: `make benchmark EXPERIMENT=paper` (long; see conf/experiment/paper.yaml).
