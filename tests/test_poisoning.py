@@ -209,6 +209,10 @@ def test_prune_then_poison_cell_logs_per_epoch_curves_and_damage(cfg_factory, tm
     assert result.status == "finished" and cfg.threat.finetune_data == "poisoned"  # canonicalised
     m = result.metrics
     assert m["poison/acc_drop"] == pytest.approx(m["poison/ref_clean_acc"] - m["clean/acc"])
+    # the threat is judged on the dense model trained on the poisoned set, not on this cell's clean dense model:
+    # the cell built both (the poisoned one is what a poison_then_prune cell would reuse)
+    assert len(list(Path(cfg.results_dir, "cache", "dense").glob("*.safetensors"))) == 2
+    assert m["threat/effective"] == float(m["threat/dense_success"] >= cfg.threat.effective_threshold)
     client = mlflow.MlflowClient()
     history = client.get_metric_history(result.run_id, "finetune/backdoor/asr")
     assert sorted(h.step for h in history) == [0, 1, 2]  # just pruned, then after each fine-tune epoch
