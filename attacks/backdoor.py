@@ -2,9 +2,13 @@
 predict `target_class`. Attacks (`threat.attack`):
 - `badnets` (Gu et al. 2017): ART PoisoningAttackBackdoor + add_pattern_bd; `round(poison_rate * N)` training
   images (N = the whole training set), drawn from those not of the target class, are stamped and relabelled.
-- `blended` (Chen et al. 2017): a seeded noise image blended with weight `trigger.alpha` (ART insert_image).
-- `clean_label` (Turner et al. 2019): ART PoisoningAttackCleanLabelBackdoor; a fraction `poison_rate` of the
-  TARGET class's images is pushed away from its class with PGD on a proxy model, then stamped; labels unchanged.
+- `blended` (Chen et al. 2017): the same draw, with a seeded noise image blended in with weight `trigger.alpha`
+  (ART insert_image).
+- `clean_label` (Turner et al. 2019): ART PoisoningAttackCleanLabelBackdoor; `poison_rate` is ART's `pp_poison`, a
+  share of the TARGET class's images (drawn with replacement), pushed away from their class with PGD on a proxy
+  model, then stamped; labels unchanged.
+The trigger (`trigger.kind`) is `pattern` (ART add_pattern_bd stamps) or `blend` (the noise image), for any attack.
+`threat/dense_success` is `backdoor/asr` on the dense model trained on the poisoned set.
 Stage, fine-tune data, cache keys and the clean reference come from attacks/poisoning.DataThreat.
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Known answers for the poisoning and backdoor threats (issue 4), on `digits` with the seed CNN."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import mlflow
@@ -99,6 +100,28 @@ def test_feature_collision_collides(cfg_factory, digits):
         to_target = lambda x: torch.cdist(features(x), targets).min(1).values
         poison_distance, base_distance = to_target(poisoned.x_train[changed]), to_target(digits.x_train[changed])
     assert (poison_distance < 0.25 * base_distance).all()
+
+
+@pytest.mark.slow  # 50 poisons x 100 ART iterations, one image at a time
+def test_feature_collision_succeeds_in_transfer_learning(cfg_factory, digits):
+    """Shafahi et al. 2018's transfer-learning setting: the victim keeps the proxy's feature extractor frozen and
+    retrains its classifier head on the poisoned set, whose poisons collide with the targets in that feature space."""
+    from models import classifier_head
+
+    cfg = cfg_factory("threat=feature_collision")
+    assert cfg.threat.num_targets >= 10
+    threat, poisoned = _threat(cfg, digits)
+    extractor = poisoning.proxy_classifier(cfg.threat.proxy, digits, seed=0).model  # the attacker's proxy, retrained
+
+    def transfer(train):
+        victim = copy.deepcopy(extractor).requires_grad_(False)
+        classifier_head(victim).requires_grad_(True)
+        fit(victim, train.x_train, train.y_train, epochs=30, lr=1e-2, batch_size=64, seed=0, device=CPU, desc="head")
+        return victim
+
+    success = threat.threat_metrics(transfer(poisoned), digits, CPU, seed=0)["poison/targeted_success"]
+    clean = threat.threat_metrics(transfer(digits), digits, CPU, seed=0)["poison/targeted_success"]
+    assert success >= 0.5 and clean <= 0.1
 
 
 @pytest.mark.parametrize("name", ["badnets", "blended"])
