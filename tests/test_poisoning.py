@@ -195,6 +195,8 @@ def test_poisoned_sets_are_deterministic_per_seed(cfg_factory, digits):
     ("threat.target_class=-1", "threat.target_class"),
     ("threat.stage=before", "threat.stage"),
     ("threat.finetune_data=mixed", "threat.finetune_data"),
+    ("threat.effective_threshold=2", "threat.effective_threshold"),
+    ("threat.trigger.kind=star", "threat.trigger.kind"),
 ])
 def test_bad_poison_config_fails_before_training(cfg_factory, override, key):
     cfg = cfg_factory("threat=badnets", override)
