@@ -1,10 +1,14 @@
 """Backdoor threats (`threat.kind: backdoor`) with ART's poisoning module: a trigger in the input makes the model
 predict `target_class`. Attacks (`threat.attack`):
-- `badnets` (Gu et al. 2017): ART PoisoningAttackBackdoor + add_pattern_bd; a fraction `poison_rate` of the
-  non-target training images is stamped and relabelled to the target class.
-- `blended` (Chen et al. 2017): a seeded noise image blended with weight `trigger.alpha` (ART insert_image).
-- `clean_label` (Turner et al. 2019): ART PoisoningAttackCleanLabelBackdoor; a fraction `poison_rate` of the
-  TARGET class's images is pushed away from its class with PGD on a proxy model, then stamped; labels unchanged.
+- `badnets` (Gu et al. 2017): ART PoisoningAttackBackdoor + add_pattern_bd; `round(poison_rate * N)` training
+  images (N = the whole training set), drawn from those not of the target class, are stamped and relabelled.
+- `blended` (Chen et al. 2017): the same draw, with a seeded noise image blended in with weight `trigger.alpha`
+  (ART insert_image).
+- `clean_label` (Turner et al. 2019): ART PoisoningAttackCleanLabelBackdoor; `poison_rate` is ART's `pp_poison`, a
+  share of the TARGET class's images (drawn with replacement), pushed away from their class with PGD on a proxy
+  model, then stamped; labels unchanged.
+The trigger (`trigger.kind`) is `pattern` (ART add_pattern_bd stamps) or `blend` (the noise image), for any attack.
+`threat/dense_success` is `backdoor/asr` on the dense model trained on the poisoned set.
 Stage, fine-tune data, cache keys and the clean reference come from attacks/poisoning.DataThreat.
 """
 from __future__ import annotations
@@ -26,19 +30,32 @@ def one_hot(label: int, num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[label]
 
 
+TRIGGERS = ("pattern", "blend")  # ART add_pattern_bd stamps near the bottom-right corner | a blended noise image
+
+
 class BackdoorThreat(DataThreat):
     ATTACKS = ("badnets", "blended", "clean_label")
+    SUCCESS_METRIC = "backdoor/asr"
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        from benchmark.validate import _choice, _range
+
+        super().check_config(cfg)
+        _choice("threat.trigger.kind", cfg.trigger.kind, TRIGGERS)
+        if cfg.trigger.kind == "blend":
+            _range("threat.trigger.alpha", cfg.trigger.alpha, 0.0, 1.0)
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self._trigger_dir = tempfile.TemporaryDirectory(prefix="prunesec-trigger-")  # blended's PNG trigger
+        self._trigger_dir = tempfile.TemporaryDirectory(prefix="prunesec-trigger-")  # the blend trigger's PNG
         self._test_triggered: tuple[Dataset, np.ndarray] | None = None
 
     # ---- the trigger --------------------------------------------------------------------------------------
     def backdoor(self, shape: tuple[int, ...]) -> PoisoningAttackBackdoor:
         """ART's backdoor for images of `shape` (C, H, W); NCHW needs channels_first=True (verified-facts)."""
         trigger = self.cfg.trigger
-        if self.cfg.attack == "blended":
+        if trigger.kind == "blend":
             path = self._noise_trigger(shape, trigger.seed)
             return PoisoningAttackBackdoor(functools.partial(
                 insert_image, backdoor_path=path, channels_first=True, random=False, size=tuple(shape[1:]),
@@ -71,7 +88,12 @@ class BackdoorThreat(DataThreat):
         target = self.cfg.target_class
         rng = np.random.default_rng(seed)
         pool = np.flatnonzero(y != target)
-        chosen = np.sort(rng.choice(pool, size=int(round(self.cfg.poison_rate * len(pool))), replace=False))
+        count = int(round(self.cfg.poison_rate * len(y)))  # poison_rate is a share of the whole training set
+        if count > len(pool):
+            raise ValueError(f"threat.poison_rate={self.cfg.poison_rate} asks for {count} poisoned images but only "
+                             f"{len(pool)} of the {len(y)} training images are not of target_class {target}; "
+                             f"allowed: poison_rate <= {len(pool) / len(y):.3f}")
+        chosen = np.sort(rng.choice(pool, size=count, replace=False))
         changed = np.zeros(len(y), dtype=bool)
         if len(chosen):
             x[chosen] = self.triggered(x[chosen])

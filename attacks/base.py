@@ -61,5 +61,11 @@ class Threat:
     def wants_clean_reference(self) -> bool:
         return False
 
+    def effectiveness(self, dense_for, data: Dataset, device: torch.device, seed: int) -> dict[str, float]:
+        """Whether the attack works on the dense, undefended model: `threat/dense_success` and `threat/effective`
+        (1.0 when the success reaches `threat.effective_threshold`); {} for a threat without that judgement.
+        `dense_for(training_data_key)` is the cell's dense model trained on the data of that key (None: clean)."""
+        return {}
+
     def evaluate(self, model: nn.Module, data: Dataset, device: torch.device, seed: int) -> ThreatReport:
         raise NotImplementedError

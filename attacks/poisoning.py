@@ -27,7 +27,7 @@ from benchmark.training import accuracy_and_loss, fit, predict, seed_everything
 STAGES = ("poison_then_prune", "prune_then_poison")
 FINETUNE_DATA = ("clean", "poisoned")
 # Keys that say where/how the poisoned set is used or evaluated, not what it is: outside the poison's identity.
-_NOT_POISON_IDENTITY = {"name", "stage", "finetune_data", "clean_reference", "subset"}
+_NOT_POISON_IDENTITY = {"name", "stage", "finetune_data", "clean_reference", "subset", "effective_threshold"}
 # Poisoned sets built in this process, newest last: the cells of a grid run in long-lived workers and share them
 # (feature collision / clean-label backdoor cost a proxy training and an ART attack: 10-100 s on mnist5k).
 _POISONED: dict[tuple, tuple] = {}
@@ -126,6 +126,17 @@ class DataThreat(Threat):
     def wants_clean_reference(self) -> bool:
         return bool(self.cfg.clean_reference) and self.poison_identity() is not None
 
+    # ---- does the attack work at all? ---------------------------------------------------------------------
+    SUCCESS_METRIC = ""  # the key of threat_metrics that says how well the attack succeeds
+
+    def dense_success(self, dense_for, data: Dataset, device: torch.device, seed: int) -> float:
+        """The attack's success on the dense, undefended model: the one trained on the poisoned set."""
+        return self.threat_metrics(dense_for(self.poison_identity()), data, device, seed)[self.SUCCESS_METRIC]
+
+    def effectiveness(self, dense_for, data: Dataset, device: torch.device, seed: int) -> dict[str, float]:
+        success = self.dense_success(dense_for, data, device, seed)
+        return {"threat/dense_success": success, "threat/effective": float(success >= self.cfg.effective_threshold)}
+
     def reference_metrics(self, reference, model_metrics, data, device, seed) -> dict[str, float]:
         """Damage against the clean model at the same method and sparsity (the evasion cell's pruned model)."""
         ref_acc = accuracy_and_loss(reference, data.x_test, data.y_test, device)[0]
@@ -139,6 +150,7 @@ class DataThreat(Threat):
         _choice("threat.attack", cfg.attack, cls.ATTACKS)
         _choice("threat.stage", cfg.stage, STAGES)
         _choice("threat.finetune_data", cfg.finetune_data, FINETUNE_DATA)
+        _range("threat.effective_threshold", cfg.effective_threshold, 0.0, 1.0)
         if cfg.stage == "prune_then_poison" and cfg.finetune_data != "poisoned":
             raise ConfigError("threat.stage='prune_then_poison' fine-tunes on the poisoned set; "
                               "threat.finetune_data must be 'poisoned' (cell.canonicalize sets it)")
@@ -150,8 +162,6 @@ class DataThreat(Threat):
             if cfg.mode == "targeted" and cfg.source_class == cfg.target_class:
                 raise ConfigError(f"threat.source_class={cfg.source_class} equals threat.target_class: "
                                   "targeted flipping needs two different classes")
-        if cfg.attack == "blended":
-            _range("threat.trigger.alpha", cfg.trigger.alpha, 0.0, 1.0)
         if cfg.attack == "feature_collision":
             _range("threat.num_targets", cfg.num_targets, 1, 10_000)
             _range("threat.max_iter", cfg.max_iter, 1, 1_000_000)
@@ -257,6 +267,28 @@ class PoisoningThreat(DataThreat):
             x[part], _ = attack.poison(x[part])  # ART returns the proxy's predictions as labels: keep the true ones
             changed[part] = True
         return np.clip(x, 0.0, 1.0), y, changed
+
+    SUCCESS_METRIC = "poison/targeted_success"
+
+    def _targeted(self) -> bool:
+        return self.cfg.attack == "feature_collision" or self.cfg.mode == "targeted"
+
+    def dense_success(self, dense_for, data, device, seed) -> float:
+        """Targeted attacks: their targeted success. Random label flipping: the test accuracy it costs the dense
+        model (clean dense minus poisoned dense)."""
+        if self._targeted():
+            return super().dense_success(dense_for, data, device, seed)
+        clean, poisoned = (accuracy_and_loss(dense_for(key), data.x_test, data.y_test, device)[0]
+                           for key in (None, self.poison_identity()))
+        return clean - poisoned
+
+    def reference_metrics(self, reference, model_metrics, data, device, seed) -> dict[str, float]:
+        metrics = super().reference_metrics(reference, model_metrics, data, device, seed)
+        if self._targeted():  # what the clean model at this method and sparsity does to the same targets
+            ref = self.threat_metrics(reference, data, device, seed)[self.SUCCESS_METRIC]
+            metrics["poison/targeted_success_ref"] = ref
+            metrics["poison/targeted_success_delta"] = model_metrics[self.SUCCESS_METRIC] - ref
+        return metrics
 
     def threat_metrics(self, model, data, device, seed) -> dict[str, float]:
         if self.cfg.attack == "feature_collision":

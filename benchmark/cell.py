@@ -178,6 +178,14 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     if threat.wants_clean_reference():  # the clean model at this method and sparsity (the evasion cell's, cached)
         reference = stages.clean_reference_model(cfg, data, cache, device, use_cache)
         metrics.update(threat.reference_metrics(reference, metrics, data, device, cfg.seed))
+
+    def dense_for(data_key):  # this cell's dense model trained on the clean set (None) or the poisoned set
+        if data_key == threat.training_data_key():
+            return dense
+        return stages.dense_model(cfg, poisoned if data_key else data, hashing.dense_key(cfg, data_key), cache, device,
+                                  use_cache)[0]
+
+    metrics.update(threat.effectiveness(dense_for, data, device, cfg.seed))  # threat/dense_success, threat/effective
     for artifact, figure in report.figures.items():
         mlflow.log_figure(figure, artifact)
     metrics["time/threat_s"] = time.perf_counter() - t

@@ -1,6 +1,7 @@
 """Known answers for the poisoning and backdoor threats (issue 4), on `digits` with the seed CNN."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import mlflow
@@ -24,29 +25,120 @@ def _threat(cfg, data, seed=0):
     return threat, threat.poison_training_set(data, seed)
 
 
-def test_badnets_dense_model_has_high_asr_and_normal_clean_behaviour(cfg_factory, digits):
-    # Measured: 8 epochs at lr 3e-3 with the ~5x5 trigger: ASR 0.90, clean acc 0.95, target rate without trigger 0.00
-    # (ART's single 4-pixel pattern reached only ASR 0.05 in 12 epochs on 16x16 digits).
-    threat, poisoned = _threat(cfg_factory("threat=badnets", "threat.subset=360"), digits)
+def _dense(train, epochs=8, lr=3e-3):
+    """The dense, undefended seed CNN trained on `train` (the known-answer tests' victim)."""
     torch.manual_seed(0)
-    model = build_model("seed_cnn", digits.in_channels, digits.image_size, digits.num_classes)
-    fit(model, poisoned.x_train, poisoned.y_train, epochs=8, lr=3e-3, batch_size=64, seed=0, device=CPU, desc="badnets")
+    model = build_model("seed_cnn", train.in_channels, train.image_size, train.num_classes)
+    fit(model, train.x_train, train.y_train, epochs=epochs, lr=lr, batch_size=64, seed=0, device=CPU, desc="dense")
+    return model
+
+
+def _judge(threat, clean_model, poisoned_model, data):
+    """threat.effectiveness with the cell's dense_for: the clean dense model for key None, else the poisoned one."""
+    return threat.effectiveness(lambda key: clean_model if key is None else poisoned_model, data, CPU, seed=0)
+
+
+# ---- every threat works on the dense, undefended model at its shipped budget (digits, seed CNN) ----------------
+@pytest.mark.parametrize("name, epochs", [("badnets", 8), ("blended", 12)])  # the blend needs longer to take
+def test_dirty_label_backdoor_dense_model_has_high_asr_and_normal_clean_behaviour(cfg_factory, digits, name, epochs,
+                                                                                 trained_seed_cnn):
+    threat, poisoned = _threat(cfg_factory(f"threat={name}", "threat.subset=360"), digits)
+    model = _dense(poisoned, epochs=epochs)
     metrics = threat.threat_metrics(model, digits, CPU, seed=0)
-    assert metrics["backdoor/asr"] > 0.8
+    assert metrics["backdoor/asr"] >= 0.8
     assert accuracy_and_loss(model, digits.x_test, digits.y_test, CPU)[0] > 0.9
     # without the trigger the target class is not predicted abnormally (under 5% of other-class images)
     assert metrics["backdoor/target_rate_clean"] < 0.05
     assert metrics["backdoor/clean_acc_triggered"] < 0.3  # the trigger overrides the true class
+    assert _judge(threat, trained_seed_cnn, model, digits) == {
+        "threat/dense_success": metrics["backdoor/asr"], "threat/effective": 1.0}
+    assert _judge(threat, trained_seed_cnn, trained_seed_cnn, digits)["threat/effective"] == 0.0  # no backdoor
 
 
-def test_badnets_poisons_exactly_the_rate_of_non_target_images(cfg_factory, digits):
-    threat, poisoned = _threat(cfg_factory("threat=badnets", "threat.poison_rate=0.1"), digits)
+def test_clean_label_backdoor_dense_model_has_asr(cfg_factory, digits):
+    """Turner et al. 2019: PGD-perturbed target-class images with a visible trigger, most of the target class."""
+    threat, poisoned = _threat(cfg_factory("threat=clean_label_backdoor", "threat.subset=360"), digits)
+    assert torch.equal(poisoned.y_train, digits.y_train)  # clean label
+    model = _dense(poisoned)
+    metrics = threat.threat_metrics(model, digits, CPU, seed=0)
+    assert metrics["backdoor/asr"] >= 0.5
+    assert metrics["backdoor/target_rate_clean"] < 0.05
+    assert accuracy_and_loss(model, digits.x_test, digits.y_test, CPU)[0] > 0.9
+
+
+def test_random_label_flip_costs_the_dense_model_accuracy(cfg_factory, digits, trained_seed_cnn):
+    threat, poisoned = _threat(cfg_factory("threat=label_flip"), digits)
+    model = _dense(poisoned, lr=1e-3)  # the recipe of trained_seed_cnn, the clean dense model
+    clean_acc = accuracy_and_loss(trained_seed_cnn, digits.x_test, digits.y_test, CPU)[0]
+    poisoned_acc = accuracy_and_loss(model, digits.x_test, digits.y_test, CPU)[0]
+    assert clean_acc - poisoned_acc >= 0.05
+    judged = _judge(threat, trained_seed_cnn, model, digits)
+    assert judged == {"threat/dense_success": pytest.approx(clean_acc - poisoned_acc), "threat/effective": 1.0}
+
+
+def test_targeted_label_flip_moves_the_source_class(cfg_factory, digits, trained_seed_cnn):
+    threat, poisoned = _threat(cfg_factory("threat=label_flip_targeted", "threat.subset=360"), digits)
+    model = _dense(poisoned, lr=1e-3)
+    success = threat.threat_metrics(model, digits, CPU, seed=0)["poison/targeted_success"]
+    assert success >= 0.3
+    # the clean model at the same method and sparsity (here: the clean dense model) is the reference
+    ref = threat.reference_metrics(trained_seed_cnn, {"clean/acc": 1.0, "poison/targeted_success": success},
+                                   digits, CPU, seed=0)
+    assert ref["poison/targeted_success_ref"] < 0.1  # a clean model rarely calls a source image the target
+    assert ref["poison/targeted_success_delta"] == pytest.approx(success - ref["poison/targeted_success_ref"])
+
+
+def test_feature_collision_collides(cfg_factory, digits):
+    """At the shipped optimiser budget each poison's proxy features land next to a target's, far from its base's."""
+    cfg = cfg_factory("threat=feature_collision", "threat.num_targets=5", "threat.poison_rate=0.0035")  # 1 per target
+    threat, poisoned = _threat(cfg, digits)
+    changed = (poisoned.x_train != digits.x_train).flatten(1).any(1)
+    assert int(changed.sum()) == 5 and torch.equal(poisoned.y_train, digits.y_train)  # clean label
+    features = poisoning.proxy_classifier(cfg.threat.proxy, digits, seed=0).model[:-1]  # the same proxy, retrained
+    with torch.no_grad():
+        targets = features(digits.x_test[threat._targets(digits, seed=0)])
+        to_target = lambda x: torch.cdist(features(x), targets).min(1).values
+        poison_distance, base_distance = to_target(poisoned.x_train[changed]), to_target(digits.x_train[changed])
+    assert (poison_distance < 0.25 * base_distance).all()
+
+
+@pytest.mark.slow  # 50 poisons x 100 ART iterations, one image at a time
+def test_feature_collision_succeeds_in_transfer_learning(cfg_factory, digits):
+    """Shafahi et al. 2018's transfer-learning setting: the victim keeps the proxy's feature extractor frozen and
+    retrains its classifier head on the poisoned set, whose poisons collide with the targets in that feature space."""
+    from models import classifier_head
+
+    cfg = cfg_factory("threat=feature_collision")
+    assert cfg.threat.num_targets >= 10
+    threat, poisoned = _threat(cfg, digits)
+    extractor = poisoning.proxy_classifier(cfg.threat.proxy, digits, seed=0).model  # the attacker's proxy, retrained
+
+    def transfer(train):
+        victim = copy.deepcopy(extractor).requires_grad_(False)
+        classifier_head(victim).requires_grad_(True)
+        fit(victim, train.x_train, train.y_train, epochs=30, lr=1e-2, batch_size=64, seed=0, device=CPU, desc="head")
+        return victim
+
+    success = threat.threat_metrics(transfer(poisoned), digits, CPU, seed=0)["poison/targeted_success"]
+    clean = threat.threat_metrics(transfer(digits), digits, CPU, seed=0)["poison/targeted_success"]
+    assert success >= 0.5 and clean <= 0.1
+
+
+@pytest.mark.parametrize("name", ["badnets", "blended"])
+def test_backdoor_poison_rate_is_the_share_of_the_training_set(cfg_factory, digits, name):
+    threat, poisoned = _threat(cfg_factory(f"threat={name}", "threat.poison_rate=0.1"), digits)
     changed = (poisoned.x_train != digits.x_train).flatten(1).any(1)
     relabelled = poisoned.y_train != digits.y_train
     assert torch.equal(changed, relabelled)  # every stamped image is relabelled, and only those
     assert (poisoned.y_train[changed] == 0).all() and (digits.y_train[changed] != 0).all()
-    assert changed.sum() == round(0.1 * int((digits.y_train != 0).sum()))
+    n = len(digits.y_train)
     assert threat.stats["poison/rate_applied"] == pytest.approx(changed.float().mean().item())
+    assert abs(threat.stats["poison/rate_applied"] - 0.1) <= 1 / n  # the request, within one image
+
+
+def test_backdoor_poison_rate_beyond_the_non_target_images_names_the_key(cfg_factory, digits):
+    with pytest.raises(ValueError, match="threat.poison_rate=0.95"):
+        _threat(cfg_factory("threat=badnets", "threat.poison_rate=0.95"), digits)
 
 
 def test_label_flip_rate_zero_is_the_clean_model(cfg_factory, digits):
@@ -103,6 +195,8 @@ def test_poisoned_sets_are_deterministic_per_seed(cfg_factory, digits):
     ("threat.target_class=-1", "threat.target_class"),
     ("threat.stage=before", "threat.stage"),
     ("threat.finetune_data=mixed", "threat.finetune_data"),
+    ("threat.effective_threshold=2", "threat.effective_threshold"),
+    ("threat.trigger.kind=star", "threat.trigger.kind"),
 ])
 def test_bad_poison_config_fails_before_training(cfg_factory, override, key):
     cfg = cfg_factory("threat=badnets", override)
@@ -133,6 +227,10 @@ def test_prune_then_poison_cell_logs_per_epoch_curves_and_damage(cfg_factory, tm
     assert result.status == "finished" and cfg.threat.finetune_data == "poisoned"  # canonicalised
     m = result.metrics
     assert m["poison/acc_drop"] == pytest.approx(m["poison/ref_clean_acc"] - m["clean/acc"])
+    # the threat is judged on the dense model trained on the poisoned set, not on this cell's clean dense model:
+    # the cell built both (the poisoned one is what a poison_then_prune cell would reuse)
+    assert len(list(Path(cfg.results_dir, "cache", "dense").glob("*.safetensors"))) == 2
+    assert m["threat/effective"] == float(m["threat/dense_success"] >= cfg.threat.effective_threshold)
     client = mlflow.MlflowClient()
     history = client.get_metric_history(result.run_id, "finetune/backdoor/asr")
     assert sorted(h.step for h in history) == [0, 1, 2]  # just pruned, then after each fine-tune epoch
