@@ -71,7 +71,7 @@ def run_name(cfg: DictConfig) -> str:
         method += f"+iterative{pruning.steps}"
     if cfg.finetune.adversarial:
         method += "+advft"
-    return f"{cfg.model.name}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
+    return f"{cfg.model.get('arch', cfg.model.name)}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
 
 
 def prepare(cfg: DictConfig) -> tuple[str, str]:
