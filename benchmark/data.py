@@ -168,27 +168,28 @@ _NPZ_WHOLE_KEYS = ("x", "y")
 _LAYOUTS = ("auto", "nchw", "nhwc")
 
 
+class _Plain(dict):
+    """A dict read like a config (`.get`, attributes), for cached helpers that take hashable arguments."""
+    __getattr__ = dict.get
+
+
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _existing(cfg, key: str, kind: str) -> Path:
+def _existing(cfg, key: str, kind: str, is_file: bool) -> Path:
     value = cfg.get(key)
     if not value:
         raise DataError(f"dataset.{key} is required for dataset.name={cfg.name!r}: the path of {kind}")
     path = Path(str(value)).expanduser().resolve()
-    exists = path.is_file() if kind.startswith("a .npz") else path.is_dir()
-    if not exists:
+    if not (path.is_file() if is_file else path.is_dir()):
         raise DataError(f"dataset.{key}={str(value)!r} does not exist or is not {kind}")
     return path
 
 
 def _npz_path(cfg) -> Path:
-    return _existing(cfg, "path", "a .npz file")
+    return _existing(cfg, "path", "a .npz file", is_file=True)
 
 
 def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -281,11 +282,6 @@ def _npz_summary(path: Path, stamp: tuple, layout: str) -> tuple[DataShape, tupl
     return DataShape(axes[0][1], axes[0][2], num_classes), sizes
 
 
-class _Plain(dict):
-    """A dict read like a config (`.get`, attributes), for cached helpers that take hashable arguments."""
-    __getattr__ = dict.get
-
-
 def _stamp(path: Path) -> tuple:
     st = path.stat()
     return (st.st_size, st.st_mtime_ns)
@@ -326,7 +322,7 @@ def load_npz(cfg, seed: int) -> Dataset:
 
 
 def _folder_root(cfg) -> Path:
-    return _existing(cfg, "root", "a folder of class folders (or train/ and test/ ones)")
+    return _existing(cfg, "root", "a folder of class folders (or train/ and test/ ones)", is_file=False)
 
 
 def _folder_splits(root: Path) -> tuple[Path, ...]:

@@ -22,11 +22,8 @@ def _path(checkpoint: str) -> Path:
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def checkpoint_sha256(checkpoint: str) -> str:
