@@ -52,7 +52,7 @@ def load_cells(results: Path, experiment: str) -> pd.DataFrame:
         return runs
     runs = runs.sort_values("start_time").drop_duplicates("tags.cell_hash", keep="last")
     params = sorted(c for c in runs.columns if c.startswith("params."))
-    runs["cell"] = runs[params].astype(str).agg("|".join, axis=1)
+    runs["cell"] = runs[params].apply(lambda row: "|".join(f"{k}={v}" for k, v in row.items() if pd.notna(v)), axis=1)
     return runs.set_index("cell")
 
 

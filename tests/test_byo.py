@@ -377,3 +377,17 @@ def test_gpu_check_compares_cells_within_the_binomial_interval():
     assert not agree and "pgd_linf" in table.loc[0, "accuracies"]
     assert not compare(cpu, store(0.9, 0.5, 0.51), n_test=1000)[1]
     assert compare(store(0.9, 0.5, 0.5, "threshold"), store(0.9, 0.5, 0.51, "threshold"), n_test=1000)[1]
+
+
+def test_gpu_check_reads_and_matches_every_cell_of_a_real_store():
+    """The tiny grid's store against itself: every cell found, matched by its params, and in agreement."""
+    from benchmark.gpu_check import compare, load_cells, stage_times
+    from tests import tiny_store
+
+    store = tiny_store.build()
+    cells = load_cells(store.results, store.experiment)
+    table, agree = compare(cells, cells, n_test=360)
+    assert agree and len(table) == len(cells) == tiny_store.N_CELLS
+    assert set(table["sparsity"]) == {"identical"}
+    times = stage_times(cells, cells)
+    assert "time/cell_s" in set(times["stage"]) and (times["cpu/gpu"] == 1).all()
