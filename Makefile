@@ -8,7 +8,7 @@ TRACKING_URI ?= sqlite:///$(abspath $(RESULTS))/mlflow.db
 EXPERIMENT ?= default
 UI_PORT    ?= 5000
 
-.PHONY: venv benchmark grid figures verify paper test test-slow ui clean perf server
+.PHONY: venv benchmark grid figures verify paper test test-slow ui clean perf server gpu-check
 
 venv: $(STAMP)
 
@@ -52,6 +52,12 @@ ui: $(STAMP)
 # Performance budget (ART wrapper vs plain torch PGD, bookkeeping share, re-run and joblib speed-ups) -> results/perf.json
 perf: $(STAMP)
 	$(PY) -m benchmark.perf --out $(RESULTS)/perf.json
+
+# The grid (EXPERIMENT) with device=cuda and device=cpu, each into its own store under $(RESULTS)/gpu_check: every
+# cell compared (accuracies within the binomial 95% interval, sparsity identical), time per stage on each device.
+# Refuses (exit 2) without a CUDA GPU.
+gpu-check: $(STAMP)
+	$(PY) -m benchmark.gpu_check --experiment $(EXPERIMENT) --out $(RESULTS)/gpu_check
 
 # A tracking server on loopback for many workers (grids: tracking_uri=http://127.0.0.1:$(SERVER_PORT)).
 # SQLite here; for a team use a PostgreSQL URI: make server BACKEND_URI=postgresql://user:pw@host/mlflow

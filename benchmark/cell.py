@@ -18,7 +18,7 @@ from benchmark import hashing, measure, stages, tracking
 from benchmark.cache import ModelCache
 from benchmark.data import LOADERS, load_dataset, seeded_indices, split_sizes
 from benchmark.properties import security_properties
-from benchmark.training import accuracy_and_loss, resolve_device
+from benchmark.training import accuracy_and_loss, device_report, resolve_device
 from benchmark.validate import validate
 
 log = logging.getLogger("benchmark")
@@ -71,7 +71,7 @@ def run_name(cfg: DictConfig) -> str:
         method += f"+iterative{pruning.steps}"
     if cfg.finetune.adversarial:
         method += "+advft"
-    return f"{cfg.model.name}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
+    return f"{cfg.model.get('arch', cfg.model.name)}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
 
 
 def prepare(cfg: DictConfig) -> tuple[str, str]:
@@ -105,12 +105,17 @@ def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, na
     if cfg.get("torch_threads"):  # e.g. several submitit_local jobs on one machine: avoid oversubscribing cores
         torch.set_num_threads(int(cfg.torch_threads))
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     threat = build_threat(cfg.threat)
     tags = {"cell_hash": cell_hash, "device": str(device), "device_type": device.type, **tracking.provenance_tags()}
     with tracking.cell_run(experiment_id, name, tags, os.environ.get(tracking.PARENT_RUN_ENV)) as run:
         mlflow.log_params(tracking.flatten(hashing.cell_identity(cfg)))
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         metrics, curves = _compute(cfg, threat, device, results, cell_hash)
+        device_tags, device_metrics = device_report(device)  # GPU name and peak memory, on CUDA only
+        mlflow.set_tags(device_tags)
+        metrics.update(device_metrics)
         metrics["time/cell_s"] = time.perf_counter() - started
         metrics["time/bookkeeping_s"] = metrics["time/cell_s"] - sum(
             v for k, v in metrics.items() if k in _COMPUTE_TIMERS)

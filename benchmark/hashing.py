@@ -54,7 +54,15 @@ def device_type(name: str) -> str:
 
 
 def _data_identity(dataset: dict) -> dict:
-    return {k: v for k, v in dataset.items() if k not in DATASET_RUN_ONLY_KEYS}
+    from benchmark.data import data_identity  # your own data: its content's sha256 in place of its path
+
+    return data_identity({k: v for k, v in dataset.items() if k not in DATASET_RUN_ONLY_KEYS})
+
+
+def _model_identity(model: dict) -> dict:
+    from models.checkpoint import model_identity  # a checkpoint: its file's sha256 in place of its path
+
+    return model_identity(model)
 
 
 def _computation(cfg: DictConfig) -> dict:
@@ -65,6 +73,7 @@ def cell_identity(cfg: DictConfig) -> dict:
     """The config that defines what a cell computes (logged as the run's params)."""
     plain = {k: v for k, v in resolved(cfg).items() if k not in RUN_ONLY_KEYS}
     plain["dataset"] = _data_identity(plain["dataset"])
+    plain["model"] = _model_identity(plain["model"])
     return canonical(plain)
 
 
@@ -78,7 +87,7 @@ def dense_key(cfg: DictConfig, training_data_key: dict | None) -> str:
         {
             **_computation(cfg),
             "dataset": _data_identity(plain["dataset"]),
-            "model": plain["model"],
+            "model": _model_identity(plain["model"]),
             "train": plain["train"],
             "seed": plain["seed"],
             "training_data": training_data_key,

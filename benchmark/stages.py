@@ -15,14 +15,15 @@ from benchmark.pruning import PruneContext, finalize, load_state_into, prune
 from benchmark.pruning.loops import bn_l1_penalty, finetune_perturbation
 from benchmark.training import fit, seed_everything
 from benchmark.version import producing_commit
-from models import build_model
+from models import build_from_config
+from models.checkpoint import load_checkpoint_into
 
 CALIBRATION_SIZE = 256  # training images handed to data-aware pruning methods
 
 
 def fresh_model(cfg, data: Dataset) -> nn.Module:
     seed_everything(cfg.seed)  # the initial weights depend on the seed only
-    return build_model(cfg.model.name, data.in_channels, data.image_size, data.num_classes)
+    return build_from_config(cfg.model, data.in_channels, data.image_size, data.num_classes)
 
 
 def dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool = True):
@@ -33,6 +34,11 @@ def dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_ca
 
 def _dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_cache: bool):
     model = fresh_model(cfg, train)
+    if cfg.model.get("checkpoint"):  # your weights replace dense training (their sha256 is in `key`)
+        started = time.perf_counter()
+        load_checkpoint_into(model, cfg.model.checkpoint)
+        return model.to(device).eval(), {"train_s": time.perf_counter() - started, "cache_hit": False,
+                                         "epoch_losses": [], "produced_by_commit": "checkpoint"}
     hit = cache.load("dense", key) if use_cache else None
     if hit is not None:
         state, meta = hit

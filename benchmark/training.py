@@ -17,6 +17,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def device_report(device: torch.device) -> tuple[dict[str, str], dict[str, float]]:
+    """On CUDA: the GPU's name (tag `device_name`) and the peak GPU memory since the last reset, in MiB (metric
+    `gpu/peak_mem_mb`); nothing on the CPU."""
+    if device.type != "cuda":
+        return {}, {}
+    return ({"device_name": torch.cuda.get_device_name(device)},
+            {"gpu/peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20})
+
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -48,6 +57,8 @@ def fit(
     pruned weights stay exactly zero while the surviving ones are fine-tuned.
     """
     model.to(device).train()
+    if device.type == "cuda":  # the whole set moves once: per-batch host-to-device copies would starve the GPU
+        x, y = x.to(device), y.to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses = []
@@ -56,7 +67,7 @@ def fit(
         order = torch.randperm(len(y), generator=generator)
         total, count = 0.0, 0
         for start in range(0, len(y), batch_size):
-            idx = order[start : start + batch_size]
+            idx = order[start : start + batch_size].to(x.device)
             xb, yb = x[idx].to(device), y[idx].to(device)
             if perturb is not None:  # e.g. adversarial training: the batch the loss sees (model -> attacked inputs)
                 xb = perturb(model, xb, yb)

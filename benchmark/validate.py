@@ -68,9 +68,12 @@ def validate(cfg: DictConfig) -> None:
     check = getattr(THREATS[cfg.threat.kind], "check_config", None)  # a threat's own checks, if it has any
     if check is not None:
         check(cfg.threat)
+    from benchmark.data import dataset_shape
+
+    shape = dataset_shape(cfg.dataset)  # your own data: read from its files (DataError, a ConfigError, if unfit)
     for key in getattr(THREATS[cfg.threat.kind], "class_keys", lambda _: [])(cfg.threat):  # classes it names
-        _range(f"threat.{key}", cfg.threat[key], 0, cfg.dataset.num_classes - 1)
-    _model_fits_dataset(cfg, STRUCTURED)
+        _range(f"threat.{key}", cfg.threat[key], 0, shape.num_classes - 1)
+    _model_fits_dataset(cfg, shape, STRUCTURED)
 
 
 # Numeric attack parameters shared by ART's evasion attacks: key -> (low, high).
@@ -84,16 +87,17 @@ def _attack_params(prefix: str, attack) -> None:
             _range(f"{prefix}.{key}", attack[key], low, high)
 
 
-def _model_fits_dataset(cfg: DictConfig, structured_methods) -> None:
-    """Build the (small) model once from the dataset's declared shape: catches impossible combinations early."""
+def _model_fits_dataset(cfg: DictConfig, shape, structured_methods) -> None:
+    """Build the model once for the data's shape and run one image through it; check its checkpoint and what the
+    pruning method needs (models/checks.py): catches impossible combinations early."""
     import torch.nn as nn
 
-    from models import build_model, classifier_head
+    from models import classifier_head
+    from models.checks import model_problems
 
-    try:
-        model = build_model(cfg.model.name, cfg.dataset.in_channels, cfg.dataset.image_size, cfg.dataset.num_classes)
-    except ValueError as err:
-        raise ConfigError(f"model.name={cfg.model.name!r} does not fit dataset.name={cfg.dataset.name!r}: {err}") from None
+    model, problems = model_problems(cfg.model, shape, cfg.pruning.method, structured_methods)
+    for key, value, allowed in problems:
+        raise ConfigError(f"{key}={value!r} does not fit dataset.name={cfg.dataset.name!r}; allowed: {allowed}")
     if cfg.pruning.method in structured_methods:
         head = classifier_head(model)
         if not any(isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head for m in model.modules()):

@@ -1,6 +1,7 @@
-"""Model registry: name -> builder(in_channels, image_size, num_classes) -> nn.Module.
+"""Model registry: name -> builder(in_channels, image_size, num_classes, **options) -> nn.Module.
 
-Every builder adapts to the dataset's channels, image size and number of classes.
+Every builder adapts to the dataset's channels, image size and number of classes. The `model` config group holds
+the name, the builder's options (e.g. `torchvision`'s `arch`, `cifar_stem`) and `checkpoint` (models/checkpoint.py).
 """
 from __future__ import annotations
 
@@ -11,25 +12,39 @@ import torch.nn as nn
 from models.lenet import lenet300
 from models.resnet import resnet20
 from models.seed_cnn import seed_cnn
+from models.torchvision_models import torchvision_model
 from models.vgg import vgg11_bn
 
-ModelBuilder = Callable[[int, int, int], nn.Module]
+ModelBuilder = Callable[..., nn.Module]
 
 MODELS: dict[str, ModelBuilder] = {
     "seed_cnn": seed_cnn,
     "lenet300": lenet300,
     "resnet20": resnet20,
     "vgg11_bn": vgg11_bn,
+    "torchvision": torchvision_model,
 }
+NOT_BUILDER_OPTIONS = {"name", "checkpoint"}  # model config keys that are not builder arguments
 
 
-def build_model(name: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+def build_model(name: str, in_channels: int, image_size: int, num_classes: int, **options) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"model.name={name!r} is unknown; allowed: {sorted(MODELS)}")
-    return MODELS[name](in_channels, image_size, num_classes)
+    return MODELS[name](in_channels, image_size, num_classes, **options)
+
+
+def model_options(model_cfg) -> dict:
+    """The builder's keyword arguments in a `model` config group."""
+    return {k: v for k, v in model_cfg.items() if k not in NOT_BUILDER_OPTIONS}
+
+
+def build_from_config(model_cfg, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+    return build_model(model_cfg.name, in_channels, image_size, num_classes, **model_options(model_cfg))
 
 
 def classifier_head(model: nn.Module) -> nn.Module:
     """The last Linear layer: the class logits, which structured pruning must never shrink."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no Linear layer to serve as its classifier head")
     return linears[-1]

@@ -80,6 +80,9 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modu
         else:
             owner._buffers[attr] = tensor.clone()
     for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
+            # depthwise: torch-pruning removes whole groups, each with out_channels / groups filters
+            module.groups = module.weight.shape[0] // (module.out_channels // module.groups)
         for attr, dim in _SIZE_ATTRS.get(type(module), {}).items():
             setattr(module, attr, module.weight.shape[dim] * (module.groups if attr == "in_channels" else 1))
         if isinstance(module, nn.BatchNorm2d):

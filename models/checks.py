@@ -1,0 +1,58 @@
+"""Whether a model config fits a dataset and a pruning method, answered before any compute: each problem is
+(key, value, what is allowed); benchmark/validate.py raises the first as a ConfigError."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models import build_from_config
+
+Problem = tuple[str, object, str]
+
+
+def _model_label(model_cfg) -> tuple[str, object]:
+    return ("model.arch", model_cfg.arch) if "arch" in model_cfg else ("model.name", model_cfg.name)
+
+
+def _has_attention(model: nn.Module) -> bool:
+    return any("Attention" in type(m).__name__ for m in model.modules())
+
+
+def model_problems(model_cfg, shape, pruning_method: str, structured: set[str]) -> tuple[nn.Module | None, list[Problem]]:
+    """Build the model for the data's `shape` (a benchmark.data.DataShape), run one image through it, check the
+    checkpoint (if any) against it and the pruning method's needs. Returns (model or None, problems)."""
+    key, value = _model_label(model_cfg)
+    try:
+        model = build_from_config(model_cfg, shape.in_channels, shape.image_size, shape.num_classes)
+    except (ValueError, TypeError) as err:
+        return None, [(key, value, f"a model that fits the dataset ({err})")]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return model, [(key, value, "an architecture whose logits come from a Linear layer (the classifier head)")]
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, shape.in_channels, shape.image_size, shape.image_size))
+    except RuntimeError as err:
+        return model, [(key, value, f"a model that runs on {shape.in_channels}x{shape.image_size}x{shape.image_size} "
+                                    f"images (forward failed: {str(err).splitlines()[0]})")]
+    if not isinstance(out, torch.Tensor) or out.shape != (1, shape.num_classes):
+        return model, [(key, value, f"a model whose forward returns (batch, {shape.num_classes}) logits")]
+    problems: list[Problem] = []
+    if model_cfg.get("checkpoint"):
+        from models.checkpoint import mismatch, read_checkpoint
+
+        try:
+            problem = mismatch(model, read_checkpoint(model_cfg.checkpoint))
+        except ValueError as err:
+            problem = str(err)
+        if problem:
+            problems.append(("model.checkpoint", model_cfg.checkpoint, f"weights of this architecture: {problem}"))
+    if pruning_method in structured and _has_attention(model):
+        problems.append(("pruning.method", pruning_method,
+                         f"an unstructured method for {key}={value!r}: structured methods remove conv channels and "
+                         "torch-pruning needs per-model head settings to prune attention layers"))
+    if pruning_method == "fine_pruning" and len(linears) > 1:
+        problems.append(("pruning.method", pruning_method,
+                         f"a model whose classifier head reads the last conv's channels; {key}={value!r} has "
+                         f"{len(linears) - 1} hidden Linear layer(s) in between"))
+    return model, problems
