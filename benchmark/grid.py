@@ -1,10 +1,15 @@
-"""Hydra callback for grids: create the tracking store and a parent run before any cell, count the cells,
-and print a summary (finished / skipped / failed, with the failed ones named) at the end."""
+"""Hydra callback for grids: check every cell, create the tracking store and a parent run before any cell,
+count the cells, and print a summary (finished / skipped / failed, with the failed ones named) at the end.
+
+The grid's exit code (see benchmark/run.py): 2 when the pre-check rejects it (nothing has run), 1 when a cell
+failed or never reported, else 0. It works alike with every launcher: the callback runs in the process that
+launched the grid and reads the ledger (cells.jsonl) the cells append to, wherever they ran."""
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -12,15 +17,40 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark import tracking
-from benchmark.validate import ConfigError
+from benchmark.validate import ConfigError, check_config
 
 GRID_SIZE_ENV = "PRUNESEC_GRID_SIZE"
 CELLS_FILE = "cells.jsonl"
+EXIT_FAILED = 1  # some cell failed
+EXIT_REJECTED = 2  # the config was rejected before any compute
 log = logging.getLogger("benchmark")
+started = False  # True once a grid passed its pre-check in this process
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line: config mistakes as they are, Hydra's multi-line messages joined (a list of options
+    after a colon becomes comma-separated), other errors with their type; the first line of the cause is added
+    when the message does not already hold it (it often names the key)."""
+    text, in_list = "", False
+    for line in (line.strip() for line in str(err).splitlines()):
+        if not line or line.startswith(("full_key:", "object_type=", "reference_type=")):
+            continue
+        if not text:
+            text = line
+        elif text.endswith(":"):
+            text, in_list = f"{text} {line}", True
+        elif in_list and " " not in line:  # Hydra lists a group's options one per line
+            text += f", {line}"
+        elif line.startswith("Config search path:"):  # Hydra's search path: noise for a config mistake
+            break
+        else:
+            text, in_list = f"{text}{' ' if text.endswith('.') else '; '}{line}", False
+    cause = str(err.__cause__ or "").strip().splitlines()
+    if cause and cause[0] not in text:
+        text += f" ({cause[0]})"
+    return text if isinstance(err, (ConfigError, HydraException)) else f"{type(err).__name__}: {text}"
 
 
 def _sweep_overrides(config: DictConfig) -> list[str]:
@@ -37,22 +67,35 @@ def job_overrides(config: DictConfig) -> tuple[list[list[str]], set[str]]:
     return BasicSweeper.split_arguments(parsed, None)[0], swept
 
 
-def validate_grid(config: DictConfig) -> list[str]:
-    """Compose and validate every cell of the sweep before any runs; returns one message per bad cell.
+def _cell_label(overrides: list[str], swept: set[str]) -> str:
+    return " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or "(the only one)"
 
-    About 70 ms per job (Hydra compose + building the model): ~6 s for the default grid's 84 jobs."""
+
+def validate_grid(config: DictConfig) -> list[str]:
+    """Compose and check every cell of the sweep before any runs; returns one message per bad cell.
+
+    Two passes: the checks without torch for every cell (a mistake anywhere is reported before the heavy imports),
+    then those that need torch (building each cell's model)."""
     from hydra import compose
 
-    from benchmark.cell import prepare
-
-    errors = []
+    errors, composed = [], []
     jobs, swept = job_overrides(config)
     for overrides in jobs:
         try:
-            prepare(compose(config_name=config.hydra.job.config_name, overrides=overrides))
-        except (ConfigError, HydraException) as err:  # HydraException: e.g. an unknown config-group option
-            cell = " ".join(o for o in overrides if o.split("=", 1)[0] in swept)
-            errors.append(f"cell {cell or '(the only one)'}: {err}")
+            cfg = compose(config_name=config.hydra.job.config_name, overrides=overrides)
+            check_config(cfg)
+            composed.append((overrides, cfg))
+        except Exception as err:  # noqa: BLE001 - whatever goes wrong, the grid must not start
+            errors.append(f"cell {_cell_label(overrides, swept)}: {one_line(err)}")
+    if errors:
+        return errors
+    from benchmark.cell import prepare
+
+    for overrides, cfg in composed:
+        try:
+            prepare(cfg)
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"cell {_cell_label(overrides, swept)}: {one_line(err)}")
     return errors
 
 
@@ -64,9 +107,23 @@ def grid_size(config: DictConfig) -> int:
 class GridCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         # Hydra turns a callback's Exception into a warning and runs the grid anyway: SystemExit stops it.
-        if config.hydra.sweeper._target_.endswith("BasicSweeper") and (errors := validate_grid(config)):
-            log.error("grid rejected before any cell ran: %d bad cell(s)\n  %s", len(errors), "\n  ".join(errors))
-            raise SystemExit(2)
+        global started
+        try:
+            if config.hydra.sweeper._target_.endswith("BasicSweeper") and (errors := validate_grid(config)):
+                log.error("grid rejected before any cell ran: %d bad cell(s)\n  %s", len(errors), "\n  ".join(errors))
+                raise SystemExit(EXIT_REJECTED)
+            self._create_store(config)
+        except Exception as err:  # noqa: BLE001 - no grid without its checks, its store and its parent run
+            log.error("grid rejected before any cell ran: %s", one_line(err))
+            raise SystemExit(EXIT_REJECTED) from None
+        started = True
+
+    @staticmethod
+    def _create_store(config: DictConfig) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from benchmark import tracking
+
         results = Path(config.results_dir).resolve()
         uri = config.tracking_uri or tracking.default_tracking_uri(results)
         results.mkdir(parents=True, exist_ok=True)
@@ -79,14 +136,24 @@ class GridCallback(Callback):
                  os.environ[GRID_SIZE_ENV], parent.info.run_id, uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from benchmark import tracking
+
         ledger = Path(config.hydra.sweep.dir) / CELLS_FILE
         cells = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
         counts = Counter(cell["status"] for cell in cells)
         failed = [cell for cell in cells if cell["status"] == "failed"]
+        jobs, swept = job_overrides(config)
+        silent = sorted(set(range(len(jobs))) - {cell["num"] for cell in cells})  # e.g. a worker that was killed
         parent_id = os.environ.pop(tracking.PARENT_RUN_ENV, None)
         if parent_id:
-            MlflowClient().set_terminated(parent_id, "FAILED" if failed else "FINISHED")
-        log.info("grid done: %d finished, %d skipped (already finished), %d failed", counts["finished"],
-                 counts["skipped"], counts["failed"])
+            MlflowClient().set_terminated(parent_id, "FAILED" if failed or silent else "FINISHED")
+        log.info("grid done: %d finished, %d skipped (already finished), %d failed%s", counts["finished"],
+                 counts["skipped"], counts["failed"], f", {len(silent)} never reported" if silent else "")
         for cell in failed:
             log.error("  failed: %s: %s", cell["run"], cell["error"])
+        for num in silent:
+            log.error("  never reported: cell %d (%s)", num + 1, _cell_label(jobs[num], swept))
+        if failed or silent:
+            sys.exit(EXIT_FAILED)
