@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from benchmark import grid
 from benchmark.grid import CELLS_FILE, EXIT_FAILED, EXIT_REJECTED, GRID_SIZE_ENV, one_line
-from benchmark.validate import ConfigError, check_config
+from benchmark.validate import ConfigError, check_config, check_device
 
 log = logging.getLogger("benchmark")
 _job_started = False  # set once Hydra hands a composed config to `main`
@@ -34,11 +34,12 @@ def _progress(hydra_cfg) -> str:
     return f"[cell {hydra_cfg.job.num + 1}/{total}]"
 
 
-def _record(hydra_cfg, result) -> None:
+def _record(hydra_cfg, status: str, run: str, cell_hash: str | None = None, run_id: str | None = None,
+            error: str | None = None) -> None:
     """Append the cell's outcome to the sweep's ledger, which the grid summary reads."""
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        line = json.dumps({"num": hydra_cfg.job.num, "status": result.status, "run": result.run_name,
-                           "cell_hash": result.cell_hash, "run_id": result.run_id, "error": result.error})
+        line = json.dumps({"num": hydra_cfg.job.num, "status": status, "run": run, "cell_hash": cell_hash,
+                           "run_id": run_id, "error": error})
         with open(os.path.join(hydra_cfg.sweep.dir, CELLS_FILE), "a") as ledger:
             ledger.write(line + "\n")
 
@@ -49,33 +50,31 @@ def main(cfg: DictConfig) -> str:
     _job_started = True
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    if not multirun:  # a grid checked every cell before the first one started
-        try:
-            check_config(cfg)
-        except ConfigError as err:
-            log.error("config rejected: %s", err)
-            sys.exit(EXIT_REJECTED)
-    from benchmark.cell import CellResult, run_cell  # torch, ART, MLflow: only for a valid config
-    from benchmark.data import DatasetUnavailable
-
     try:
+        if not multirun:  # a grid checked every cell before the first one started
+            check_config(cfg)
+        check_device(cfg.device)  # here: the machine that computes
+        from benchmark.cell import run_cell  # torch, ART, MLflow: only for a valid config
+
         result = run_cell(cfg, _progress(hydra_cfg))
-    except ConfigError as err:  # the checks that need torch (e.g. a model that does not fit the dataset)
+    except ConfigError as err:  # incl. the checks that need torch (e.g. a model that does not fit the dataset)
         log.error("config rejected: %s", err)
         if not multirun:
             sys.exit(EXIT_REJECTED)
-        result = CellResult("failed", "", str(hydra_cfg.job.override_dirname), error=f"config error: {err}")
-    except (DatasetUnavailable, OSError) as err:  # a failed download, a full or unwritable disk: the message says it all
-        log.error("cell failed: %s: %s", type(err).__name__, err)
-        if not multirun:
-            sys.exit(EXIT_FAILED)
-        result = CellResult("failed", "", str(hydra_cfg.job.override_dirname), error=f"{type(err).__name__}: {err}")
+        _record(hydra_cfg, "failed", str(hydra_cfg.job.override_dirname), error=f"config error: {err}")
+        return "failed"
     except Exception as err:  # noqa: BLE001 - a grid must survive one broken cell
-        log.exception("cell failed: %s", err)
+        from benchmark.data import DatasetUnavailable
+
+        if isinstance(err, (DatasetUnavailable, OSError)):  # a failed download, a full or unwritable disk
+            log.error("cell failed: %s: %s", type(err).__name__, err)  # the message says it all
+        else:
+            log.exception("cell failed: %s", err)
         if not multirun:
             sys.exit(EXIT_FAILED)
-        result = CellResult("failed", "", str(hydra_cfg.job.override_dirname), error=f"{type(err).__name__}: {err}")
-    _record(hydra_cfg, result)
+        _record(hydra_cfg, "failed", str(hydra_cfg.job.override_dirname), error=f"{type(err).__name__}: {err}")
+        return "failed"
+    _record(hydra_cfg, result.status, result.run_name, result.cell_hash, result.run_id, result.error)
     return result.status
 
 

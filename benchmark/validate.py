@@ -31,6 +31,12 @@ DATASET_FILES = {
 }
 
 
+# What the loaders produce, per dataset: (in_channels, image_size or None where the loader resizes, num_classes).
+# The config states them so the model can be built before any data is loaded; they must agree.
+DATASET_SHAPES = {"digits": (1, None, 10), "mnist5k": (1, 28, 10), "mnist": (1, 28, 10), "fashion_mnist": (1, 28, 10),
+                  "cifar10": (3, 32, 10), "svhn": (3, 32, 10)}
+
+
 def _choice(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is unknown; allowed: {sorted(allowed)}")
@@ -62,7 +68,24 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("target_class", "source_class"):
         if key in threat:
             _range(f"threat.{key}", threat[key], 0, num_classes - 1)
+    _check_dataset_shape(plain["dataset"])
     _check_dataset_files(plain["dataset"])
+
+
+def check_device(name: str) -> None:
+    """`device=cuda` needs a CUDA device on the machine that computes (imports torch: call it where the cell runs)."""
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device='cuda' but torch sees no CUDA device here; allowed here: 'auto', 'cpu'")
+
+
+def _check_dataset_shape(dataset: dict) -> None:
+    for key, fact in zip(("in_channels", "image_size", "num_classes"), DATASET_SHAPES[dataset["name"]]):
+        if fact is not None and dataset[key] != fact:
+            raise ConfigError(f"dataset.{key}={dataset[key]!r} is not what dataset.name={dataset['name']!r} has; "
+                              f"allowed: {fact}")
 
 
 def _check_dataset_files(dataset: dict) -> None:
