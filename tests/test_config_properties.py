@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, ListConfig
 
-from benchmark.validate import ConfigError
+from benchmark.validate import ConfigError, check_config
 
 from conftest import make_cfg
 from tiny_store import FAST_EVAL
@@ -78,7 +78,7 @@ def _compose(results: Path, extra: list[str]):
         return None
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(extra=overrides())
 def test_a_cell_is_rejected_in_one_line_before_compute_or_finishes(tmp_path_factory, extra):
@@ -91,6 +91,7 @@ def test_a_cell_is_rejected_in_one_line_before_compute_or_finishes(tmp_path_fact
         assert not any(results.iterdir())
         return
     try:
+        check_config(cfg)  # as benchmark.run does: the checks without torch, then run_cell's (all of them)
         result = run_cell(cfg)
     except ConfigError as err:
         event(f"rejected: {str(err).split('=')[0].split(' ')[0]}")
