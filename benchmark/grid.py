@@ -104,12 +104,17 @@ def grid_size(config: DictConfig) -> int:
     return len(job_overrides(config)[0])
 
 
+def _basic_sweeper(config: DictConfig) -> bool:
+    """Hydra's own sweeper, whose jobs `job_overrides` knows (another sweeper picks its jobs as it goes)."""
+    return config.hydra.sweeper._target_.endswith("BasicSweeper")
+
+
 class GridCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         # Hydra turns a callback's Exception into a warning and runs the grid anyway: SystemExit stops it.
         global started
         try:
-            if config.hydra.sweeper._target_.endswith("BasicSweeper") and (errors := validate_grid(config)):
+            if _basic_sweeper(config) and (errors := validate_grid(config)):
                 log.error("grid rejected before any cell ran: %d bad cell(s)\n  %s", len(errors), "\n  ".join(errors))
                 raise SystemExit(EXIT_REJECTED)
             self._create_store(config)
@@ -145,7 +150,8 @@ class GridCallback(Callback):
         counts = Counter(cell["status"] for cell in cells)
         failed = [cell for cell in cells if cell["status"] == "failed"]
         jobs, swept = job_overrides(config)
-        silent = sorted(set(range(len(jobs))) - {cell["num"] for cell in cells})  # e.g. a worker that was killed
+        silent = sorted(set(range(len(jobs))) - {cell["num"] for cell in cells}) if _basic_sweeper(config) else []
+        # silent: jobs without an outcome in the ledger, e.g. a worker that was killed
         parent_id = os.environ.pop(tracking.PARENT_RUN_ENV, None)
         if parent_id:
             MlflowClient().set_terminated(parent_id, "FAILED" if failed or silent else "FINISHED")
