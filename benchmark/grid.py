@@ -6,6 +6,7 @@ failed or never reported, else 0. It works alike with every launcher: the callba
 launched the grid and reads the ledger (cells.jsonl) the cells append to, wherever they ran."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from benchmark.validate import ConfigError, check_config
 
 GRID_SIZE_ENV = "PRUNESEC_GRID_SIZE"
 CELLS_FILE = "cells.jsonl"
+SKIPS_FILE = "finished_before.json"  # jobs whose cell was FINISHED when the grid started
 EXIT_FAILED = 1  # some cell failed
 EXIT_REJECTED = 2  # the config was rejected before any compute
 log = logging.getLogger("benchmark")
@@ -71,8 +73,9 @@ def _cell_label(overrides: list[str], swept: set[str]) -> str:
     return " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or "(the only one)"
 
 
-def validate_grid(config: DictConfig) -> list[str]:
-    """Compose and check every cell of the sweep before any runs; returns one message per bad cell.
+def validate_grid(config: DictConfig) -> tuple[list[str], list[tuple[str, str, bool]]]:
+    """Compose and check every cell of the sweep before any runs; returns one message per bad cell and, when there
+    is none, each job's (cell hash, run name, force).
 
     Two passes: the checks without torch for every cell (a mistake anywhere is reported before the heavy imports),
     then those that need torch (building each cell's model)."""
@@ -88,15 +91,43 @@ def validate_grid(config: DictConfig) -> list[str]:
         except Exception as err:  # noqa: BLE001 - whatever goes wrong, the grid must not start
             errors.append(f"cell {_cell_label(overrides, swept)}: {one_line(err)}")
     if errors:
-        return errors
+        return errors, []
     from benchmark.cell import prepare
 
+    cells = []
     for overrides, cfg in composed:
         try:
-            prepare(cfg)
+            cells.append((*prepare(cfg), bool(cfg.force)))
         except Exception as err:  # noqa: BLE001
             errors.append(f"cell {_cell_label(overrides, swept)}: {one_line(err)}")
-    return errors
+    return errors, cells if not errors else []
+
+
+def finished_before(sweep_dir: str, num: int) -> dict | None:
+    """The job's cell as the grid found it FINISHED before it started ({cell_hash, run, run_id}), else None."""
+    return _skips(sweep_dir).get(str(num))
+
+
+@functools.lru_cache(maxsize=4)  # a worker process runs many jobs of one sweep
+def _skips(sweep_dir: str) -> dict:
+    path = Path(sweep_dir) / SKIPS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_skips(config: DictConfig, experiment_id: str, cells: list[tuple[str, str, bool]]) -> int:
+    """Name the jobs whose cell is already FINISHED in the store, so that they are skipped before any per-job
+    work (one query for the whole grid instead of one per job); returns how many."""
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_ids=[experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              output_format="list")
+    finished = {run.data.tags.get("cell_hash"): run.info.run_id for run in runs}
+    skips = {str(num): {"cell_hash": cell_hash, "run": name, "run_id": finished[cell_hash]}
+             for num, (cell_hash, name, force) in enumerate(cells) if not force and cell_hash in finished}
+    sweep = Path(config.hydra.sweep.dir)
+    sweep.mkdir(parents=True, exist_ok=True)
+    (sweep / SKIPS_FILE).write_text(json.dumps(skips))
+    return len(skips)
 
 
 def grid_size(config: DictConfig) -> int:
@@ -114,17 +145,20 @@ class GridCallback(Callback):
         # Hydra turns a callback's Exception into a warning and runs the grid anyway: SystemExit stops it.
         global started
         try:
-            if _basic_sweeper(config) and (errors := validate_grid(config)):
+            errors, cells = validate_grid(config) if _basic_sweeper(config) else ([], [])
+            if errors:
                 log.error("grid rejected before any cell ran: %d bad cell(s)\n  %s", len(errors), "\n  ".join(errors))
                 raise SystemExit(EXIT_REJECTED)
-            self._create_store(config)
+            experiment_id = self._create_store(config)
+            if cells and (skipped := _write_skips(config, experiment_id, cells)):
+                log.info("grid: %d of %d jobs already finished, skipped", skipped, len(cells))
         except Exception as err:  # noqa: BLE001 - no grid without its checks, its store and its parent run
             log.error("grid rejected before any cell ran: %s", one_line(err))
             raise SystemExit(EXIT_REJECTED) from None
         started = True
 
     @staticmethod
-    def _create_store(config: DictConfig) -> None:
+    def _create_store(config: DictConfig) -> str:
         from mlflow.tracking import MlflowClient
 
         from benchmark import tracking
@@ -139,6 +173,7 @@ class GridCallback(Callback):
         os.environ[GRID_SIZE_ENV] = str(grid_size(config))
         log.info("grid %r: %s cells, parent run %s, store %s", config.experiment_name,
                  os.environ[GRID_SIZE_ENV], parent.info.run_id, uri)
+        return experiment_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from mlflow.tracking import MlflowClient

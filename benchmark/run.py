@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from benchmark import grid
-from benchmark.grid import CELLS_FILE, EXIT_FAILED, EXIT_REJECTED, GRID_SIZE_ENV, one_line
+from benchmark.grid import CELLS_FILE, EXIT_FAILED, EXIT_REJECTED, GRID_SIZE_ENV, finished_before, one_line
 from benchmark.validate import ConfigError, check_config, check_device
 
 log = logging.getLogger("benchmark")
@@ -50,6 +50,11 @@ def main(cfg: DictConfig) -> str:
     _job_started = True
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun and (done := finished_before(hydra_cfg.sweep.dir, hydra_cfg.job.num)):
+        log.info("%s %s: already finished (run %s, cell %s), skipped; force=true recomputes it",
+                 _progress(hydra_cfg), done["run"], done["run_id"], done["cell_hash"])
+        _record(hydra_cfg, "skipped", done["run"], done["cell_hash"], done["run_id"])
+        return "skipped"
     try:
         if not multirun:  # a grid checked every cell before the first one started
             check_config(cfg)
