@@ -378,7 +378,7 @@ def check(plain: dict) -> None:
     try:
         Cell.model_validate(plain)
     except ValidationError as err:
-        raise ConfigError(_message(err.errors()[0], plain)) from None
+        raise ConfigError(_message(err.errors()[0])) from None
 
 
 def names(union) -> set[str]:
@@ -388,7 +388,7 @@ def names(union) -> set[str]:
 
 
 # ---- messages -------------------------------------------------------------------------------------------------------
-def _message(error: dict, plain: dict) -> str:
+def _message(error: dict) -> str:
     key, annotation, parent = _locate(error["loc"])
     value = error.get("input")
     kind, ctx = error["type"], error.get("ctx") or {}
