@@ -1,7 +1,12 @@
 """Hydra entry point: `python -m benchmark.run [overrides]` runs one cell; `-m` runs a grid.
 
-In a grid a failed cell is recorded (MLflow status FAILED, listed in the grid summary) and the grid goes on;
-a single run exits non-zero. A bad config fails before any compute with the key, value and allowed values.
+Exit codes, for a single run and a grid alike:
+  0  every cell finished, or was skipped as already finished;
+  1  some cell failed (a grid goes on with the others, records each as a FAILED run and names it in its summary);
+  2  the config was rejected before any compute (one line naming the key, the value and what is allowed; a grid
+     checks every cell first, so nothing has run and the tracking store is untouched), or the tracking store is
+     unusable (one line naming the store and the cause).
+The config is composed and checked before torch, ART and MLflow are imported, so a mistake is reported fast.
 """
 from __future__ import annotations
 
@@ -9,19 +14,18 @@ import json
 import logging
 import os
 import sys
-import traceback
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from benchmark.cell import CellResult, run_cell
-from benchmark.data import DatasetUnavailable
-from benchmark.grid import CELLS_FILE, GRID_SIZE_ENV
-from benchmark.validate import ConfigError
+from benchmark import grid
+from benchmark.grid import CELLS_FILE, EXIT_FAILED, EXIT_REJECTED, GRID_SIZE_ENV, finished_before, one_line
+from benchmark.validate import ConfigError, check_config, check_device
 
 log = logging.getLogger("benchmark")
+_job_started = False  # set once Hydra hands a composed config to `main`
 
 
 def _progress(hydra_cfg) -> str:
@@ -31,38 +35,74 @@ def _progress(hydra_cfg) -> str:
     return f"[cell {hydra_cfg.job.num + 1}/{total}]"
 
 
-def _record(hydra_cfg, result: CellResult) -> None:
+def _record(hydra_cfg, status: str, run: str, cell_hash: str | None = None, run_id: str | None = None,
+            error: str | None = None) -> None:
     """Append the cell's outcome to the sweep's ledger, which the grid summary reads."""
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        line = json.dumps({"num": hydra_cfg.job.num, "status": result.status, "run": result.run_name,
-                           "cell_hash": result.cell_hash, "run_id": result.run_id, "error": result.error})
+        line = json.dumps({"num": hydra_cfg.job.num, "status": status, "run": run, "cell_hash": cell_hash,
+                           "run_id": run_id, "error": error})
         with open(os.path.join(hydra_cfg.sweep.dir, CELLS_FILE), "a") as ledger:
             ledger.write(line + "\n")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> str:
+    global _job_started
+    _job_started = True
     hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun and (done := finished_before(hydra_cfg.sweep.dir, hydra_cfg.job.num)):
+        log.info("%s %s: already finished (run %s, cell %s), skipped; force=true recomputes it",
+                 _progress(hydra_cfg), done["run"], done["run_id"], done["cell_hash"])
+        _record(hydra_cfg, "skipped", done["run"], done["cell_hash"], done["run_id"])
+        return "skipped"
     try:
+        if not multirun:  # a grid checked every cell before the first one started
+            check_config(cfg)
+        check_device(cfg.device)  # here: the machine that computes
+        from benchmark.cell import run_cell  # torch, ART, MLflow: only for a valid config
+
         result = run_cell(cfg, _progress(hydra_cfg))
-    except ConfigError as err:
-        log.error("config error: %s", err)
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            sys.exit(2)
-        result = CellResult("failed", "", str(hydra_cfg.job.override_dirname), error=f"config error: {err}")
-    except (DatasetUnavailable, OSError) as err:  # missing data, full or unwritable disk: the message says it all
-        log.error("cell failed: %s: %s", type(err).__name__, err)
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            sys.exit(1)
-        result = CellResult("failed", "", str(hydra_cfg.job.override_dirname), error=f"{type(err).__name__}: {err}")
+    except ConfigError as err:  # incl. the checks that need torch (e.g. a model that does not fit the dataset)
+        log.error("config rejected: %s", err)
+        if not multirun:
+            sys.exit(EXIT_REJECTED)
+        _record(hydra_cfg, "failed", str(hydra_cfg.job.override_dirname), error=f"config error: {err}")
+        return "failed"
     except Exception as err:  # noqa: BLE001 - a grid must survive one broken cell
-        log.error("cell failed: %s\n%s", err, traceback.format_exc())
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            sys.exit(1)
-        result = CellResult("failed", "", str(hydra_cfg.job.override_dirname), error=f"{type(err).__name__}: {err}")
-    _record(hydra_cfg, result)
+        from benchmark.data import DatasetUnavailable
+        from benchmark.tracking import StoreUnavailable
+
+        if isinstance(err, StoreUnavailable) and not multirun:  # rejected before any compute, like a bad config
+            log.error("store rejected: %s", err)
+            sys.exit(EXIT_REJECTED)
+        if isinstance(err, (DatasetUnavailable, OSError)):  # a failed download, a full or unwritable disk
+            log.error("cell failed: %s: %s", type(err).__name__, err)  # the message says it all
+        else:
+            log.exception("cell failed: %s", err)
+        if not multirun:
+            sys.exit(EXIT_FAILED)
+        _record(hydra_cfg, "failed", str(hydra_cfg.job.override_dirname), error=f"{type(err).__name__}: {err}")
+        return "failed"
+    _record(hydra_cfg, result.status, result.run_name, result.cell_hash, result.run_id, result.error)
     return result.status
 
 
+def cli() -> None:
+    """`main` with the exit codes above. Hydra reports an error it meets itself (a config it cannot compose, an
+    output folder it cannot create) over several lines with exit code 1; before any job or cell has started
+    such an error is a rejected config: one line, exit code 2."""
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors instead of printing them and exiting 1
+    try:
+        main()
+    except Exception as err:  # noqa: BLE001 - every error reaches the user as one line and an exit code
+        if user_wants_traceback:
+            raise
+        started = _job_started or grid.started
+        print(f"{'error' if started else 'config rejected'}: {one_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_FAILED if started else EXIT_REJECTED)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

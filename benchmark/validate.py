@@ -1,14 +1,40 @@
-"""Checks on a resolved cell config that run before any data is loaded or any model is trained.
+"""Checks on a cell config that run before any data is loaded, any model is trained or any run is created.
 
-Each error names the key, the bad value and what is allowed. Hydra itself rejects unknown config-group
-options (`model=resnet50` -> "Could not find 'model/resnet50'. Available options: ...")."""
+Two stages, each error one line naming the key, the bad value and what is allowed:
+- `check_config` (no torch, no ART, no MLflow: a mistake is reported within a second or two): the schema of
+  every key (benchmark/schema.py), the values that refer to each other, and whether the dataset's files exist.
+- `validate`: the above, then the checks that need the libraries: each threat's own checks, the model built once
+  from the dataset's shape (impossible combinations), each pruning method's fit to the model.
+Hydra itself rejects unknown config-group options (`model=resnet50` -> "Could not find 'model/resnet50'...").
+"""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from benchmark import schema
+from benchmark.schema import ConfigError
+
+__all__ = ["ConfigError", "check_config", "validate", "DATASET_FILES"]
+
+# torchvision's file layout under data_root, per dataset (what its `_check_exists` looks for): checked without
+# importing torchvision. tests/test_validation.py checks these names against torchvision's own lists.
+_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+DATASET_FILES = {
+    "mnist": tuple(f"MNIST/raw/{name}" for name in _MNIST_FILES),
+    "fashion_mnist": tuple(f"FashionMNIST/raw/{name}" for name in _MNIST_FILES),
+    "cifar10": tuple(f"cifar-10-batches-py/{name}" for name in
+                     ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")),
+    "svhn": ("train_32x32.mat", "test_32x32.mat"),
+}
 
 
-class ConfigError(ValueError):
-    pass
+# What the loaders produce, per dataset: (in_channels, image_size or None where the loader resizes, num_classes).
+# The config states them so the model can be built before any data is loaded; they must agree.
+DATASET_SHAPES = {"digits": (1, None, 10), "mnist5k": (1, 28, 10), "mnist": (1, 28, 10), "fashion_mnist": (1, 28, 10),
+                  "cifar10": (3, 32, 10), "svhn": (3, 32, 10)}
 
 
 def _choice(key: str, value, allowed) -> None:
@@ -24,47 +50,66 @@ def _range(key: str, value, low, high, *, high_open: bool = False) -> None:
                           f"{'<' if high_open else '<='} {high}")
 
 
+def resolved(cfg: DictConfig) -> dict:
+    """The config as plain values, interpolations resolved; a broken interpolation is a config mistake."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"{key} cannot be resolved: {str(err).splitlines()[0]}") from None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Everything that can be checked without torch: schema, keys that refer to each other, dataset files."""
+    plain = resolved(cfg)
+    schema.check(plain)
+    num_classes = plain["dataset"]["num_classes"]
+    threat = plain["threat"]
+    for key in ("target_class", "source_class"):
+        if key in threat:
+            _range(f"threat.{key}", threat[key], 0, num_classes - 1)
+    _check_dataset_shape(plain["dataset"])
+    _check_dataset_files(plain["dataset"])
+
+
+def check_device(name: str) -> None:
+    """`device=cuda` needs a CUDA device on the machine that computes (imports torch: call it where the cell runs)."""
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device='cuda' but torch sees no CUDA device here; allowed here: 'auto', 'cpu'")
+
+
+def _check_dataset_shape(dataset: dict) -> None:
+    for key, fact in zip(("in_channels", "image_size", "num_classes"), DATASET_SHAPES[dataset["name"]]):
+        if fact is not None and dataset[key] != fact:
+            raise ConfigError(f"dataset.{key}={dataset[key]!r} is not what dataset.name={dataset['name']!r} has; "
+                              f"allowed: {fact}")
+
+
+def _check_dataset_files(dataset: dict) -> None:
+    """A torchvision dataset needs its files under data_root unless it may download them."""
+    files = DATASET_FILES.get(dataset["name"], ())
+    if not files or dataset.get("download"):
+        return
+    root = Path(dataset.get("data_root") or ".").expanduser().resolve()
+    missing = [name for name in files if not (root / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"dataset.data_root={dataset.get('data_root')!r} lacks the {dataset['name']} files ({root / missing[0]} "
+            f"and {len(missing) - 1} more); allowed: a folder with them, or dataset.download=true on a machine "
+            "with network access")
+
+
 def validate(cfg: DictConfig) -> None:
-    from attacks import ATTACKS, THREATS
-    from benchmark.data import LOADERS
-    from benchmark.pruning import PRUNERS, STRUCTURED
-    from models import MODELS
-
-    _choice("dataset.name", cfg.dataset.name, LOADERS)
-    _choice("model.name", cfg.model.name, MODELS)
-    _choice("pruning.method", cfg.pruning.method, PRUNERS)
-    _choice("threat.kind", cfg.threat.kind, THREATS)
-    _choice("device", cfg.device, {"auto", "cpu", "cuda"})
-    if cfg.get("torch_threads") is not None:
-        _range("torch_threads", cfg.torch_threads, 1, 4096)
-    _range("seed", cfg.seed, 0, 2**32 - 1)
-    _range("pruning.sparsity", cfg.pruning.sparsity, 0.0, 1.0, high_open=True)
-    if cfg.pruning.method == "threshold":
-        _range("pruning.rate", cfg.pruning.rate, 0.0, 1.0)
-    _range("eval.train_subset", cfg.eval.train_subset, 1, 10_000_000)
-    _range("eval.collapse_margin", cfg.eval.collapse_margin, 0.0, 1.0)
+    """All checks: `check_config`, then those that need torch and the registries (called by cell.prepare)."""
+    check_config(cfg)
+    from attacks import THREATS
     from benchmark.properties import check_config as check_eval_config
+    from benchmark.pruning import STRUCTURED
 
-    check_eval_config(cfg.eval)  # calibration bins, corruption severities, interpretability subset (issue 5)
-    for group in ("train", "finetune"):
-        _range(f"{group}.epochs", cfg[group].epochs, 0, 10_000)
-        _range(f"{group}.lr", cfg[group].lr, 1e-12, 10.0)
-        _range(f"{group}.batch_size", cfg[group].batch_size, 1, 1_000_000)
-    _range("train.slimming_l1", cfg.train.get("slimming_l1", 0.0), 0.0, 1.0)
-    for key, high in (("batch_size", 100_000), ("repeats", 10_000), ("threads", 4096)):
-        _range(f"eval.latency.{key}", cfg.eval.latency[key], 1, high)
-    if cfg.finetune.get("adversarial", False):
-        _range("finetune.adv_eps", cfg.finetune.adv_eps, 1e-6, 1.0)
-        _range("finetune.adv_steps", cfg.finetune.adv_steps, 1, 1000)
-    if cfg.threat.kind == "evasion":
-        _range("threat.subset", cfg.threat.subset, 1, 10_000_000)
-        for i, eps in enumerate(cfg.threat.eps):
-            _range(f"threat.eps[{i}]", eps, 0.0, 1.0)
-        for i, attack in enumerate(cfg.threat.attacks):
-            _choice(f"threat.attacks[{i}].name", attack.name, ATTACKS)
-            _attack_params(f"threat.attacks[{i}]", attack)
-    if "poison_rate" in cfg.threat:  # any poisoning threat's share of the training set
-        _range("threat.poison_rate", cfg.threat.poison_rate, 0.0, 1.0)
+    check_eval_config(cfg.eval)
     check = getattr(THREATS[cfg.threat.kind], "check_config", None)  # a threat's own checks, if it has any
     if check is not None:
         check(cfg.threat)
@@ -74,17 +119,6 @@ def validate(cfg: DictConfig) -> None:
     for key in getattr(THREATS[cfg.threat.kind], "class_keys", lambda _: [])(cfg.threat):  # classes it names
         _range(f"threat.{key}", cfg.threat[key], 0, shape.num_classes - 1)
     _model_fits_dataset(cfg, shape, STRUCTURED)
-
-
-# Numeric attack parameters shared by ART's evasion attacks: key -> (low, high).
-_ATTACK_RANGES = {"batch_size": (1, 1_000_000), "max_iter": (1, 1_000_000), "step_fraction": (1e-6, 10.0),
-                  "random_restarts": (0, 10_000)}
-
-
-def _attack_params(prefix: str, attack) -> None:
-    for key, (low, high) in _ATTACK_RANGES.items():
-        if key in attack:
-            _range(f"{prefix}.{key}", attack[key], low, high)
 
 
 def _model_fits_dataset(cfg: DictConfig, shape, structured_methods) -> None:

@@ -1,0 +1,512 @@
+"""The cell config's schema: every key of every config group, its type, its range and whether it is required.
+
+`check(plain)` validates a resolved cell config (plain dicts and lists) with pydantic and raises `ConfigError`
+with one line naming the key, the value and what is allowed. Unknown keys are rejected in every group (so
+`+pruning.sparsityy=0.5` cannot make a new cell hash). This module imports neither torch nor any library that
+does: a config mistake is reported before the heavy imports. The names it accepts (datasets, models, pruning
+methods, threats, attacks) mirror the registries; tests/test_validation.py checks that they agree.
+
+A new config key is declared here, in the model of its group.
+"""
+
+import types
+import typing
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.functional_validators import PlainValidator
+from pydantic_core import PydanticCustomError
+
+
+class ConfigError(ValueError):
+    """A config mistake: the message names the key, the value and what is allowed."""
+
+
+class Number:
+    """A number in a range: `whole` numbers reject fractions (1.5 and 2.0 alike), booleans are never numbers."""
+
+    def __init__(self, low: float, high: float, *, whole: bool = False, low_open: bool = False,
+                 high_open: bool = False):
+        self.low, self.high, self.whole, self.low_open, self.high_open = low, high, whole, low_open, high_open
+
+    def allowed(self, name: str, *, kind: bool = True) -> str:
+        prefix = ("a whole number " if self.whole else "a number ") if kind else ""
+        return f"{prefix}{self.low} {'<' if self.low_open else '<='} {name} {'<' if self.high_open else '<='} {self.high}"
+
+    def __call__(self, value):
+        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
+            raise PydanticCustomError("number_type", "not {kind}", {"kind": "a whole number" if self.whole else "a number"})
+        below = value < self.low or (self.low_open and value == self.low)
+        above = value > self.high or (self.high_open and value == self.high)
+        if below or above:
+            raise PydanticCustomError("number_range", "out of range")
+        return value
+
+
+def number(low, high, **kwargs):
+    spec = Number(low, high, **kwargs)
+    return Annotated[int if spec.whole else float, PlainValidator(spec), spec]
+
+
+def whole(low, high):
+    return number(low, high, whole=True)
+
+
+UNIT = number(0.0, 1.0)
+COUNT = whole(1, 10_000_000)
+EPOCHS = whole(0, 10_000)
+LR = number(1e-12, 10.0)
+BATCH = whole(1, 1_000_000)
+CLASS = whole(0, 100_000)  # checked against dataset.num_classes by benchmark/validate.py
+SEED = whole(0, 2**32 - 1)
+
+MODEL_NAMES = Literal["seed_cnn", "lenet300", "resnet20", "vgg11_bn"]
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# ---- dataset, model, training -------------------------------------------------------------------------------------
+class Dataset(Group):
+    name: Literal["digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "svhn"]
+    in_channels: whole(1, 4096)
+    image_size: whole(1, 100_000)
+    num_classes: whole(2, 100_000)
+    test_size: number(0.0, 1.0, low_open=True, high_open=True) | None = None  # digits, mnist5k: held-out share
+    data_root: str | None = None  # torchvision datasets
+    download: bool = False
+    n_train: COUNT | None = None
+    n_test: COUNT | None = None
+    eps: list[UNIT]
+    eps_l2: list[number(0.0, 1000.0)] = []
+
+
+class Model(Group):
+    name: MODEL_NAMES
+
+
+class Train(Group):
+    epochs: whole(1, 10_000)  # a dense model is trained: 0 epochs would leave it at chance
+    lr: LR
+    batch_size: BATCH
+    slimming_l1: number(0.0, 1.0) = 0.0
+
+
+class Finetune(Group):
+    epochs: EPOCHS  # 0: no fine-tuning after pruning
+    lr: LR
+    batch_size: BATCH
+    adversarial: bool = False
+    adv_eps: number(1e-6, 1.0) = 0.1
+    adv_steps: whole(1, 1000) = 5
+
+
+# ---- eval -------------------------------------------------------------------------------------------------------
+class Latency(Group):
+    batch_size: whole(1, 100_000)
+    repeats: whole(1, 10_000)
+    threads: whole(1, 4096)
+
+
+class Corruptions(Group):
+    enabled: bool
+    subset: COUNT | None
+    gaussian_noise: list[number(0.0, 100.0)]
+    gaussian_blur: list[number(1e-9, 100.0)]
+    contrast: list[number(1e-9, 1.0)]
+
+
+class Interpret(Group):
+    enabled: bool
+    subset: whole(1, 100_000)
+    methods: list[Literal["saliency", "integrated_gradients"]]
+    ig_steps: whole(1, 10_000)
+    baseline: number(0.0, 1.0)
+    topk: number(1e-9, 1.0)
+    deletion_steps: whole(1, 10_000)
+    figure_images: whole(0, 64)
+
+
+class Eval(Group):
+    train_subset: COUNT
+    latency: Latency
+    calib_bins: whole(1, 10_000)
+    corruptions: Corruptions
+    interpret: Interpret
+
+
+# ---- pruning (one model per method: its own keys) ----------------------------------------------------------------
+SCOPE = Literal["global", "layerwise"]
+SCHEDULE = Literal["oneshot", "iterative"]
+ORDER = Literal["together", "last_first"]
+STEPS = whole(1, 100)
+
+
+class Pruning(Group):
+    sparsity: number(0.0, 1.0, high_open=True)
+    prune_head: bool
+
+
+class NoPruning(Pruning):
+    method: Literal["none"]
+
+
+class OneShot(Pruning):
+    method: Literal["random", "l1_filter", "l2_filter", "taylor_filter", "lamp", "random_filter", "slimming"]
+
+
+class MagnitudeGlobal(Pruning):
+    method: Literal["magnitude_global"]
+    schedule: SCHEDULE = "oneshot"
+    steps: STEPS = 3
+
+
+class MagnitudeLayerwise(Pruning):
+    method: Literal["magnitude_layerwise"]
+    schedule: SCHEDULE = "oneshot"
+    steps: STEPS = 3
+    order: ORDER = "together"
+
+
+class Taylor(Pruning):
+    method: Literal["taylor"]
+    scope: SCOPE = "global"
+    schedule: SCHEDULE = "oneshot"
+    steps: STEPS = 3
+    order: ORDER = "together"
+
+
+class Threshold(Pruning):
+    method: Literal["threshold"]
+    rate: UNIT  # zero |w| <= rate * max|w| per layer
+
+
+class Snip(Pruning):
+    method: Literal["snip"]
+    scope: SCOPE = "global"
+    at_init: bool = True
+
+
+class LotteryTicket(Pruning):
+    method: Literal["lottery_ticket"]
+    rounds: whole(1, 50)
+    rewind_epoch: whole(0, 10_000)  # < train.epochs: benchmark/pruning checks it
+    scope: SCOPE = "global"
+
+
+class FinePruning(Pruning):
+    method: Literal["fine_pruning"]
+    channel_fraction: number(0.0, 1.0, high_open=True) | None = None
+
+
+PRUNING = Annotated[Union[NoPruning, OneShot, MagnitudeGlobal, MagnitudeLayerwise, Taylor, Threshold, Snip,
+                          LotteryTicket, FinePruning], Field(discriminator="method")]
+
+
+# ---- threats (one model per kind, and per attack for poisoning and backdoors) ------------------------------------
+class Threat(Group):
+    name: str
+    subset: COUNT  # seeded test images the threat metrics are measured on
+
+
+class Attack(Group):
+    subset: COUNT | None = None  # a prefix of the threat's subset (expensive attacks)
+    batch_size: BATCH
+
+
+class Fgsm(Attack):
+    name: Literal["fgsm"]
+
+
+class Pgd(Attack):
+    name: Literal["pgd_linf", "pgd_l2"]
+    max_iter: whole(1, 1_000_000)
+    step_fraction: number(1e-6, 10.0)
+    random_restarts: whole(0, 10_000)
+
+
+class Square(Attack):
+    name: Literal["square_linf", "square_l2"]
+    max_iter: whole(1, 1_000_000)
+    p_init: number(1e-6, 1.0)
+    restarts: whole(1, 10_000)
+
+
+class AutoAttack(Attack):
+    name: Literal["autoattack_linf", "autoattack_l2"]
+    components: Annotated[list[Literal["apgd_ce", "apgd_dlr", "square"]], Field(min_length=1)]
+    max_iter: whole(1, 1_000_000)
+    step_fraction: number(1e-6, 10.0)
+    random_restarts: whole(0, 10_000)
+    square_queries: whole(1, 1_000_000)
+
+
+class CarliniL2(Attack):
+    name: Literal["cw_l2"]
+    learning_rate: number(1e-9, 100.0)
+    binary_search_steps: whole(1, 1000)
+    max_iter: whole(1, 1_000_000)
+    initial_const: number(1e-9, 1e9)
+
+
+class DeepFool(Attack):
+    name: Literal["deepfool"]
+    max_iter: whole(1, 1_000_000)
+    overshoot: number(0.0, 10.0)
+    nb_grads: whole(2, 100_000)
+
+
+ATTACK = Annotated[Union[Fgsm, Pgd, Square, AutoAttack, CarliniL2, DeepFool], Field(discriminator="name")]
+
+
+class Evasion(Threat):
+    kind: Literal["evasion"]
+    eps: list[UNIT]
+    eps_l2: list[number(0.0, 1000.0)] = []
+    masking_tolerance: UNIT = 0.0
+    attacks: Annotated[list[ATTACK], Field(min_length=1)]
+
+
+class Smoothing(Threat):
+    kind: Literal["smoothing"]
+    sigma: number(1e-6, 100.0)
+    n_select: whole(1, 100_000_000)
+    n_certify: whole(1, 100_000_000)
+    alpha: number(1e-12, 0.5)
+    radii: list[number(0.0, 1000.0)]
+    batch_size: BATCH
+
+
+class Proxy(Group):
+    """The clean model an attacker trains for the clean-label attacks."""
+    model: MODEL_NAMES
+    epochs: whole(1, 10_000)
+    lr: LR
+
+
+class Poisoned(Threat):
+    poison_rate: UNIT
+    target_class: CLASS
+    stage: Literal["poison_then_prune", "prune_then_poison"]
+    finetune_data: Literal["clean", "poisoned"]
+    clean_reference: bool
+
+
+class LabelFlip(Poisoned):
+    kind: Literal["poisoning"]
+    attack: Literal["label_flip"]
+    mode: Literal["random", "targeted"]
+    source_class: CLASS  # targeted only
+
+
+class FeatureCollision(Poisoned):
+    kind: Literal["poisoning"]
+    attack: Literal["feature_collision"]
+    source_class: CLASS
+    num_targets: whole(1, 10_000)
+    feature_layer: whole(-1000, 1000)  # ART layer index; negative counts from the end
+    max_iter: whole(1, 1_000_000)
+    learning_rate: number(1e-12, 1e6)
+    similarity_coeff: number(0.0, 1e9)
+    watermark: UNIT
+    proxy: Proxy
+
+
+class PatternTrigger(Group):
+    distances: Annotated[list[whole(1, 1000)], Field(min_length=1)]
+    pixel_value: UNIT
+
+
+class BlendTrigger(Group):
+    alpha: UNIT
+    seed: SEED
+
+
+class TriggerPgd(Group):
+    eps: UNIT
+    eps_step: UNIT
+    max_iter: whole(1, 1_000_000)
+
+
+class BadNets(Poisoned):
+    kind: Literal["backdoor"]
+    attack: Literal["badnets"]
+    trigger: PatternTrigger
+
+
+class Blended(Poisoned):
+    kind: Literal["backdoor"]
+    attack: Literal["blended"]
+    trigger: BlendTrigger
+
+
+class CleanLabel(Poisoned):
+    kind: Literal["backdoor"]
+    attack: Literal["clean_label"]
+    poison_rate: number(0.0, 1.0, high_open=True)  # ART's pp_poison must be < 1
+    trigger: PatternTrigger
+    pgd: TriggerPgd
+    proxy: Proxy
+
+
+POISONING = Annotated[Union[LabelFlip, FeatureCollision], Field(discriminator="attack")]
+BACKDOOR = Annotated[Union[BadNets, Blended, CleanLabel], Field(discriminator="attack")]
+THREAT = Annotated[Union[Evasion, Smoothing, POISONING, BACKDOOR], Field(discriminator="kind")]
+
+
+# ---- the cell ---------------------------------------------------------------------------------------------------
+class Cell(Group):
+    seed: SEED
+    device: Literal["auto", "cpu", "cuda"]
+    force: bool
+    experiment_name: Annotated[str, Field(min_length=1)]
+    results_dir: Annotated[str, Field(min_length=1)]
+    tracking_uri: str | None
+    torch_threads: whole(1, 4096) | None
+    eval: Eval
+    finetune: Finetune
+    train: Train
+    dataset: Dataset
+    model: Model
+    pruning: PRUNING
+    threat: THREAT
+
+
+def check(plain: dict) -> None:
+    """Raise ConfigError for the first key of `plain` (a resolved cell config) that breaks the schema."""
+    try:
+        Cell.model_validate(plain)
+    except ValidationError as err:
+        raise ConfigError(_message(err.errors()[0])) from None
+
+
+def names(union) -> set[str]:
+    """The values a discriminated union accepts for its discriminator (e.g. every pruning method)."""
+    members, field = _union(union)
+    return {value for member in members for value in _literal_values(member, field)}
+
+
+# ---- messages -------------------------------------------------------------------------------------------------------
+def _message(error: dict) -> str:
+    key, annotation, parent = _locate(error["loc"])
+    value = error.get("input")
+    kind, ctx = error["type"], error.get("ctx") or {}
+    leaf = key.rsplit(".", 1)[-1]
+    if kind == "missing":
+        return f"{key} is missing; required: {_describe(annotation, leaf)}"
+    if kind == "extra_forbidden":
+        return f"{key}={value!r} is not a key of {parent[0] or 'the config'}; allowed keys: {', '.join(parent[1])}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = ctx["discriminator"].strip("'")
+        allowed = ", ".join(sorted(names(annotation)))
+        if kind == "union_tag_not_found":
+            return f"{key}.{field} is missing; required: one of {allowed}"
+        return f"{key}.{field}={ctx['tag']!r} is unknown; allowed: {allowed}"
+    if kind == "literal_error":
+        return f"{key}={value!r} is unknown; allowed: {ctx['expected']}"
+    if kind == "number_range":
+        spec = next(m for m in _unwrap(annotation)[1] if isinstance(m, Number))
+        return f"{key}={value!r} is out of range; allowed: {spec.allowed(leaf, kind=False)}"
+    if kind == "number_type":
+        return f"{key}={value!r} is not {ctx['kind']}; allowed: {_describe(annotation, leaf)}"
+    if kind == "too_short":
+        return f"{key}={value!r} is empty; allowed: {_describe(annotation, leaf)} (at least {ctx['min_length']})"
+    return f"{key}={value!r} is not allowed; allowed: {_describe(annotation, leaf)}"
+
+
+def _unwrap(annotation):
+    """(base type, metadata) without Annotated; Optional[X] -> X."""
+    metadata = []
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            metadata += list(annotation.__metadata__)
+            annotation = typing.get_args(annotation)[0]
+            continue
+        if typing.get_origin(annotation) in (Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) == 1:
+                annotation = args[0]
+                continue
+        return annotation, metadata
+
+
+def _union(annotation) -> tuple[list, str] | None:
+    """(members, discriminator field) of a discriminated union, else None."""
+    base, metadata = _unwrap(annotation)
+    field = next((m.discriminator for m in metadata if getattr(m, "discriminator", None)), None)
+    if field and typing.get_origin(base) in (Union, types.UnionType):
+        return list(typing.get_args(base)), field
+    return None
+
+
+def _literal_values(member, field: str) -> tuple:
+    nested = _union(member)
+    if nested:  # a union of unions: e.g. threat kind -> attack
+        return tuple(v for m in nested[0] for v in _literal_values(m, field))
+    return typing.get_args(_unwrap(_field(member, field))[0])
+
+
+def _field(model, name: str):
+    """A model field's annotation with what pydantic keeps beside it (metadata, discriminator) put back."""
+    info = model.model_fields.get(name)
+    if info is None:
+        return None
+    annotation = info.rebuild_annotation()
+    return Annotated[annotation, Field(discriminator=info.discriminator)] if info.discriminator else annotation
+
+
+def _model_of(annotation):
+    base, _ = _unwrap(annotation)
+    return base if isinstance(base, type) and issubclass(base, BaseModel) else None
+
+
+def _locate(loc: tuple) -> tuple[str, Any, tuple[str, list[str]]]:
+    """The dotted key of a pydantic error location (union tags dropped, list items as [i]), the annotation there,
+    and (key, field names) of the innermost model around it."""
+    key, annotation, parent = "", Cell, ("", list(Cell.model_fields))
+    for part in loc:
+        union = _union(annotation)
+        if union and isinstance(part, str) and any(part in _literal_values(m, union[1]) for m in union[0]):
+            annotation = next(m for m in union[0] if part in _literal_values(m, union[1]))
+            continue
+        model = _model_of(annotation)
+        if model is not None and isinstance(part, str):
+            parent = (key, list(model.model_fields))
+            annotation = _field(model, part)
+            key = f"{key}.{part}" if key else part
+            continue
+        base, _ = _unwrap(annotation)
+        if isinstance(part, int) and typing.get_origin(base) is list:
+            annotation = typing.get_args(base)[0]
+            key = f"{key}[{part}]"
+            continue
+        key = f"{key}.{part}" if key else str(part)
+        annotation = None
+    return key, annotation, parent
+
+
+def _describe(annotation, name: str) -> str:
+    """What a key accepts, in words."""
+    if annotation is None:
+        return "nothing (an unknown key)"
+    base, metadata = _unwrap(annotation)
+    optional = typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in typing.get_args(annotation)
+    spec = next((m for m in metadata if isinstance(m, Number)), None)
+    if spec is not None:
+        text = spec.allowed(name)
+    elif _union(annotation):
+        text = f"a mapping with {_union(annotation)[1]} one of {', '.join(sorted(names(annotation)))}"
+    elif typing.get_origin(base) is Literal:
+        text = "one of " + ", ".join(repr(v) for v in typing.get_args(base))
+    elif typing.get_origin(base) is list:
+        text = f"a list, each {_describe(typing.get_args(base)[0], name + '[i]')}"
+    elif base is bool:
+        text = "true or false"
+    elif base is str:
+        text = "a string"
+    elif _model_of(base) is not None:
+        text = f"a mapping with keys {', '.join(base.model_fields)}"
+    else:
+        text = str(base)
+    return f"null or {text}" if optional else text
