@@ -19,7 +19,7 @@ from benchmark.cache import ModelCache
 from benchmark.data import LOADERS, load_dataset, seeded_indices, split_sizes
 from benchmark.properties import security_properties
 from benchmark.training import accuracy_and_loss, device_report, resolve_device
-from benchmark.validate import validate
+from benchmark.validate import check_config, validate
 
 log = logging.getLogger("benchmark")
 
@@ -75,7 +75,9 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def prepare(cfg: DictConfig) -> tuple[str, str]:
-    """Everything that must hold before compute: canonical form, validation, the cell's identity."""
+    """Everything that must hold before compute: the schema (so that canonicalize reads well-formed keys), the
+    canonical form, every other check, the cell's identity."""
+    check_config(cfg)
     canonicalize(cfg)
     validate(cfg)
     return hashing.cell_hash(cfg), run_name(cfg)

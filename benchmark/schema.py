@@ -60,7 +60,7 @@ BATCH = whole(1, 1_000_000)
 CLASS = whole(0, 100_000)  # checked against dataset.num_classes by benchmark/validate.py
 SEED = whole(0, 2**32 - 1)
 
-MODEL_NAMES = Literal["seed_cnn", "lenet300", "resnet20", "vgg11_bn"]
+MODEL_NAMES = Literal["seed_cnn", "lenet300", "resnet20", "vgg11_bn", "torchvision"]
 
 
 class Group(BaseModel):
@@ -69,10 +69,15 @@ class Group(BaseModel):
 
 # ---- dataset, model, training -------------------------------------------------------------------------------------
 class Dataset(Group):
-    name: Literal["digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "svhn"]
-    in_channels: whole(1, 4096)
-    image_size: whole(1, 100_000)
-    num_classes: whole(2, 100_000)
+    name: Literal["digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "svhn", "npz", "image_folder"]
+    # Declared by the built-in datasets; read from the files for npz and image_folder (benchmark.data.dataset_shape).
+    in_channels: whole(1, 4096) | None = None
+    image_size: whole(1, 100_000) | None = None
+    num_classes: whole(2, 100_000) | None = None
+    path: str | None = None  # npz: the archive
+    layout: Literal["auto", "nchw", "nhwc"] = "auto"  # npz: where a 4-d x keeps its channels
+    root: str | None = None  # image_folder: the folder
+    resize: whole(1, 100_000) | None = None  # image_folder: resize every image to N x N
     test_size: number(0.0, 1.0, low_open=True, high_open=True) | None = None  # digits, mnist5k: held-out share
     data_root: str | None = None  # torchvision datasets
     download: bool = False
@@ -84,6 +89,9 @@ class Dataset(Group):
 
 class Model(Group):
     name: MODEL_NAMES
+    checkpoint: str | None = None  # trained weights that replace dense training
+    arch: str | None = None  # torchvision: the torchvision.models builder
+    cifar_stem: Literal["auto"] | bool = "auto"  # torchvision: 3x3 stride-1 stem, no max-pool
 
 
 class Train(Group):
@@ -130,6 +138,7 @@ class Interpret(Group):
 
 class Eval(Group):
     train_subset: COUNT
+    collapse_margin: UNIT = 0.05  # clean/collapsed: clean accuracy <= chance + this margin
     latency: Latency
     calib_bins: whole(1, 10_000)
     corruptions: Corruptions
@@ -260,11 +269,19 @@ class DeepFool(Attack):
 ATTACK = Annotated[Union[Fgsm, Pgd, Square, AutoAttack, CarliniL2, DeepFool], Field(discriminator="name")]
 
 
+class Convergence(Group):
+    """PGD re-run at larger budgets (attacks/evasion.py)."""
+    multipliers: list[whole(2, 1000)]
+    scale: Literal["restarts", "steps"] = "restarts"
+    seeds: list[SEED] | None = None
+
+
 class Evasion(Threat):
     kind: Literal["evasion"]
     eps: list[UNIT]
     eps_l2: list[number(0.0, 1000.0)] = []
     masking_tolerance: UNIT = 0.0
+    convergence: Convergence | None = None
     attacks: Annotated[list[ATTACK], Field(min_length=1)]
 
 
@@ -291,6 +308,7 @@ class Poisoned(Threat):
     stage: Literal["poison_then_prune", "prune_then_poison"]
     finetune_data: Literal["clean", "poisoned"]
     clean_reference: bool
+    effective_threshold: UNIT  # threat/effective: the dense model's success reaches it
 
 
 class LabelFlip(Poisoned):
@@ -314,13 +332,18 @@ class FeatureCollision(Poisoned):
 
 
 class PatternTrigger(Group):
+    kind: Literal["pattern"]
     distances: Annotated[list[whole(1, 1000)], Field(min_length=1)]
     pixel_value: UNIT
 
 
 class BlendTrigger(Group):
+    kind: Literal["blend"]
     alpha: UNIT
     seed: SEED
+
+
+TRIGGER = Annotated[Union[PatternTrigger, BlendTrigger], Field(discriminator="kind")]
 
 
 class TriggerPgd(Group):
@@ -332,20 +355,20 @@ class TriggerPgd(Group):
 class BadNets(Poisoned):
     kind: Literal["backdoor"]
     attack: Literal["badnets"]
-    trigger: PatternTrigger
+    trigger: TRIGGER
 
 
 class Blended(Poisoned):
     kind: Literal["backdoor"]
     attack: Literal["blended"]
-    trigger: BlendTrigger
+    trigger: TRIGGER
 
 
 class CleanLabel(Poisoned):
     kind: Literal["backdoor"]
     attack: Literal["clean_label"]
     poison_rate: number(0.0, 1.0, high_open=True)  # ART's pp_poison must be < 1
-    trigger: PatternTrigger
+    trigger: TRIGGER
     pgd: TriggerPgd
     proxy: Proxy
 

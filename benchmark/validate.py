@@ -63,10 +63,10 @@ def check_config(cfg: DictConfig) -> None:
     """Everything that can be checked without torch: schema, keys that refer to each other, dataset files."""
     plain = resolved(cfg)
     schema.check(plain)
-    num_classes = plain["dataset"]["num_classes"]
+    num_classes = plain["dataset"].get("num_classes")  # None: read from the data (validate checks it then)
     threat = plain["threat"]
     for key in ("target_class", "source_class"):
-        if key in threat:
+        if key in threat and num_classes is not None:
             _range(f"threat.{key}", threat[key], 0, num_classes - 1)
     _check_dataset_shape(plain["dataset"])
     _check_dataset_files(plain["dataset"])
@@ -82,7 +82,7 @@ def check_device(name: str) -> None:
 
 
 def _check_dataset_shape(dataset: dict) -> None:
-    for key, fact in zip(("in_channels", "image_size", "num_classes"), DATASET_SHAPES[dataset["name"]]):
+    for key, fact in zip(("in_channels", "image_size", "num_classes"), DATASET_SHAPES.get(dataset["name"], ())):
         if fact is not None and dataset[key] != fact:
             raise ConfigError(f"dataset.{key}={dataset[key]!r} is not what dataset.name={dataset['name']!r} has; "
                               f"allowed: {fact}")
