@@ -144,7 +144,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
                                pruning_finetune=threat.pruning_finetune_set(data, poisoned),
                                finetune=threat.finetune_set(data, poisoned))
     metrics["time/data_s"] = time.perf_counter() - t
-    tracking.log_datasets(cfg.dataset.name, data, train)
+    tracking.log_datasets(cfg.dataset.name, data, sets.dense)
 
     dense_key = hashing.dense_key(cfg, threat.training_data_key())
     dense, dense_meta = stages.dense_model(cfg, sets.dense, dense_key, cache, device, use_cache)

@@ -94,7 +94,7 @@ def _stub_evaluation(monkeypatch, clean_labels, true_labels, attacks: dict[str, 
     name -> (subset, outcome); the cell's subset is every test image, in a seeded order that the stub sees."""
     from omegaconf import OmegaConf
 
-    from attacks.evasion import AttackSpec, EvasionThreat
+    from attacks.evasion import AttackSpec
     from benchmark.data import Dataset
 
     for name, (_, outcome) in attacks.items():

@@ -15,7 +15,6 @@ import time
 import urllib.request
 from collections import Counter
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
