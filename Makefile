@@ -8,9 +8,18 @@ TRACKING_URI ?= sqlite:///$(abspath $(RESULTS))/mlflow.db
 EXPERIMENT ?= default
 UI_PORT    ?= 5000
 
-.PHONY: venv benchmark grid figures paper test test-slow ui clean perf server
+.PHONY: venv venv-ray benchmark grid figures paper test test-slow test-scale ui clean perf server
 
 venv: $(STAMP)
+
+# The optional Ray launcher in its own venv (it needs cloudpickle<3; docs/scaling.md), the project installed editable.
+VENV_RAY   := .venv-ray
+venv-ray: $(VENV_RAY)/.installed
+$(VENV_RAY)/.installed: requirements-ray.lock pyproject.toml
+	$(PYTHON_SYS) -m venv $(VENV_RAY)
+	$(VENV_RAY)/bin/pip install --quiet --disable-pip-version-check -r requirements-ray.lock
+	$(VENV_RAY)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON_SYS) >/dev/null || { echo "need $(PYTHON_SYS) on PATH (or: make PYTHON_SYS=/path/to/python3.11)"; exit 1; }
