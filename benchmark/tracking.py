@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import os
 import platform
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def setup_experiment(tracking_uri: str, name: str, artifact_root: str | Path) ->
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    artifact_location = (Path(artifact_root).resolve() / name).as_uri()  # not ./mlruns of the current directory
+    # not ./mlruns of the current directory; a server stores them itself (proxied: workers need no shared disk)
+    server = tracking_uri.startswith(("http://", "https://"))
+    artifact_location = None if server else (Path(artifact_root).resolve() / name).as_uri()
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except mlflow.exceptions.MlflowException:  # created meanwhile by another worker
@@ -61,6 +64,7 @@ def provenance_tags() -> dict[str, str]:
     commit, dirty = git_state()
     tags = {"git_commit": commit, "git_dirty": str(dirty).lower(), "host": platform.node(),
             "python": platform.python_version(), "results_version": str(RESULTS_VERSION)}
+    tags.update({"slurm_job_id": os.environ["SLURM_JOB_ID"]} if "SLURM_JOB_ID" in os.environ else {})
     for package in PACKAGES:
         try:
             tags[f"version.{package}"] = importlib.metadata.version(package)
