@@ -16,6 +16,8 @@ from benchmark.version import RESULTS_VERSION, git_state
 PACKAGES = ["torch", "torchvision", "torch-pruning", "adversarial-robustness-toolbox", "hydra-core", "mlflow",
             "numpy", "pandas", "scikit-learn"]
 PARENT_RUN_ENV = "PRUNESEC_PARENT_RUN_ID"
+# A run inside a Slurm job is tagged with its job id (scancel and sacct name an array task ARRAY_TASK, not by it)
+SLURM_JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
 
 
 def default_tracking_uri(results_dir: str | Path) -> str:
@@ -64,7 +66,7 @@ def provenance_tags() -> dict[str, str]:
     commit, dirty = git_state()
     tags = {"git_commit": commit, "git_dirty": str(dirty).lower(), "host": platform.node(),
             "python": platform.python_version(), "results_version": str(RESULTS_VERSION)}
-    tags.update({"slurm_job_id": os.environ["SLURM_JOB_ID"]} if "SLURM_JOB_ID" in os.environ else {})
+    tags.update({key.lower(): os.environ[key] for key in SLURM_JOB_VARIABLES if key in os.environ})
     for package in PACKAGES:
         try:
             tags[f"version.{package}"] = importlib.metadata.version(package)

@@ -64,16 +64,23 @@ def wait_until(what: str, predicate, timeout: float, every: float = 1.0):
 
 
 def stop_group(process: subprocess.Popen, name: str) -> None:
-    """SIGTERM the process group started with start_new_session, SIGKILL after 30 s."""
-    if process.poll() is not None:
-        return
+    """SIGTERM the process group started with start_new_session (the server and its workers), SIGKILL whatever
+    of it is left after 30 s."""
+    def group_alive() -> bool:
+        try:
+            os.killpg(process.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
     say(f"stopping {name}")
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if group_alive():
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + 30
+        while group_alive() and time.monotonic() < deadline:
+            process.poll()  # reap the group leader
+            time.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------------------------------- services
@@ -230,7 +237,7 @@ def test_slurm_grid_cancel_and_rerun(server, slurm):
         return running[0] if running else None
 
     victim = wait_until("a cell to be running", a_running_cell, 600, every=0.5)
-    job_id = victim.data.tags["slurm_job_id"]
+    job_id = f"{victim.data.tags['slurm_array_job_id']}_{victim.data.tags['slurm_array_task_id']}"  # as squeue shows it
     say(f"scancel {job_id}: {victim.info.run_name} (run {victim.info.run_id}) mid-compute")
     sh("scancel", job_id, env=slurm)
     code = grid.wait(900)
