@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 STATE = Path(os.environ.get("PRUNESEC_SCALE_STATE", "/tmp/prunesec-scale"))
 RESULTS = STATE / "results"
-SERVER_PORT, RAY_PORT = 15001, 16379
+SERVER_PORT, RAY_PORT = 15001, 26379  # Ray keeps 10002-19999 for its workers
 MAKE = ["make", "-s", "-o", ".venv/.installed"]  # make test-scale has checked the venv already
 PY, PY_RAY = str(ROOT / ".venv/bin/python"), str(ROOT / ".venv-ray/bin/python")
 
@@ -220,6 +220,12 @@ def test_concurrent_logging_loses_and_duplicates_nothing(server):
     assert sample.info.artifact_uri.startswith("mlflow-artifacts:"), sample.info.artifact_uri
     stored = list((RESULTS / "mlartifacts").rglob(f"{sample.info.run_id}/artifacts/model/weights.txt"))
     assert len(stored) == 1 and stored[0].stat().st_size == 4096
+
+    # one writer alone, the same 20 runs: a local SQLite file vs the PostgreSQL server (printed, not asserted)
+    for store, uri in (("SQLite file", f"sqlite:///{STATE / 'logging-sqlite.db'}"), ("PostgreSQL server", server)):
+        report = json.loads(sh(PY, str(HERE / "log_runs.py"), uri, "scale_logging_alone", "alone", "20", str(RESULTS),
+                               env={"PYTHONPATH": str(ROOT)}).strip().splitlines()[-1])
+        say(f"MLflow logging per run, one writer, {store}: median {report['median_s_per_run'] * 1000:.0f} ms")
 
 
 @pytest.mark.timeout(1500)
