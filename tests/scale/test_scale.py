@@ -41,6 +41,7 @@ GRID = ["dataset=digits", "model=lenet300,seed_cnn", "pruning=magnitude_global",
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=local", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=20"]
 RAY = ["hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{RAY_PORT}"]
+RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # single-machine Ray: it keeps 127.0.0.1, not the host's IP
 
 
 def say(message: str) -> None:
@@ -145,7 +146,8 @@ def ray_head(state):
     ray = str(ROOT / ".venv-ray/bin/ray")
     try:
         sh(ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={RAY_PORT}", "--num-cpus=2",
-           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={state / 'ray'}", timeout=300)
+           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={state / 'ray'}", env=RAY_LOOPBACK,
+           timeout=300)
         yield f"127.0.0.1:{RAY_PORT}"
     finally:
         subprocess.run([ray, "stop", "--force"], cwd=ROOT, capture_output=True)
@@ -279,7 +281,7 @@ def test_ray_grid(server, ray_head):
     experiment, sweep_dir = "scale_ray", STATE / "sweeps/ray"
     command = grid_command(PY_RAY, server, experiment, sweep_dir, RAY)
     say("Ray grid: " + " ".join(command[2:]))
-    assert run_grid(command, "ray.log") == 0, tail("ray.log")
+    assert run_grid(command, "ray.log", RAY_LOOPBACK) == 0, tail("ray.log")
     cells = ledger(sweep_dir)
     assert sorted(c["status"] for c in cells) == ["finished"] * 6, cells
     runs = runs_of(server, experiment)
