@@ -31,11 +31,12 @@ SERVER_PORT, RAY_PORT = 15001, 26379  # Ray keeps 10002-19999 for its workers
 MAKE = ["make", "-s", "-o", ".venv/.installed"]  # make test-scale has checked the venv already
 PY, PY_RAY = str(ROOT / ".venv/bin/python"), str(ROOT / ".venv-ray/bin/python")
 
-# The 6-cell grid (2 models x 3 sparsities), small cells, one torch thread each. A seed-CNN cell computes for
-# several seconds (10 dense epochs when its dense model is not cached yet), longer than Slurm's KillWait (1 s,
-# slurm_up.sh): submitit ignores SIGTERM, so a cell that ends within KillWait of a scancel still reports its result.
+# The 6-cell grid (2 models x 3 sparsities), small cells, one torch thread each. The first seed-CNN cell trains its
+# dense model (30 epochs, ~10 s) inside its run, well past the ~3 s Slurm gives a step between SIGTERM and SIGKILL
+# (KillWait 1 s, slurm_up.sh): submitit ignores SIGTERM, so a cell that ends within that window of a scancel
+# still reports its result and the grid would not see the cancel.
 GRID = ["dataset=digits", "model=lenet300,seed_cnn", "pruning=magnitude_global", "pruning.sparsity=0.5,0.7,0.9",
-        "threat=fgsm", "threat.subset=50", "train.epochs=10", "finetune.epochs=3", "eval.corruptions.enabled=false",
+        "threat=fgsm", "threat.subset=50", "train.epochs=30", "finetune.epochs=3", "eval.corruptions.enabled=false",
         "eval.interpret.enabled=false", "eval.latency.repeats=2", "device=cpu", "torch_threads=1"]
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=local", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=20"]
@@ -244,7 +245,7 @@ def test_slurm_grid_cancel_and_rerun(server, slurm):
             pytest.fail(f"the grid ended before a cell was seen running:\n{tail('slurm-1.log')}")
         running = [r for r in runs_of(server, experiment)
                    if r.info.status == "RUNNING" and r.info.run_name.startswith("seed_cnn|")]
-        return running[0] if running else None
+        return min(running, key=lambda r: r.info.start_time) if running else None  # the one training the dense model
 
     victim = wait_until("a seed-CNN cell to be running", a_running_cell, 600, every=0.5)
     job_id = f"{victim.data.tags['slurm_array_job_id']}_{victim.data.tags['slurm_array_task_id']}"  # as squeue shows it
