@@ -8,9 +8,18 @@ TRACKING_URI ?= sqlite:///$(abspath $(RESULTS))/mlflow.db
 EXPERIMENT ?= default
 UI_PORT    ?= 5000
 
-.PHONY: venv benchmark grid figures verify paper test test-slow ui clean perf server gpu-check
+.PHONY: venv venv-ray benchmark grid figures verify paper test test-slow test-scale ui clean perf server gpu-check
 
 venv: $(STAMP)
+
+# The optional Ray launcher in its own venv (it needs cloudpickle<3; docs/scaling.md), the project installed editable.
+VENV_RAY   := .venv-ray
+venv-ray: $(VENV_RAY)/.installed
+$(VENV_RAY)/.installed: requirements-ray.lock pyproject.toml
+	$(PYTHON_SYS) -m venv $(VENV_RAY)
+	$(VENV_RAY)/bin/pip install --quiet --disable-pip-version-check -r requirements-ray.lock
+	$(VENV_RAY)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON_SYS) >/dev/null || { echo "need $(PYTHON_SYS) on PATH (or: make PYTHON_SYS=/path/to/python3.11)"; exit 1; }
@@ -59,13 +68,22 @@ perf: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) -m benchmark.gpu_check --experiment $(EXPERIMENT) --out $(RESULTS)/gpu_check
 
-# A tracking server on loopback for many workers (grids: tracking_uri=http://127.0.0.1:$(SERVER_PORT)).
-# SQLite here; for a team use a PostgreSQL URI: make server BACKEND_URI=postgresql://user:pw@host/mlflow
-SERVER_PORT ?= 5001
-BACKEND_URI ?= $(TRACKING_URI)
+# An MLflow tracking server on loopback for many workers (grids: tracking_uri=http://127.0.0.1:$(SERVER_PORT)).
+# BACKEND_URI: the local SQLite store by default, or PostgreSQL (driver in the lock):
+#   make server BACKEND_URI=postgresql://user:pw@127.0.0.1:5432/mlflow SERVER_HOST=0.0.0.0
+# Artifacts go through the server into $(RESULTS)/mlartifacts, so workers need no shared file system for them.
+SERVER_HOST    ?= 127.0.0.1
+SERVER_PORT    ?= 5001
+SERVER_WORKERS ?= 2
+BACKEND_URI    ?= $(TRACKING_URI)
 server: $(STAMP)
 	$(VENV)/bin/mlflow server --backend-store-uri "$(BACKEND_URI)" --artifacts-destination "$(abspath $(RESULTS))/mlartifacts" \
-		--host 127.0.0.1 --port $(SERVER_PORT)
+		--host $(SERVER_HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS)
+
+# Items 1-3 of docs/scaling.md as root: a Slurm cluster, a Ray head and a PostgreSQL-backed MLflow server, each
+# installed if missing, started, exercised by tests/scale and stopped (also on failure).
+test-scale: $(STAMP)
+	bash tests/scale/run.sh
 
 clean:
 	rm -rf $(RESULTS)/mlflow.db $(RESULTS)/mlartifacts $(RESULTS)/cache $(RESULTS)/figures $(RESULTS)/tables $(RESULTS)/paper $(RESULTS)/hydra

@@ -30,6 +30,8 @@ KILLED_REASON_TAG = "killed_reason"
 PROBE_TIMEOUT_S = 5.0
 STORE_CREATE_TIMEOUT_S = 300.0  # waiting for another process that is creating the same store
 SQLITE_MAGIC = b"SQLite format 3\x00"
+# A run inside a Slurm job is tagged with its job id (scancel and sacct name an array task ARRAY_TASK, not by it)
+SLURM_JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
 
 
 class StoreUnavailable(OSError):
@@ -171,7 +173,9 @@ def setup_experiment(tracking_uri: str, name: str, artifact_root: str | Path) ->
     artifact_root = Path(artifact_root).resolve()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        artifact_location = (artifact_root / name).as_uri()  # not ./mlruns of the current directory
+        # not ./mlruns of the current directory; a server stores them itself (proxied: workers need no shared disk)
+        server = tracking_uri.startswith(("http://", "https://"))
+        artifact_location = None if server else (artifact_root / name).as_uri()
         try:
             return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
         except mlflow.exceptions.MlflowException:  # created meanwhile by another worker
@@ -287,6 +291,7 @@ def provenance_tags() -> dict[str, str]:
     commit, dirty = git_state()
     tags = {"git_commit": commit, "git_dirty": str(dirty).lower(), "host": platform.node(),
             "python": platform.python_version(), "results_version": str(RESULTS_VERSION)}
+    tags.update({key.lower(): os.environ[key] for key in SLURM_JOB_VARIABLES if key in os.environ})
     for package in PACKAGES:
         try:
             tags[f"version.{package}"] = importlib.metadata.version(package)
