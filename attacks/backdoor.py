@@ -53,7 +53,7 @@ class BackdoorThreat(DataThreat):
 
     # ---- the trigger --------------------------------------------------------------------------------------
     def backdoor(self, shape: tuple[int, ...]) -> PoisoningAttackBackdoor:
-        """ART's backdoor for images of `shape` (C, H, W); NCHW needs channels_first=True (verified-facts)."""
+        """ART's backdoor for images of `shape` (C, H, W); NCHW needs channels_first=True."""
         trigger = self.cfg.trigger
         if trigger.kind == "blend":
             path = self._noise_trigger(shape, trigger.seed)

@@ -172,7 +172,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     metrics.update(measured)
     metrics["time/measure_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()  # calibration, corruptions, attribution agreement (issue 5)
+    t = time.perf_counter()  # calibration, corruptions, attribution agreement
     properties, property_curves, property_figures = security_properties(cfg.eval, dense, model, data, device, cfg.seed)
     metrics.update(properties)
     for artifact, figure in property_figures.items():

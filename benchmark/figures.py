@@ -78,7 +78,7 @@ FIGURES: list[FigureSpec] = [
                x="cost/macs", xlabel="MACs per image", logx=True, accuracy=True),
     FigureSpec("pareto_latency_vs_worst_robust", "robust/worst/eps_*", "worst-case robust accuracy",
                x="cost/latency_ms", xlabel="CPU latency per batch (ms)", logx=True, accuracy=True),
-    # Poisoning and backdoors (issue 4): one figure per threat variant (threat.name carries rate/stage/fine-tune data).
+    # Poisoning and backdoors: one figure per threat variant (threat.name carries rate/stage/fine-tune data).
     FigureSpec("backdoor_asr_vs_sparsity", "backdoor/asr", "backdoor attack success rate", threat_metric=True),
     FigureSpec("backdoor_triggered_acc_vs_sparsity", "backdoor/clean_acc_triggered", "accuracy on triggered inputs",
                accuracy=True, threat_metric=True),
@@ -86,7 +86,7 @@ FIGURES: list[FigureSpec] = [
                threat_metric=True),
     FigureSpec("poison_targeted_vs_sparsity", "poison/targeted_success", "targeted poisoning success",
                threat_metric=True),
-    # Strong evasion, certification, calibration, corruptions, interpretability (issue 5).
+    # Strong evasion, certification, calibration, corruptions, interpretability.
     FigureSpec("worst_l2_robust_vs_sparsity", "robust/worst_l2/eps_*", "worst-case robust accuracy (L2)",
                accuracy=True),
     FigureSpec("convergence_gap_vs_sparsity", "robust/convergence_gap/eps_*", "PGD acc(B) - acc(m B), largest m",

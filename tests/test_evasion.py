@@ -1,4 +1,4 @@
-"""Known-answer tests for issue 5's evasion breadth and certification: every attack breaks an undefended model at a
+"""Known-answer tests for the evasion breadth and certification: every attack breaks an undefended model at a
 large budget, the worst case is a lower bound, the gradient-masking flag separates a masked model from a normal
 one, minimal-perturbation read-out, and randomized smoothing's certificate on a model with a known answer."""
 from __future__ import annotations

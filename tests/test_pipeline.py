@@ -1,4 +1,4 @@
-"""Known-answer tests of the walking skeleton (issue 2): pruning, fine-tuning, evasion, one cell end to end."""
+"""Known-answer tests of the walking skeleton: pruning, fine-tuning, evasion, one cell end to end."""
 from __future__ import annotations
 
 import copy

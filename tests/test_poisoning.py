@@ -1,4 +1,4 @@
-"""Known answers for the poisoning and backdoor threats (issue 4), on `digits` with the seed CNN."""
+"""Known answers for the poisoning and backdoor threats, on `digits` with the seed CNN."""
 from __future__ import annotations
 
 import copy

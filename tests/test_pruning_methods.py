@@ -1,4 +1,4 @@
-"""Known-answer tests of the pruning methods, schedules and cost measurements (issue 3)."""
+"""Known-answer tests of the pruning methods, schedules and cost measurements."""
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,4 @@
-"""Reliability (issue 7): the model cache under corruption and concurrent writers, parallel MLflow logging into
+"""Reliability: the model cache under corruption and concurrent writers, parallel MLflow logging into
 one SQLite file, an interrupted grid re-run to completion, and seeded determinism."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Known-answer tests for the per-cell security properties of issue 5: calibration (ECE, NLL), common corruptions,
+"""Known-answer tests for the per-cell security properties: calibration (ECE, NLL), common corruptions,
 attribution agreement and deletion faithfulness, and their logging by one real cell."""
 from __future__ import annotations
 

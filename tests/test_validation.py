@@ -1,4 +1,4 @@
-"""Bad input fails before any compute, naming the key, the value and what is allowed (issues 2 and 7)."""
+"""Bad input fails before any compute, naming the key, the value and what is allowed."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -24,7 +24,7 @@ def pgd_perturbation(eps: float, steps: int) -> Callable[[nn.Module, torch.Tenso
     """L-inf PGD with a random start (Madry et al. 2018) for adversarial fine-tuning, step 2.5 * eps / steps.
 
     Hand-written in torch rather than ART: it runs once per mini-batch inside the training loop, where ART's
-    wrapper and success checks cost ~1.5-2x (verified-facts.md); the attack evaluation itself stays ART's.
+    wrapper and success checks would run on every mini-batch; the attack evaluation itself stays ART's.
     Only the input gets a gradient (autograd.grad), so parameter gradients are untouched. Inputs are in [0, 1].
     """
     step = 2.5 * eps / steps
