@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
 from attacks.base import Threat, ThreatReport
-from benchmark.data import Dataset
+from benchmark.data import Dataset, seeded_indices
 
 _NORM = {"linf": np.inf, "l2": 2}
 
@@ -120,8 +120,7 @@ def eval_subset(data: Dataset, size: int, seed: int) -> tuple[torch.Tensor, torc
     """A fixed, seeded subset of the test set on which every attack of a cell is run.
 
     A smaller size gives a prefix of the same permutation, so per-attack subsets are nested."""
-    size = min(size, len(data.y_test))
-    idx = torch.randperm(len(data.y_test), generator=torch.Generator().manual_seed(seed))[:size]
+    idx = seeded_indices(len(data.y_test), size, seed)
     return data.x_test[idx], data.y_test[idx]
 
 

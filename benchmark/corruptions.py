@@ -13,6 +13,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from benchmark.calibration import logits_of
+from benchmark.data import seeded_indices
 
 
 def _gaussian_noise(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -44,7 +45,7 @@ def corrupt(x: torch.Tensor, name: str, severity: int, params, seed: int) -> tor
 def corruption_subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int):
     if not size or size >= len(y):
         return x, y
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
+    idx = seeded_indices(len(y), size, seed)
     return x[idx], y[idx]
 
 

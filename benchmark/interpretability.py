@@ -15,6 +15,7 @@ from captum.attr import IntegratedGradients, Saliency
 from scipy.stats import rankdata
 
 from benchmark.calibration import logits_of
+from benchmark.data import seeded_indices
 
 METHODS = ("saliency", "integrated_gradients")
 
@@ -74,7 +75,7 @@ def area(curve: list[float]) -> float:
 
 
 def interpret_subset(x: torch.Tensor, y: torch.Tensor, size: int, seed: int):
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + 1))[: min(size, len(y))]
+    idx = seeded_indices(len(y), size, seed + 1)
     return x[idx], y[idx]
 
 
