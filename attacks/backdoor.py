@@ -21,6 +21,7 @@ import numpy as np
 from art.attacks.poisoning import PoisoningAttackBackdoor, PoisoningAttackCleanLabelBackdoor
 from art.attacks.poisoning.perturbations import add_pattern_bd, insert_image
 
+from attacks import THREATS
 from attacks.evasion import eval_subset
 from attacks.poisoning import DataThreat, predictions, proxy_classifier
 from benchmark.data import Dataset
@@ -30,21 +31,11 @@ def one_hot(label: int, num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[label]
 
 
-TRIGGERS = ("pattern", "blend")  # ART add_pattern_bd stamps near the bottom-right corner | a blended noise image
 
-
+@THREATS.register("backdoor")
 class BackdoorThreat(DataThreat):
     ATTACKS = ("badnets", "blended", "clean_label")
     SUCCESS_METRIC = "backdoor/asr"
-
-    @classmethod
-    def check_config(cls, cfg) -> None:
-        from benchmark.validate import _choice, _range
-
-        super().check_config(cfg)
-        _choice("threat.trigger.kind", cfg.trigger.kind, TRIGGERS)
-        if cfg.trigger.kind == "blend":
-            _range("threat.trigger.alpha", cfg.trigger.alpha, 0.0, 1.0)
 
     def __init__(self, cfg):
         super().__init__(cfg)

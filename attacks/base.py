@@ -19,10 +19,22 @@ class ThreatReport:
 
 
 class Threat:
-    """Base threat: leaves training alone. Poisoning/backdoor threats override the two training hooks."""
+    """Base threat: leaves training alone. Poisoning/backdoor threats override the two training hooks.
+
+    A threat kind is a subclass in a module of attacks/ registered with `@THREATS.register(kind)`; its config
+    keys are declared in benchmark/schema.py (the schema is checked before torch is imported)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Checks across keys that the schema cannot state (benchmark/validate.py calls it before any compute)."""
+
+    @classmethod
+    def class_keys(cls, cfg) -> list[str]:
+        """The keys that name a class: benchmark/validate.py checks them against the data's classes."""
+        return []
 
     def training_data_key(self) -> dict | None:
         """The part of the config that changes the training data; None when the data is clean.

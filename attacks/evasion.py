@@ -30,8 +30,10 @@ from art.attacks.evasion import (
 )
 from omegaconf import OmegaConf
 
+from attacks import THREATS
 from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
 from attacks.base import Threat, ThreatReport
+from benchmark.checks import ConfigError
 from benchmark.data import Dataset, seeded_indices
 
 _NORM = {"linf": np.inf, "l2": 2}
@@ -153,9 +155,6 @@ def pgd_budget(params) -> int:
     return int(params.max_iter) * max(1, int(params.get("random_restarts", 1)))
 
 
-CONVERGENCE_SCALES = ("restarts", "steps")
-
-
 def scaled_budget(params, multiplier: int, scale: str):
     """The same attack with `multiplier` times its budget: `multiplier` x the random starts (fresh starts find
     maxima one start misses), or x the steps (step size unchanged)."""
@@ -222,46 +221,19 @@ def gradient_masking(acc: dict[tuple[str, float], np.ndarray], tolerance: float)
     return float(margin > tolerance), margin
 
 
+@THREATS.register("evasion")
 class EvasionThreat(Threat):
     @classmethod
     def check_config(cls, cfg) -> None:
-        """Checks beyond benchmark/validate.py's shared ones (names, eps, batch sizes): L2 budgets, per-attack
-        subsets and the attack-specific knobs."""
-        from benchmark.validate import ConfigError, _choice, _range
-
-        eps_l2 = cfg.get("eps_l2") or []
-        for i, eps in enumerate(eps_l2):
-            _range(f"threat.eps_l2[{i}]", eps, 0.0, 1000.0)
-        _range("threat.masking_tolerance", cfg.get("masking_tolerance", 0.0), 0.0, 1.0)
+        """L2 attacks need L2 budgets; a convergence check needs an iterative attack."""
         for i, attack in enumerate(cfg.attacks):
-            prefix, spec = f"threat.attacks[{i}]", ATTACKS[attack.name]
-            if spec.norm == "l2" and not eps_l2:
-                raise ConfigError(f"{prefix}.name={attack.name!r} is an L2 attack but threat.eps_l2 is empty; "
-                                  "set threat.eps_l2 (e.g. eps_l2: ${dataset.eps_l2})")
-            if attack.get("subset") is not None:
-                _range(f"{prefix}.subset", attack.subset, 1, 10_000_000)
-            for key, low, high in (("restarts", 1, 10_000), ("p_init", 1e-6, 1.0), ("binary_search_steps", 1, 1000),
-                                   ("square_queries", 1, 1_000_000), ("nb_grads", 2, 100_000),
-                                   ("overshoot", 0.0, 10.0), ("learning_rate", 1e-9, 100.0)):
-                if key in attack:
-                    _range(f"{prefix}.{key}", attack[key], low, high)
-            for j, part in enumerate(attack.get("components") or []):
-                _choice(f"{prefix}.components[{j}]", part, {"apgd_ce", "apgd_dlr", "square"})
-            if "components" in attack and not attack.components:
-                raise ConfigError(f"{prefix}.components is empty; allowed: a list of apgd_ce, apgd_dlr, square")
+            if ATTACKS[attack.name].norm == "l2" and not cfg.get("eps_l2"):
+                raise ConfigError(f"threat.attacks[{i}].name={attack.name!r} is an L2 attack but threat.eps_l2 is "
+                                  "empty; set threat.eps_l2 (e.g. eps_l2: ${dataset.eps_l2})")
         block = cfg.get("convergence")
-        if block:
-            for i, multiplier in enumerate(block.get("multipliers") or []):
-                _range(f"threat.convergence.multipliers[{i}]", multiplier, 2, 1000)
-                if not isinstance(multiplier, int):
-                    raise ConfigError(f"threat.convergence.multipliers[{i}]={multiplier!r} is not an integer; "
-                                      "allowed: integers 2 <= multiplier <= 1000")
-            _choice("threat.convergence.scale", block.get("scale", "restarts"), CONVERGENCE_SCALES)
-            for i, seed in enumerate(block.get("seeds") or []):
-                _range(f"threat.convergence.seeds[{i}]", seed, 0, 2**32 - 1)
-            if block.get("multipliers") and not any(ATTACKS[a.name].role == "iterative" for a in cfg.attacks):
-                raise ConfigError("threat.convergence.multipliers is set but threat.attacks has no iterative attack; "
-                                  "allowed: pgd_linf or pgd_l2 in threat.attacks, or convergence: null")
+        if block and block.get("multipliers") and not any(ATTACKS[a.name].role == "iterative" for a in cfg.attacks):
+            raise ConfigError("threat.convergence.multipliers is set but threat.attacks has no iterative attack; "
+                              "allowed: pgd_linf or pgd_l2 in threat.attacks, or convergence: null")
 
     def evaluate(self, model, data: Dataset, device: torch.device, seed: int) -> ThreatReport:
         x, y = eval_subset(data, self.cfg.subset, seed)

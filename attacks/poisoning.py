@@ -17,15 +17,15 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
+from attacks import THREATS
 from attacks.art_classifier import art_classifier, to_numpy
 from attacks.base import Threat, ThreatReport
 from attacks.evasion import eval_subset
+from benchmark.checks import ConfigError
 from benchmark.data import Dataset
 from benchmark.hashing import stable_hash
 from benchmark.training import accuracy_and_loss, fit, predict, seed_everything
 
-STAGES = ("poison_then_prune", "prune_then_poison")
-FINETUNE_DATA = ("clean", "poisoned")
 # Keys that say where/how the poisoned set is used or evaluated, not what it is: outside the poison's identity.
 _NOT_POISON_IDENTITY = {"name", "stage", "finetune_data", "clean_reference", "subset", "effective_threshold"}
 # Poisoned sets built in this process, newest last: the cells of a grid run in long-lived workers and share them
@@ -145,28 +145,12 @@ class DataThreat(Threat):
     # ---- config checks (benchmark/validate.py calls these before any compute; it checks poison_rate) --------
     @classmethod
     def check_config(cls, cfg) -> None:
-        from benchmark.validate import ConfigError, _choice, _range
-
-        _choice("threat.attack", cfg.attack, cls.ATTACKS)
-        _choice("threat.stage", cfg.stage, STAGES)
-        _choice("threat.finetune_data", cfg.finetune_data, FINETUNE_DATA)
-        _range("threat.effective_threshold", cfg.effective_threshold, 0.0, 1.0)
         if cfg.stage == "prune_then_poison" and cfg.finetune_data != "poisoned":
             raise ConfigError("threat.stage='prune_then_poison' fine-tunes on the poisoned set; "
                               "threat.finetune_data must be 'poisoned' (cell.canonicalize sets it)")
-        for key in cls.class_keys(cfg):
-            if not isinstance(cfg[key], int) or isinstance(cfg[key], bool):
-                raise ConfigError(f"threat.{key}={cfg[key]!r} must be a class index (an integer)")
-        if cfg.attack == "label_flip":
-            _choice("threat.mode", cfg.mode, {"random", "targeted"})
-            if cfg.mode == "targeted" and cfg.source_class == cfg.target_class:
-                raise ConfigError(f"threat.source_class={cfg.source_class} equals threat.target_class: "
-                                  "targeted flipping needs two different classes")
-        if cfg.attack == "feature_collision":
-            _range("threat.num_targets", cfg.num_targets, 1, 10_000)
-            _range("threat.max_iter", cfg.max_iter, 1, 1_000_000)
-        if cfg.attack == "clean_label":  # ART's pp_poison must lie in (0, 1); 0 means the clean set here
-            _range("threat.poison_rate", cfg.poison_rate, 0.0, 1.0, high_open=True)
+        if cfg.attack == "label_flip" and cfg.mode == "targeted" and cfg.source_class == cfg.target_class:
+            raise ConfigError(f"threat.source_class={cfg.source_class} equals threat.target_class: "
+                              "targeted flipping needs two different classes")
 
     @classmethod
     def class_keys(cls, cfg) -> list[str]:
@@ -227,6 +211,7 @@ def flip_labels(y: np.ndarray, rate: float, num_classes: int, seed: int, mode: s
     return y
 
 
+@THREATS.register("poisoning")
 class PoisoningThreat(DataThreat):
     ATTACKS = ("label_flip", "feature_collision")
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
 
+from attacks import THREATS
 from attacks.art_classifier import frozen_parameters, to_numpy
 from attacks.base import Threat, ThreatReport
 from attacks.evasion import eval_subset
@@ -29,20 +30,8 @@ def certified_accuracy(pred: np.ndarray, radius: np.ndarray, y: np.ndarray, r: f
     return float(((pred == y) & (radius >= r)).mean())
 
 
+@THREATS.register("smoothing")
 class SmoothingThreat(Threat):
-    @classmethod
-    def check_config(cls, cfg) -> None:
-        from benchmark.validate import _range
-
-        _range("threat.subset", cfg.subset, 1, 10_000_000)
-        _range("threat.sigma", cfg.sigma, 1e-6, 100.0)
-        _range("threat.n_select", cfg.n_select, 1, 100_000_000)
-        _range("threat.n_certify", cfg.n_certify, 1, 100_000_000)
-        _range("threat.alpha", cfg.alpha, 1e-12, 0.5)
-        _range("threat.batch_size", cfg.batch_size, 1, 1_000_000)
-        for i, r in enumerate(cfg.radii):
-            _range(f"threat.radii[{i}]", r, 0.0, 1000.0)
-
     def smoothed(self, model: nn.Module, data: Dataset, device: torch.device) -> PyTorchRandomizedSmoothing:
         return PyTorchRandomizedSmoothing(
             model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(data.x_test.shape[1:]),

@@ -18,6 +18,7 @@ from benchmark import hashing, measure, stages, tracking
 from benchmark.cache import ModelCache
 from benchmark.data import LOADERS, load_dataset, seeded_indices, split_sizes
 from benchmark.properties import security_properties
+from benchmark.pruning import PRUNERS
 from benchmark.training import accuracy_and_loss, device_report, resolve_device
 from benchmark.validate import check_config, validate
 
@@ -37,8 +38,9 @@ class CellResult:
 def canonicalize(cfg: DictConfig) -> None:
     """One computation, one config: values that compute the same thing are written one way before validation
     and hashing (the logged config.yaml shows the values the cell used)."""
-    if cfg.pruning.method == "none" and cfg.pruning.sparsity != 0:
-        log.info("pruning=none: sparsity %s normalised to 0 (the dense baseline)", cfg.pruning.sparsity)
+    if PRUNERS[cfg.pruning.method].ignores_sparsity and cfg.pruning.sparsity != 0:
+        log.info("pruning=%s: sparsity %s normalised to 0 (it ignores sparsity)", cfg.pruning.method,
+                 cfg.pruning.sparsity)
         cfg.pruning.sparsity = 0.0
     if cfg.threat.get("stage") == "prune_then_poison":  # it always fine-tunes on the poisoned set
         cfg.threat.finetune_data = "poisoned"
@@ -64,11 +66,7 @@ def run_name(cfg: DictConfig) -> str:
     """Reads like the cell: `seed_cnn|magnitude_global|s=0.9|pgd|seed=0`, the method followed by its
     non-default variants (`+layerwise`, `+iterative3`, `+advft`) so the UI's run list tells them apart."""
     pruning = cfg.pruning
-    method = pruning.method
-    if pruning.get("scope") == "layerwise":
-        method += "+layerwise"
-    if pruning.get("schedule") == "iterative":
-        method += f"+iterative{pruning.steps}"
+    method = pruning.method + PRUNERS[pruning.method].variant_label(pruning)
     if cfg.finetune.adversarial:
         method += "+advft"
     return f"{cfg.model.get('arch', cfg.model.name)}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
-from benchmark.validate import ConfigError
+from benchmark.checks import ConfigError
 
 
 class DatasetUnavailable(RuntimeError):

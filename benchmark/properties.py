@@ -10,34 +10,6 @@ import time
 from benchmark import calibration, corruptions, interpretability
 
 
-def check_config(eval_cfg) -> None:
-    """The `eval` block's checks (called by benchmark/validate.py before any compute)."""
-    from benchmark.validate import ConfigError, _range
-
-    _range("eval.calib_bins", eval_cfg.calib_bins, 1, 10_000)
-    block = eval_cfg.corruptions
-    if block.get("subset") is not None:
-        _range("eval.corruptions.subset", block.subset, 1, 10_000_000)
-    unknown = set(block) - {"enabled", "subset", *corruptions.CORRUPTIONS}
-    if unknown:
-        raise ConfigError(f"eval.corruptions.{sorted(unknown)[0]} is unknown; allowed: "
-                          f"enabled, subset, {', '.join(corruptions.CORRUPTIONS)}")
-    for name in corruptions.CORRUPTIONS:
-        high = 1.0 if name == "contrast" else 100.0
-        for i, value in enumerate(block.get(name) or []):
-            _range(f"eval.corruptions.{name}[{i}]", value, 1e-9 if name != "gaussian_noise" else 0.0, high)
-    block = eval_cfg.interpret
-    _range("eval.interpret.subset", block.subset, 1, 100_000)
-    for i, method in enumerate(block.methods):
-        if method not in interpretability.METHODS:
-            raise ConfigError(f"eval.interpret.methods[{i}]={method!r} is unknown; "
-                              f"allowed: {list(interpretability.METHODS)}")
-    _range("eval.interpret.ig_steps", block.ig_steps, 1, 10_000)
-    _range("eval.interpret.topk", block.topk, 1e-9, 1.0)
-    _range("eval.interpret.deletion_steps", block.deletion_steps, 1, 10_000)
-    _range("eval.interpret.figure_images", block.figure_images, 0, 64)
-
-
 def security_properties(eval_cfg, dense, model, data, device, seed: int):
     """(metrics, curves, figures) of the pruned `model` (and its `dense` parent for attribution agreement)."""
     metrics: dict[str, float] = {}

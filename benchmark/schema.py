@@ -13,58 +13,15 @@ import types
 import typing
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.functional_validators import PlainValidator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field, ValidationError
+
+from benchmark.checks import (BATCH, CLASS, COUNT, EPOCHS, LR, SEED, UNIT, ConfigError, Group, Number, number,
+                              whole)
+from benchmark.pruning import PRUNERS
 
 
-class ConfigError(ValueError):
-    """A config mistake: the message names the key, the value and what is allowed."""
-
-
-class Number:
-    """A number in a range: `whole` numbers reject fractions (1.5 and 2.0 alike), booleans are never numbers."""
-
-    def __init__(self, low: float, high: float, *, whole: bool = False, low_open: bool = False,
-                 high_open: bool = False):
-        self.low, self.high, self.whole, self.low_open, self.high_open = low, high, whole, low_open, high_open
-
-    def allowed(self, name: str, *, kind: bool = True) -> str:
-        prefix = ("a whole number " if self.whole else "a number ") if kind else ""
-        return f"{prefix}{self.low} {'<' if self.low_open else '<='} {name} {'<' if self.high_open else '<='} {self.high}"
-
-    def __call__(self, value):
-        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
-            raise PydanticCustomError("number_type", "not {kind}", {"kind": "a whole number" if self.whole else "a number"})
-        below = value < self.low or (self.low_open and value == self.low)
-        above = value > self.high or (self.high_open and value == self.high)
-        if below or above:
-            raise PydanticCustomError("number_range", "out of range")
-        return value
-
-
-def number(low, high, **kwargs):
-    spec = Number(low, high, **kwargs)
-    return Annotated[int if spec.whole else float, PlainValidator(spec), spec]
-
-
-def whole(low, high):
-    return number(low, high, whole=True)
-
-
-UNIT = number(0.0, 1.0)
-COUNT = whole(1, 10_000_000)
-EPOCHS = whole(0, 10_000)
-LR = number(1e-12, 10.0)
-BATCH = whole(1, 1_000_000)
-CLASS = whole(0, 100_000)  # checked against dataset.num_classes by benchmark/validate.py
-SEED = whole(0, 2**32 - 1)
-
-MODEL_NAMES = Literal["seed_cnn", "lenet300", "resnet20", "vgg11_bn", "torchvision"]
-
-
-class Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+# A registered model (models/): the registry imports torch, so benchmark.validate checks the name.
+MODEL_NAME = Annotated[str, Field(min_length=1)]
 
 
 # ---- dataset, model, training -------------------------------------------------------------------------------------
@@ -88,7 +45,7 @@ class Dataset(Group):
 
 
 class Model(Group):
-    name: MODEL_NAMES
+    name: MODEL_NAME
     checkpoint: str | None = None  # trained weights that replace dense training
     arch: str | None = None  # torchvision: the torchvision.models builder
     cifar_stem: Literal["auto"] | bool = "auto"  # torchvision: 3x3 stride-1 stem, no max-pool
@@ -145,72 +102,12 @@ class Eval(Group):
     interpret: Interpret
 
 
-# ---- pruning (one model per method: its own keys) ----------------------------------------------------------------
-SCOPE = Literal["global", "layerwise"]
-SCHEDULE = Literal["oneshot", "iterative"]
-ORDER = Literal["together", "last_first"]
-STEPS = whole(1, 100)
+# ---- pruning: each method declares its own model (benchmark/pruning/methods/) --------------------------------------
+def _discriminated(members: list, field: str):
+    return Annotated[Union[tuple(members)], Field(discriminator=field)] if len(members) > 1 else members[0]
 
 
-class Pruning(Group):
-    sparsity: number(0.0, 1.0, high_open=True)
-    prune_head: bool
-
-
-class NoPruning(Pruning):
-    method: Literal["none"]
-
-
-class OneShot(Pruning):
-    method: Literal["random", "l1_filter", "l2_filter", "taylor_filter", "lamp", "random_filter", "slimming"]
-
-
-class MagnitudeGlobal(Pruning):
-    method: Literal["magnitude_global"]
-    schedule: SCHEDULE = "oneshot"
-    steps: STEPS = 3
-
-
-class MagnitudeLayerwise(Pruning):
-    method: Literal["magnitude_layerwise"]
-    schedule: SCHEDULE = "oneshot"
-    steps: STEPS = 3
-    order: ORDER = "together"
-
-
-class Taylor(Pruning):
-    method: Literal["taylor"]
-    scope: SCOPE = "global"
-    schedule: SCHEDULE = "oneshot"
-    steps: STEPS = 3
-    order: ORDER = "together"
-
-
-class Threshold(Pruning):
-    method: Literal["threshold"]
-    rate: UNIT  # zero |w| <= rate * max|w| per layer
-
-
-class Snip(Pruning):
-    method: Literal["snip"]
-    scope: SCOPE = "global"
-    at_init: bool = True
-
-
-class LotteryTicket(Pruning):
-    method: Literal["lottery_ticket"]
-    rounds: whole(1, 50)
-    rewind_epoch: whole(0, 10_000)  # < train.epochs: benchmark/pruning checks it
-    scope: SCOPE = "global"
-
-
-class FinePruning(Pruning):
-    method: Literal["fine_pruning"]
-    channel_fraction: number(0.0, 1.0, high_open=True) | None = None
-
-
-PRUNING = Annotated[Union[NoPruning, OneShot, MagnitudeGlobal, MagnitudeLayerwise, Taylor, Threshold, Snip,
-                          LotteryTicket, FinePruning], Field(discriminator="method")]
+PRUNING = _discriminated([entry.config for entry in PRUNERS.entries()], "method")
 
 
 # ---- threats (one model per kind, and per attack for poisoning and backdoors) ------------------------------------
@@ -297,7 +194,7 @@ class Smoothing(Threat):
 
 class Proxy(Group):
     """The clean model an attacker trains for the clean-label attacks."""
-    model: MODEL_NAMES
+    model: MODEL_NAME
     epochs: whole(1, 10_000)
     lr: LR
 

@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from benchmark.cache import ModelCache
 from benchmark.data import Dataset, seeded_indices
-from benchmark.pruning import PruneContext, finalize, load_state_into, prune
+from benchmark.pruning import prune
+from benchmark.pruning.common import PruneContext, finalize, load_state_into
 from benchmark.pruning.loops import bn_l1_penalty, finetune_perturbation
 from benchmark.training import fit, seed_everything
 from benchmark.version import producing_commit

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from benchmark import schema
-from benchmark.schema import ConfigError
+from benchmark.checks import ConfigError, in_range
 
 __all__ = ["ConfigError", "check_config", "validate", "DATASET_FILES"]
 
@@ -37,19 +37,6 @@ DATASET_SHAPES = {"digits": (1, None, 10), "mnist5k": (1, 28, 10), "mnist": (1, 
                   "cifar10": (3, 32, 10), "svhn": (3, 32, 10)}
 
 
-def _choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is unknown; allowed: {sorted(allowed)}")
-
-
-def _range(key: str, value, low, high, *, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value and (
-        value < high if high_open else value <= high)
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is out of range; allowed: {low} <= {key.split('.')[-1]} "
-                          f"{'<' if high_open else '<='} {high}")
-
-
 def resolved(cfg: DictConfig) -> dict:
     """The config as plain values, interpolations resolved; a broken interpolation is a config mistake."""
     try:
@@ -67,7 +54,7 @@ def check_config(cfg: DictConfig) -> None:
     threat = plain["threat"]
     for key in ("target_class", "source_class"):
         if key in threat and num_classes is not None:
-            _range(f"threat.{key}", threat[key], 0, num_classes - 1)
+            in_range(f"threat.{key}", threat[key], 0, num_classes - 1)
     _check_dataset_shape(plain["dataset"])
     _check_dataset_files(plain["dataset"])
 
@@ -103,41 +90,32 @@ def _check_dataset_files(dataset: dict) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """All checks: `check_config`, then those that need torch and the registries (called by cell.prepare)."""
+    """All checks: `check_config`, then those that need torch and the registries (called by cell.prepare):
+    the threat's own cross-key checks, the classes the threat names against the data's, the
+    model (registered, built once for the data's shape) and what the pruning method needs of it."""
     check_config(cfg)
     from attacks import THREATS
-    from benchmark.properties import check_config as check_eval_config
-    from benchmark.pruning import STRUCTURED
-
-    check_eval_config(cfg.eval)
-    check = getattr(THREATS[cfg.threat.kind], "check_config", None)  # a threat's own checks, if it has any
-    if check is not None:
-        check(cfg.threat)
     from benchmark.data import dataset_shape
+    from models import MODELS
 
+    threat = THREATS[cfg.threat.kind].target
+    threat.check_config(cfg.threat)
     shape = dataset_shape(cfg.dataset)  # your own data: read from its files (DataError, a ConfigError, if unfit)
-    for key in getattr(THREATS[cfg.threat.kind], "class_keys", lambda _: [])(cfg.threat):  # classes it names
-        _range(f"threat.{key}", cfg.threat[key], 0, shape.num_classes - 1)
-    _model_fits_dataset(cfg, shape, STRUCTURED)
+    for key in threat.class_keys(cfg.threat):
+        in_range(f"threat.{key}", cfg.threat[key], 0, shape.num_classes - 1)
+    for key, name in (("model.name", cfg.model.name), ("threat.proxy.model", (cfg.threat.get("proxy") or {}).get("model"))):
+        if name is not None and name not in MODELS:
+            raise ConfigError(f"{key}={name!r} is unknown; allowed: {', '.join(map(repr, MODELS.names()))}")
+    _model_fits_dataset(cfg, shape)
 
 
-def _model_fits_dataset(cfg: DictConfig, shape, structured_methods) -> None:
+def _model_fits_dataset(cfg: DictConfig, shape) -> None:
     """Build the model once for the data's shape and run one image through it; check its checkpoint and what the
     pruning method needs (models/checks.py): catches impossible combinations early."""
-    import torch.nn as nn
-
-    from models import classifier_head
+    from benchmark.pruning import PRUNERS
     from models.checks import model_problems
 
-    model, problems = model_problems(cfg.model, shape, cfg.pruning.method, structured_methods)
+    _, problems = model_problems(cfg.model, shape, PRUNERS[cfg.pruning.method])
     for key, value, allowed in problems:
-        raise ConfigError(f"{key}={value!r} does not fit dataset.name={cfg.dataset.name!r}; allowed: {allowed}")
-    if cfg.pruning.method in structured_methods:
-        head = classifier_head(model)
-        if not any(isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head for m in model.modules()):
-            raise ConfigError(f"pruning.method={cfg.pruning.method!r} is structured but model.name={cfg.model.name!r} "
-                              "has no prunable channels besides its classifier head")
-    from benchmark.pruning import check_config as pruning_problems  # each method's own keys (benchmark/pruning)
-
-    for key, value, allowed in pruning_problems(cfg.pruning, model):
-        raise ConfigError(f"{key}={value!r} does not fit model.name={cfg.model.name!r}; allowed: {allowed}")
+        other = f"model.name={cfg.model.name!r}" if key == "pruning.method" else f"dataset.name={cfg.dataset.name!r}"
+        raise ConfigError(f"{key}={value!r} does not fit {other}; allowed: {allowed}")

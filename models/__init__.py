@@ -1,36 +1,24 @@
 """Model registry: name -> builder(in_channels, image_size, num_classes, **options) -> nn.Module.
 
-Every builder adapts to the dataset's channels, image size and number of classes. The `model` config group holds
-the name, the builder's options (e.g. `torchvision`'s `arch`, `cifar_stem`) and `checkpoint` (models/checkpoint.py).
+A model is a module of this package that registers its builder with `@MODELS.register(name)` (the modules are
+discovered), plus conf/model/<name>.yaml. Every builder adapts to the dataset's channels, image size and number
+of classes. The `model` config group holds the name, the builder's options (e.g. `torchvision`'s `arch`,
+`cifar_stem`) and `checkpoint` (models/checkpoint.py).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch.nn as nn
 
-from models.lenet import lenet300
-from models.resnet import resnet20
-from models.seed_cnn import seed_cnn
-from models.torchvision_models import torchvision_model
-from models.vgg import vgg11_bn
+from benchmark.registry import Registry
 
-ModelBuilder = Callable[..., nn.Module]
-
-MODELS: dict[str, ModelBuilder] = {
-    "seed_cnn": seed_cnn,
-    "lenet300": lenet300,
-    "resnet20": resnet20,
-    "vgg11_bn": vgg11_bn,
-    "torchvision": torchvision_model,
-}
+MODELS = Registry("model.name", "models")
 NOT_BUILDER_OPTIONS = {"name", "checkpoint"}  # model config keys that are not builder arguments
 
 
 def build_model(name: str, in_channels: int, image_size: int, num_classes: int, **options) -> nn.Module:
     if name not in MODELS:
-        raise ValueError(f"model.name={name!r} is unknown; allowed: {sorted(MODELS)}")
-    return MODELS[name](in_channels, image_size, num_classes, **options)
+        raise ValueError(f"model.name={name!r} is unknown; allowed: {MODELS.names()}")
+    return MODELS[name].target(in_channels, image_size, num_classes, **options)
 
 
 def model_options(model_cfg) -> dict:

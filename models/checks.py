@@ -18,9 +18,10 @@ def _has_attention(model: nn.Module) -> bool:
     return any("Attention" in type(m).__name__ for m in model.modules())
 
 
-def model_problems(model_cfg, shape, pruning_method: str, structured: set[str]) -> tuple[nn.Module | None, list[Problem]]:
+def model_problems(model_cfg, shape, pruner) -> tuple[nn.Module | None, list[Problem]]:
     """Build the model for the data's `shape` (a benchmark.data.DataShape), run one image through it, check the
-    checkpoint (if any) against it and the pruning method's needs. Returns (model or None, problems)."""
+    checkpoint (if any) against it and what the pruning method (`pruner`, its benchmark.pruning.PRUNERS entry)
+    needs of it. Returns (model or None, problems)."""
     key, value = _model_label(model_cfg)
     try:
         model = build_from_config(model_cfg, shape.in_channels, shape.image_size, shape.num_classes)
@@ -47,12 +48,21 @@ def model_problems(model_cfg, shape, pruning_method: str, structured: set[str]) 
             problem = str(err)
         if problem:
             problems.append(("model.checkpoint", model_cfg.checkpoint, f"weights of this architecture: {problem}"))
-    if pruning_method in structured and _has_attention(model):
-        problems.append(("pruning.method", pruning_method,
-                         f"an unstructured method for {key}={value!r}: structured methods remove conv channels and "
-                         "torch-pruning needs per-model head settings to prune attention layers"))
-    if pruning_method == "fine_pruning" and len(linears) > 1:
-        problems.append(("pruning.method", pruning_method,
-                         f"a model whose classifier head reads the last conv's channels; {key}={value!r} has "
-                         f"{len(linears) - 1} hidden Linear layer(s) in between"))
+    method = ("pruning.method", pruner.name)
+    if pruner.needs_conv and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        problems.append((*method, f"a model with a conv layer; {key}={value!r} has none"))
+    if pruner.needs_batchnorm and not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        problems.append((*method, f"a model with BatchNorm; {key}={value!r} has none"))
+    if pruner.structured:
+        head = linears[-1]
+        if not any(isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head for m in model.modules()):
+            problems.append((*method, f"an unstructured method: {key}={value!r} has no prunable channels besides "
+                                      "its classifier head"))
+        if _has_attention(model):
+            problems.append((*method, f"an unstructured method for {key}={value!r}: structured methods remove conv "
+                                      "channels and torch-pruning needs per-model head settings to prune attention "
+                                      "layers"))
+    problem = pruner.model_check(model) if pruner.model_check else None
+    if problem:
+        problems.append((*method, f"{problem} ({key}={value!r})"))
     return model, problems

@@ -2,6 +2,8 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models import MODELS
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int):
@@ -40,5 +42,6 @@ class ResNet20(nn.Module):
         return self.fc(x)
 
 
+@MODELS.register("resnet20")
 def resnet20(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
     return ResNet20(in_channels, num_classes)

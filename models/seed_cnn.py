@@ -1,11 +1,14 @@
 """The seed article's CNN (§5), translated from Keras to PyTorch layer for layer."""
 import torch.nn as nn
 
+from models import MODELS
+
 
 def _after_conv_pool(size: int) -> int:
     return (size - 2) // 2  # 3x3 'valid' conv, then 2x2 max-pool
 
 
+@MODELS.register("seed_cnn")
 def seed_cnn(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
     final = _after_conv_pool(_after_conv_pool(image_size))
     if final < 1:

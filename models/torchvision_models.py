@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from models import MODELS
+
 SMALL_IMAGE = 64  # `cifar_stem: auto` uses the CIFAR stem at or below this many pixels per side
 _NO_AUX = {"googlenet", "inception_v3"}  # auxiliary heads return tuples in training mode: built without them
 _IMAGE_SIZE_ARG = ("vit_",)  # families whose constructor takes the image size
@@ -54,6 +56,7 @@ def use_cifar_stem(option, image_size: int) -> bool:
     raise ValueError(f"model.cifar_stem={option!r} is not allowed; allowed: auto, true, false")
 
 
+@MODELS.register("torchvision")
 def torchvision_model(in_channels: int, image_size: int, num_classes: int, *, arch: str,
                       cifar_stem="auto") -> nn.Module:
     """`torchvision.models.get_model(arch, weights=None, num_classes=...)`, adapted to the data (module docstring).

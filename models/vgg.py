@@ -1,9 +1,12 @@
 """VGG-11 with BatchNorm, sized for small images: the usual target of Network Slimming (Liu et al. 2017)."""
 import torch.nn as nn
 
+from models import MODELS
+
 _VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512]
 
 
+@MODELS.register("vgg11_bn")
 def vgg11_bn(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
     layers, channels, size = [], in_channels, image_size
     for v in _VGG11:

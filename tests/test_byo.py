@@ -17,7 +17,8 @@ from omegaconf import OmegaConf, open_dict
 from benchmark import hashing
 from benchmark.cell import prepare, run_cell
 from benchmark.data import DataError, dataset_shape, load_dataset, split_sizes
-from benchmark.pruning import PRUNERS, PruneContext, finalize, load_state_into, prune
+from benchmark.pruning import PRUNERS, prune
+from benchmark.pruning.common import PruneContext, finalize, load_state_into
 from benchmark.validate import ConfigError
 from models import build_model
 from tests.conftest import CONF_DIR

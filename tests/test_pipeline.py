@@ -10,7 +10,8 @@ from attacks import build_threat
 from benchmark import measure
 from benchmark.cache import ModelCache
 from benchmark.cell import run_cell
-from benchmark.pruning import PruneContext, finalize, load_state_into, prunable_layers, prune
+from benchmark.pruning import prune
+from benchmark.pruning.common import PruneContext, finalize, load_state_into, prunable_layers
 from benchmark.training import accuracy_and_loss, fit
 from models import build_model
 

@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 
 from benchmark import hashing, measure, stages
-from benchmark.pruning import finalize, prunable_layers, prune
-from benchmark.pruning.fine_pruning import last_conv, last_conv_activations
-from benchmark.pruning.lottery import rewind, rewind_point
+from benchmark.pruning import PRUNERS, prune
+from benchmark.pruning.common import finalize, prunable_layers
+from benchmark.pruning.dormant import last_conv, last_conv_activations
+from benchmark.pruning.rewind import rewind, rewind_point
 from benchmark.pruning.loops import bn_l1_penalty, pgd_perturbation
 from benchmark.training import fit
 from benchmark.validate import ConfigError, validate
@@ -54,7 +55,7 @@ def test_method_reaches_target_sparsity_on_seed_cnn(trained_seed_cnn, cfg_factor
     achieved = _sparsity(trained_seed_cnn, model)
     # unstructured: exact to 1%; structured: whole channels, the closest achievable value is within 2% here
     assert abs(achieved - target) <= (0.02 if outcome.structured else 0.01), achieved
-    assert outcome.structured == (method in STRUCTURED)
+    assert outcome.structured == (method in STRUCTURED) == PRUNERS[method].structured
     assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
 
 

@@ -10,11 +10,6 @@ from torch.nn.utils import prune as torch_prune
 
 from benchmark.pruning.common import PruneContext, prunable_layers
 
-SCOPES = {"global", "layerwise"}
-SCHEDULES = {"oneshot", "iterative"}
-ORDERS = {"together", "last_first"}
-
-
 def current_weight(module: nn.Module) -> torch.Tensor:
     """The weight as the next forward pass will use it: `weight_orig * weight_mask` when a mask is attached.
     (`module.weight` is recomputed only by the forward pre-hook, so after an optimizer step it is stale.)"""

@@ -1,8 +1,5 @@
-"""Fine-Pruning (Liu, Dolan-Gavitt & Garg 2018): remove the channels of the last conv layer that are least active
-on clean data, then fine-tune (the fine-tune is the cell's usual one, in stages.pruned_model).
-
-It is both a pruning method (`pruning=fine_pruning`) and the classic backdoor defence: backdoor behaviour tends to
-live in channels that stay dormant on clean inputs. One implementation serves both uses.
+"""Dormant channels of the last conv layer, for Fine-Pruning (methods/fine_pruning.py): their mean activation on
+clean data, and their removal.
 
 torch-pruning's ActivationImportance keeps only the LAST forward batch and ranks the inputs of every consumer layer;
 Fine-Pruning needs the mean activation of one layer over the whole clean set, so the ranking is computed here
@@ -17,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from benchmark.pruning.common import PruneContext, PruneOutcome
+from benchmark.pruning.common import PruneContext
 from models import classifier_head
 
 
@@ -68,7 +65,7 @@ def prune_dormant_channels(model: nn.Module, activations: torch.Tensor, n_channe
     return idxs
 
 
-def _channels_for_sparsity(model, activations, target: float, ctx: PruneContext, prune_head: bool) -> tuple[int, float]:
+def channels_for_sparsity(model, activations, target: float, ctx: PruneContext, prune_head: bool) -> tuple[int, float]:
     """Number of channels whose removal brings the fraction of prunable weights removed closest to `target`
     (bisection over whole channels; pruning only the last layer caps what is reachable)."""
     from benchmark.measure import achieved_sparsity, layer_weight_counts
@@ -88,26 +85,3 @@ def _channels_for_sparsity(model, activations, target: float, ctx: PruneContext,
     candidates = [(abs(sparsity_at(k) - target), k) for k in {max(lo - 1, 0), lo}]
     k = min(candidates)[1]
     return k, sparsity_at(k)
-
-
-def fine_pruning(model, cfg, ctx: PruneContext) -> PruneOutcome:
-    """`channel_fraction` (the paper's knob: share of the last layer's channels removed) when set; otherwise the
-    number of channels is chosen so that the fraction of prunable weights removed is as close to `sparsity` as the
-    last layer allows. The paper prunes until clean accuracy drops by a threshold; here the amount is a grid axis."""
-    activations = last_conv_activations(model, ctx.calibration[0])
-    total = last_conv(model).out_channels
-    fraction = cfg.get("channel_fraction")
-    if fraction is not None:
-        n_channels = min(int(round(float(fraction) * total)), total - 1)
-    elif float(cfg.sparsity) == 0:
-        n_channels = 0
-    else:
-        n_channels, _ = _channels_for_sparsity(model, activations, float(cfg.sparsity), ctx, cfg.prune_head)
-    removed = prune_dormant_channels(model, activations, n_channels, ctx.example_inputs)
-    pruned_activation = float(activations[removed].mean()) if removed else 0.0
-    return PruneOutcome(model, structured=True, info={
-        "pruning/channel_ratio": n_channels / total,
-        "pruning/channels_removed": float(n_channels),
-        "pruning/removed_mean_activation": pruned_activation,
-        "pruning/kept_mean_activation": float(activations[[i for i in range(total) if i not in set(removed)]].mean()),
-    })
