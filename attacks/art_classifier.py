@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 from art.estimators.classification import PyTorchClassifier
 
+from benchmark import training
+
 
 def art_classifier(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, device: torch.device):
     return PyTorchClassifier(
@@ -29,19 +31,14 @@ def frozen_parameters(model: nn.Module):
     Also skips ART's unlogged PGD success rate (see `_skip_unlogged_pgd_success_rate`) and runs conv weights in
     channels_last (benchmark/perf.py: wrapper vs plain loop). Float rounding then differs from the contiguous
     layout: ~0.05% of PGD's pixels flip sign on near-zero gradients; robust accuracy was unchanged (0.661)."""
-    flags = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    model.eval()
     # channels_last conv weights: ART's PGD on the contiguous layout ran 1.5x slower than a plain torch loop here
     # (slower first-layer ReLU and conv backward kernels); with it, ART matches the loop bit for bit at ~1.0x.
     model.to(memory_format=torch.channels_last)
     try:
-        with _skip_unlogged_pgd_success_rate():
+        with training.frozen_parameters(model), _skip_unlogged_pgd_success_rate():
             yield model
     finally:
         model.to(memory_format=torch.contiguous_format)
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from benchmark.cache import ModelCache
 from benchmark.data import LOADERS, load_dataset, seeded_indices, split_sizes
 from benchmark.properties import security_properties
 from benchmark.pruning import PRUNERS
+from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
 from benchmark.training import accuracy_and_loss, device_report, resolve_device
 from benchmark.validate import check_config, validate
 
@@ -87,8 +88,9 @@ def run_cell(cfg: DictConfig, progress: str = "") -> CellResult:
     results = Path(cfg.results_dir).resolve()
     # Parallel workers handed the same cell (e.g. `pruning=none` at every swept sparsity) run it once: the second
     # waits, then finds it FINISHED and skips it. The OS releases the lock if its holder is killed.
-    (results / "locks").mkdir(parents=True, exist_ok=True)
-    with FileLock(results / "locks" / f"{cell_hash}.lock"):
+    lock = tracking.cell_lock_path(results, cell_hash)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):
         return _run_cell(cfg, progress, started, cell_hash, name, results)
 
 
@@ -209,7 +211,7 @@ def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, fl
     seeded subset in every cell); under a data threat train/acc_dense_set is the accuracy on the (poisoned)
     labels the dense model was trained on."""
     prune_head = cfg.pruning.prune_head
-    achieved, per_layer = measure.achieved_sparsity(measure.layer_weight_counts(dense, prune_head), model, prune_head)
+    achieved, per_layer = achieved_sparsity(layer_weight_counts(dense, prune_head), model, prune_head)
     dense_params = sum(p.numel() for p in dense.parameters())
     example = data.x_test[:1].to(device)
     macs_dense, _ = measure.macs_and_params(dense, example)

@@ -12,7 +12,7 @@ import math
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from benchmark.calibration import logits_of
+from benchmark.training import predict
 from benchmark.data import seeded_indices
 
 
@@ -52,7 +52,7 @@ def corruption_subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: 
 def corruption_metrics(model, x: torch.Tensor, y: torch.Tensor, device, cfg, seed: int):
     """(metrics, curves) for every corruption named in `cfg` (the `eval.corruptions` block) at every severity."""
     x, y = corruption_subset(x, y, cfg.get("subset"), seed)
-    accuracy = lambda inputs: float((logits_of(model, inputs, device).argmax(1) == y).float().mean())
+    accuracy = lambda inputs: float((predict(model, inputs, device, batch_size=256).argmax(1) == y).float().mean())
     clean = accuracy(x)
     metrics, curves, all_acc = {"corruption/clean_acc": clean}, [], []
     for name in CORRUPTIONS:

@@ -14,7 +14,7 @@ import torch.nn as nn
 from captum.attr import IntegratedGradients, Saliency
 from scipy.stats import rankdata
 
-from benchmark.calibration import logits_of
+from benchmark.training import frozen_parameters, predict
 from benchmark.data import seeded_indices
 
 METHODS = ("saliency", "integrated_gradients")
@@ -22,10 +22,7 @@ METHODS = ("saliency", "integrated_gradients")
 
 def attribution_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, cfg, device) -> torch.Tensor:
     """N x (H*W) non-negative attribution maps of `model` for class `target`."""
-    model.eval()
-    flags = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)  # input gradients only
-    try:
+    with frozen_parameters(model):  # input gradients only
         inputs = x.detach().to(device).clone().requires_grad_(True)  # never flag the caller's tensor
         if method == "saliency":
             attr = Saliency(model).attribute(inputs, target=target.to(device), abs=True)
@@ -35,9 +32,6 @@ def attribution_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, me
                                                         internal_batch_size=len(x) * cfg.ig_steps)
         else:
             raise ValueError(f"eval.interpret.methods: {method!r} is unknown; allowed: {list(METHODS)}")
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
     return attr.detach().abs().sum(1).flatten(1).cpu()
 
 
@@ -66,7 +60,7 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: tor
         removed = torch.zeros_like(maps, dtype=torch.bool)
         removed.scatter_(1, order[:, : int(round(i / steps * pixels))], True)
         xd = torch.where(removed.view(len(x), 1, *x.shape[2:]), torch.full_like(x, baseline), x)
-        accs.append(float((logits_of(model, xd, device).argmax(1) == y).float().mean()))
+        accs.append(float((predict(model, xd, device, batch_size=256).argmax(1) == y).float().mean()))
     return accs
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from benchmark import calibration, corruptions, interpretability
+from benchmark.training import predict
 
 
 def security_properties(eval_cfg, dense, model, data, device, seed: int):
@@ -17,7 +18,7 @@ def security_properties(eval_cfg, dense, model, data, device, seed: int):
     figures: dict[str, object] = {}
 
     t = time.perf_counter()
-    logits = calibration.logits_of(model, data.x_test, device)
+    logits = predict(model, data.x_test, device, batch_size=256)
     metrics.update(calibration.calibration_metrics(logits, data.y_test, eval_cfg.calib_bins))
     metrics["time/calib_s"] = time.perf_counter() - t
 

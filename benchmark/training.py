@@ -1,6 +1,7 @@
 """Seeded training, fine-tuning and evaluation loops over in-memory tensors."""
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -92,6 +93,20 @@ def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size:
     """Logits for `x`, computed in eval mode in batches, returned on the CPU."""
     model.to(device).eval()
     return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module):
+    """The model in eval mode with its parameters frozen (for input gradients only: attacks, attributions); the
+    parameters' requires_grad flags are restored on exit."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    model.eval()
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
 
 
 def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[float, float]:

@@ -11,7 +11,7 @@ from benchmark import measure
 from benchmark.cache import ModelCache
 from benchmark.cell import run_cell
 from benchmark.pruning import prune
-from benchmark.pruning.common import PruneContext, finalize, load_state_into, prunable_layers
+from benchmark.pruning.common import achieved_sparsity, layer_weight_counts, PruneContext, finalize, load_state_into, prunable_layers
 from benchmark.training import accuracy_and_loss, fit
 from models import build_model
 
@@ -29,7 +29,7 @@ def _prune(model, cfg_factory, digits, method, sparsity, *extra):
 
 
 def _sparsity(dense, model, prune_head=True):
-    return measure.achieved_sparsity(measure.layer_weight_counts(dense, prune_head), model, prune_head)[0]
+    return achieved_sparsity(layer_weight_counts(dense, prune_head), model, prune_head)[0]
 
 
 @pytest.mark.parametrize("method", SKELETON_METHODS)

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from benchmark import hashing, measure, stages
 from benchmark.pruning import PRUNERS, prune
-from benchmark.pruning.common import finalize, prunable_layers
+from benchmark.pruning.common import achieved_sparsity, layer_weight_counts, finalize, prunable_layers
 from benchmark.pruning.dormant import last_conv, last_conv_activations
 from benchmark.pruning.rewind import rewind, rewind_point
 from benchmark.pruning.loops import bn_l1_penalty, pgd_perturbation
@@ -36,7 +36,7 @@ def _prune(model, cfg, digits):
 
 
 def _sparsity(dense, model):
-    return measure.achieved_sparsity(measure.layer_weight_counts(dense, True), model, True)[0]
+    return achieved_sparsity(layer_weight_counts(dense, True), model, True)[0]
 
 
 def _dense(name, digits, epochs=1, n=None):

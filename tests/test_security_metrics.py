@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from benchmark import calibration, corruptions, interpretability
 from benchmark.cell import run_cell
+from benchmark.training import predict
 from benchmark.validate import ConfigError, validate
 from models import build_model
 
@@ -35,7 +36,7 @@ class _ConstantConfidence(nn.Module):
 @pytest.mark.parametrize("c", [0.3, 0.75, 0.99])
 def test_ece_of_constant_confidence_is_confidence_minus_accuracy(trained_seed_cnn, digits, c):
     model = _ConstantConfidence(trained_seed_cnn, c)
-    logits = calibration.logits_of(model, digits.x_test, CPU)
+    logits = predict(model, digits.x_test, CPU)
     acc = float((logits.argmax(1) == digits.y_test).float().mean())
     m = calibration.calibration_metrics(logits, digits.y_test, bins=15)
     assert m["calib/ece"] == pytest.approx(abs(c - acc), abs=1e-5)  # float32 softmax round trip
@@ -60,7 +61,7 @@ def test_corruption_severity_zero_is_clean_and_noise_hurts_more_with_severity(tr
     for name in corruptions.CORRUPTIONS:
         assert torch.equal(corruptions.corrupt(digits.x_test, name, 0, cfg[name], seed=0), digits.x_test)
     metrics, curves = corruptions.corruption_metrics(trained_seed_cnn, digits.x_test, digits.y_test, CPU, cfg, seed=0)
-    clean = float((calibration.logits_of(trained_seed_cnn, digits.x_test, CPU).argmax(1) == digits.y_test).float().mean())
+    clean = float((predict(trained_seed_cnn, digits.x_test, CPU).argmax(1) == digits.y_test).float().mean())
     assert metrics["corruption/clean_acc"] == pytest.approx(clean)
     for name in corruptions.CORRUPTIONS:
         curve = [value for n, value, _ in curves if n == f"corruption_curve/{name}"]
@@ -112,8 +113,8 @@ def test_deletion_curve_starts_at_clean_accuracy_and_ends_at_the_blank_image(tra
     x, y = interpretability.interpret_subset(digits.x_test, digits.y_test, 16, seed=0)
     maps = interpretability.attribution_maps(trained_seed_cnn, x, y, "saliency", cfg, CPU)
     curve = interpretability.deletion_curve(trained_seed_cnn, x, y, maps, 10, 0.0, CPU)
-    logits = calibration.logits_of(trained_seed_cnn, x, CPU)
-    blank = calibration.logits_of(trained_seed_cnn, torch.zeros_like(x), CPU)
+    logits = predict(trained_seed_cnn, x, CPU)
+    blank = predict(trained_seed_cnn, torch.zeros_like(x), CPU)
     assert curve[0] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
     assert curve[-1] == pytest.approx(float((blank.argmax(1) == y).float().mean()))
     # the most-attributed 30% of pixels carry the decision: removing them hurts more than removing random pixels

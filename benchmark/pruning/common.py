@@ -1,4 +1,5 @@
-"""What every pruning method shares: which layers are prunable, the context they get, what they return."""
+"""What every pruning method shares: which layers are prunable, the context they get, what they return, and how
+much of a model they removed (the one definition of sparsity)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -88,3 +89,22 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modu
         if isinstance(module, nn.BatchNorm2d):
             module.num_features = module.weight.shape[0] if module.weight is not None else module.running_mean.shape[0]
     return model
+
+
+def layer_weight_counts(model: nn.Module, prune_head: bool) -> dict[str, tuple[int, int]]:
+    """name -> (non-zero weights, weights) for every prunable layer."""
+    return {
+        name: (int(torch.count_nonzero(m.weight)), m.weight.numel()) for name, m in prunable_layers(model, prune_head)
+    }
+
+
+def achieved_sparsity(dense_counts: dict[str, tuple[int, int]], model: nn.Module, prune_head: bool):
+    """Fraction of the dense model's prunable weights that are zero or physically gone in `model`.
+
+    One definition for masks and for removed channels, so that every method sits on one sparsity axis.
+    Returns (overall, per-layer dict). Layer names survive torch-pruning, which resizes modules in place.
+    """
+    now = layer_weight_counts(model, prune_head)
+    per_layer = {name: 1.0 - now.get(name, (0, 0))[0] / total for name, (_, total) in dense_counts.items()}
+    kept = sum(now.get(name, (0, 0))[0] for name in dense_counts)
+    return 1.0 - kept / sum(total for _, total in dense_counts.values()), per_layer

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from benchmark.pruning.common import PruneContext
+from benchmark.pruning.common import PruneContext, achieved_sparsity, layer_weight_counts
 from models import classifier_head
 
 
@@ -68,8 +68,6 @@ def prune_dormant_channels(model: nn.Module, activations: torch.Tensor, n_channe
 def channels_for_sparsity(model, activations, target: float, ctx: PruneContext, prune_head: bool) -> tuple[int, float]:
     """Number of channels whose removal brings the fraction of prunable weights removed closest to `target`
     (bisection over whole channels; pruning only the last layer caps what is reachable)."""
-    from benchmark.measure import achieved_sparsity, layer_weight_counts
-
     dense = layer_weight_counts(model, prune_head)
     total = last_conv(model).out_channels
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from benchmark.pruning.common import PruneContext, PruneOutcome
+from benchmark.pruning.common import PruneContext, PruneOutcome, achieved_sparsity, layer_weight_counts
 from models import classifier_head
 
 Prepare = Callable[[nn.Module], None]  # readies a model copy for its importance (gradients, RNG) before a step
@@ -41,8 +40,6 @@ def _ratio_for_sparsity(model, target: float, importance, ctx: PruneContext, pru
                         global_pruning: bool = False, prepare: Prepare | None = None):
     """Bisect torch-pruning's per-layer channel ratio so that the fraction of prunable weights removed is as
     close to `target` as whole channels allow. Returns (ratio, achieved sparsity)."""
-    from benchmark.measure import achieved_sparsity, layer_weight_counts
-
     dense = layer_weight_counts(model, prune_head)
 
     def sparsity_at(ratio: float) -> float:
