@@ -1,9 +1,8 @@
 """Threat registry: `threat.kind` -> Threat class (`threat.name` names the YAML preset).
 
 Each module of this package that defines a threat kind registers its class with `@THREATS.register(kind)`;
-the modules are discovered. A threat has two hooks (see attacks/base.py): `poison_training_set` may change the
-training data (and so the dense model's cache key, via `training_data_key`), and `evaluate` attacks/measures a
-finished model.
+the modules are discovered. A threat's `plan` decides the cell's training data by role (and so the cache keys of
+its dense and pruned models), and `evaluate` attacks/measures a finished model (see attacks/base.py).
 """
 from __future__ import annotations
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from benchmark.data import Dataset
+from benchmark.stages import TrainingSets
 
 
 @dataclass
@@ -18,11 +20,30 @@ class ThreatReport:
     figures: dict[str, object] = field(default_factory=dict)
 
 
-class Threat:
-    """Base threat: leaves training alone. Poisoning/backdoor threats override the two training hooks.
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a threat decides about a cell before any model is trained (attacks/poisoning.py explains the roles):
+    - `sets`: the training data by role; `poisoned`: the training set with the poison (the clean one if none);
+    - `dense_data_key` / `finetune_data_key`: what the dense / fine-tune data was when not the clean set (they
+      enter the dense and the pruned model's cache keys);
+    - `tracker`: None, or model -> {metric: value}, evaluated after pruning and after every fine-tune epoch;
+    - `wants_clean_reference`: measure against the clean model at the same method and sparsity;
+    - `report`: what building the poisoned set did (metrics such as poison/rate_applied, example figures)."""
+    sets: TrainingSets
+    poisoned: Dataset
+    dense_data_key: dict | None = None
+    finetune_data_key: dict | None = None
+    tracker: Callable[[nn.Module], dict[str, float]] | None = None
+    wants_clean_reference: bool = False
+    report: ThreatReport = field(default_factory=ThreatReport)
 
-    A threat kind is a subclass in a module of attacks/ registered with `@THREATS.register(kind)`; its config
-    keys are declared in benchmark/schema.py (the schema is checked before torch is imported)."""
+
+class Threat:
+    """Base threat: leaves training alone (training-data threats override `plan`).
+
+    The cell asks a threat for its `plan` once, then has it `evaluate` the finished model, and asks for
+    `reference_metrics` and `effectiveness`. A threat kind is a subclass in a module of attacks/ registered with
+    `@THREATS.register(kind)`; its config keys are declared in benchmark/schema.py (checked before torch loads)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -36,42 +57,15 @@ class Threat:
         """The keys that name a class: benchmark/validate.py checks them against the data's classes."""
         return []
 
-    def training_data_key(self) -> dict | None:
-        """The part of the config that changes the training data; None when the data is clean.
-
-        It enters the dense model's cache key, so a clean dense model is shared by every evasion threat."""
-        return None
-
-    def poison_training_set(self, data: Dataset, seed: int) -> Dataset:
-        return data
-
-    # Where the (possibly) poisoned set is used; see attacks/poisoning.py for `threat.stage` / `threat.finetune_data`.
-    def dense_training_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
-        return poisoned
-
-    def finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
-        return poisoned
-
-    def pruning_finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
-        """Fine-tuning inside a pruning schedule, before the "just pruned" point."""
-        return self.finetune_set(clean, poisoned)
-
-    def finetune_data_key(self) -> dict | None:
-        """What the fine-tune data was, when not the clean set: enters the pruned model's cache key."""
-        return None
-
-    def finetune_tracker(self, data: Dataset, device: torch.device, seed: int):
-        """None, or model -> {metric: value}, evaluated after pruning and after every fine-tune epoch."""
-        return None
+    def plan(self, data: Dataset, device: torch.device, seed: int) -> TrainingPlan:
+        """Everything the threat decides about the cell's training, fixed before any model is trained."""
+        return TrainingPlan(TrainingSets.clean(data), poisoned=data)
 
     def reference_metrics(self, reference: nn.Module, model_metrics: dict, data: Dataset, device: torch.device,
                           seed: int) -> dict[str, float] | None:
-        """None, or metrics against the clean model at the same method and sparsity (`reference` is built only
-        when this returns metrics for it: `wants_clean_reference`)."""
+        """Metrics against the clean model at the same method and sparsity (called when the plan says
+        `wants_clean_reference`)."""
         return None
-
-    def wants_clean_reference(self) -> bool:
-        return False
 
     def effectiveness(self, dense_for, data: Dataset, device: torch.device, seed: int) -> dict[str, float]:
         """Whether the attack works on the dense, undefended model: `threat/dense_success` and `threat/effective`

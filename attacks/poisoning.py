@@ -19,11 +19,12 @@ from omegaconf import OmegaConf
 
 from attacks import THREATS
 from attacks.art_classifier import art_classifier, to_numpy
-from attacks.base import Threat, ThreatReport
+from attacks.base import Threat, ThreatReport, TrainingPlan
 from attacks.evasion import eval_subset
 from benchmark.checks import ConfigError
 from benchmark.data import Dataset
 from benchmark.hashing import stable_hash
+from benchmark.stages import TrainingSets
 from benchmark.training import accuracy_and_loss, fit, predict, seed_everything
 
 # Keys that say where/how the poisoned set is used or evaluated, not what it is: outside the poison's identity.
@@ -39,11 +40,6 @@ class DataThreat(Threat):
 
     ATTACKS: tuple[str, ...] = ()
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.stats: dict[str, float] = {}  # what poison_training_set did (poison/rate_applied, ...)
-        self.examples: tuple[np.ndarray, list[str]] | None = None  # a few poisoned images and their captions
-
     # ---- identity and cache keys -------------------------------------------------------------------------
     def poison_identity(self) -> dict | None:
         """The config that defines the poisoned set; None when nothing is poisoned (rate 0 is the clean set)."""
@@ -56,33 +52,44 @@ class DataThreat(Threat):
         return self.cfg.stage == "prune_then_poison" or self.cfg.finetune_data == "poisoned"
 
     def training_data_key(self) -> dict | None:
+        """What the dense model's training data was, when not the clean set (enters the dense cache key)."""
         return None if self.cfg.stage == "prune_then_poison" else self.poison_identity()
 
     def finetune_data_key(self) -> dict | None:
+        """What the fine-tune data was, when not the clean set (enters the pruned model's cache key)."""
         return self.poison_identity() if self._finetune_poisoned() else None
 
-    def dense_training_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
-        return clean if self.cfg.stage == "prune_then_poison" else poisoned
-
-    def finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
-        return poisoned if self._finetune_poisoned() else clean
-
-    def pruning_finetune_set(self, clean: Dataset, poisoned: Dataset) -> Dataset:
-        """`prune_then_poison` prunes the clean model on clean data; the poison arrives with the final fine-tune."""
-        return clean if self.cfg.stage == "prune_then_poison" else self.finetune_set(clean, poisoned)
+    # ---- the plan ------------------------------------------------------------------------------------------
+    def plan(self, data: Dataset, device: torch.device, seed: int) -> TrainingPlan:
+        """The poisoned set and who trains on it: `prune_then_poison` prunes the clean model on clean data and the
+        poison arrives with the final fine-tune; `poison_then_prune` trains the dense model on the poisoned set
+        and fine-tunes (also between the steps of a pruning schedule) on `threat.finetune_data`. Importance
+        scores always see clean calibration images."""
+        poisoned, stats, examples = self.poisoned_set(data, seed)
+        prune_then_poison = self.cfg.stage == "prune_then_poison"
+        finetune = poisoned if self._finetune_poisoned() else data
+        sets = TrainingSets(dense=data if prune_then_poison else poisoned, calibration=data,
+                            pruning_finetune=data if prune_then_poison else finetune, finetune=finetune)
+        report = ThreatReport(metrics=dict(stats))
+        if examples is not None:
+            report.figures["poison_examples.png"] = examples_figure(*examples)
+        return TrainingPlan(sets, poisoned, dense_data_key=self.training_data_key(),
+                            finetune_data_key=self.finetune_data_key(),
+                            tracker=self._tracker(data, device, seed) if prune_then_poison else None,
+                            wants_clean_reference=bool(self.cfg.clean_reference) and self.poison_identity() is not None,
+                            report=report)
 
     # ---- poisoning ----------------------------------------------------------------------------------------
-    def poison_training_set(self, data: Dataset, seed: int) -> Dataset:
+    def poisoned_set(self, data: Dataset, seed: int) -> tuple[Dataset, dict[str, float], tuple | None]:
+        """(poisoned training set, what poisoning did, a few poisoned images and their captions or None)."""
         if self.poison_identity() is None:
-            self.stats = {"poison/rate_applied": 0.0, "poison/n_poisoned": 0.0}
-            return data
+            return data, {"poison/rate_applied": 0.0, "poison/n_poisoned": 0.0}, None
         key = (id(data), seed, stable_hash(self.poison_identity()))
         if key not in _POISONED:
             _POISONED[key] = (data, *self._build(data, seed))  # holding `data` keeps its id() from being reused
             while len(_POISONED) > _POISONED_MAX:
                 _POISONED.pop(next(iter(_POISONED)))
-        _, poisoned, self.stats, self.examples = _POISONED[key]
-        return poisoned
+        return _POISONED[key][1:]
 
     def _build(self, data: Dataset, seed: int):
         started = time.perf_counter()
@@ -102,18 +109,12 @@ class DataThreat(Threat):
 
     # ---- evaluation ---------------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, data: Dataset, device: torch.device, seed: int) -> ThreatReport:
-        report = ThreatReport(metrics={**self.stats, **self.threat_metrics(model, data, device, seed)})
-        if self.examples is not None:
-            report.figures["poison_examples.png"] = examples_figure(*self.examples)
-        return report
+        return ThreatReport(metrics=self.threat_metrics(model, data, device, seed))
 
     def threat_metrics(self, model: nn.Module, data: Dataset, device: torch.device, seed: int) -> dict[str, float]:
         raise NotImplementedError
 
-    def finetune_tracker(self, data: Dataset, device: torch.device, seed: int):
-        if self.cfg.stage != "prune_then_poison":
-            return None
-
+    def _tracker(self, data: Dataset, device: torch.device, seed: int):
         def track(model: nn.Module) -> dict[str, float]:
             was_training = model.training
             metrics = {"clean/acc": accuracy_and_loss(model, data.x_test, data.y_test, device)[0],
@@ -122,9 +123,6 @@ class DataThreat(Threat):
             return metrics
 
         return track
-
-    def wants_clean_reference(self) -> bool:
-        return bool(self.cfg.clean_reference) and self.poison_identity() is not None
 
     # ---- does the attack work at all? ---------------------------------------------------------------------
     SUCCESS_METRIC = ""  # the key of threat_metrics that says how well the attack succeeds

@@ -139,21 +139,18 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
 
     t = time.perf_counter()
     data = load_dataset(cfg.dataset, cfg.seed)
-    poisoned = threat.poison_training_set(data, cfg.seed)
-    sets = stages.TrainingSets(dense=threat.dense_training_set(data, poisoned), calibration=data,
-                               pruning_finetune=threat.pruning_finetune_set(data, poisoned),
-                               finetune=threat.finetune_set(data, poisoned))
+    plan = threat.plan(data, device, cfg.seed)
+    sets = plan.sets
     metrics["time/data_s"] = time.perf_counter() - t
     tracking.log_datasets(cfg.dataset.name, data, sets.dense)
 
-    dense_key = hashing.dense_key(cfg, threat.training_data_key())
+    dense_key = hashing.dense_key(cfg, plan.dense_data_key)
     dense, dense_meta = stages.dense_model(cfg, sets.dense, dense_key, cache, device, use_cache)
     metrics["time/train_s"] = 0.0 if dense_meta["cache_hit"] else dense_meta["train_s"]
     metrics["cache/dense_hit"] = float(dense_meta["cache_hit"])
 
-    pruned_key = hashing.pruned_key(dense_key, cfg, threat.finetune_data_key())
-    model, meta = stages.pruned_model(cfg, dense, sets, pruned_key, cache, device, use_cache,
-                                      track=threat.finetune_tracker(data, device, cfg.seed))
+    pruned_key = hashing.pruned_key(dense_key, cfg, plan.finetune_data_key)
+    model, meta = stages.pruned_model(cfg, dense, sets, pruned_key, cache, device, use_cache, track=plan.tracker)
     metrics["time/prune_s"] = 0.0 if meta["cache_hit"] else meta["prune_s"]
     metrics["time/finetune_s"] = 0.0 if meta["cache_hit"] else meta["finetune_s"]
     metrics["cache/pruned_hit"] = float(meta["cache_hit"])
@@ -181,19 +178,20 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
 
     t = time.perf_counter()
     report = threat.evaluate(model, data, device, cfg.seed)
+    metrics.update(plan.report.metrics)
     metrics.update(report.metrics)
-    if threat.wants_clean_reference():  # the clean model at this method and sparsity (the evasion cell's, cached)
+    if plan.wants_clean_reference:  # the clean model at this method and sparsity (the evasion cell's, cached)
         reference = stages.clean_reference_model(cfg, data, cache, device, use_cache)
         metrics.update(threat.reference_metrics(reference, metrics, data, device, cfg.seed))
 
     def dense_for(data_key):  # this cell's dense model trained on the clean set (None) or the poisoned set
-        if data_key == threat.training_data_key():
+        if data_key == plan.dense_data_key:
             return dense
-        return stages.dense_model(cfg, poisoned if data_key else data, hashing.dense_key(cfg, data_key), cache, device,
-                                  use_cache)[0]
+        return stages.dense_model(cfg, plan.poisoned if data_key else data, hashing.dense_key(cfg, data_key), cache,
+                                  device, use_cache)[0]
 
     metrics.update(threat.effectiveness(dense_for, data, device, cfg.seed))  # threat/dense_success, threat/effective
-    for artifact, figure in report.figures.items():
+    for artifact, figure in {**plan.report.figures, **report.figures}.items():
         mlflow.log_figure(figure, artifact)
     metrics["time/threat_s"] = time.perf_counter() - t
 

@@ -84,10 +84,7 @@ def test_cache_entries_and_runs_name_the_commit_that_produced_them(cfg_factory, 
 def test_each_stage_gets_the_data_of_its_role(cfg_factory, digits, stage, finetune, expected):
     cfg = cfg_factory("threat=badnets", f"threat.stage={stage}", f"threat.finetune_data={finetune}")
     threat = build_threat(cfg.threat)
-    poisoned = threat.poison_training_set(digits, cfg.seed)
-    sets = stages.TrainingSets(dense=threat.dense_training_set(digits, poisoned), calibration=digits,
-                               pruning_finetune=threat.pruning_finetune_set(digits, poisoned),
-                               finetune=threat.finetune_set(digits, poisoned))
+    sets = threat.plan(digits, CPU, cfg.seed).sets
     roles = sets.roles(digits)
     assert tuple(roles[f"data.{r}"] for r in ("dense", "calibration", "pruning_finetune", "finetune")) == expected
     ctx = stages._prune_context(cfg, sets, CPU)

@@ -22,7 +22,7 @@ CPU = torch.device("cpu")
 
 def _threat(cfg, data, seed=0):
     threat = build_threat(cfg.threat)
-    return threat, threat.poison_training_set(data, seed)
+    return threat, threat.plan(data, CPU, seed).poisoned
 
 
 def _dense(train, epochs=8, lr=3e-3):
@@ -126,14 +126,16 @@ def test_feature_collision_succeeds_in_transfer_learning(cfg_factory, digits):
 
 @pytest.mark.parametrize("name", ["badnets", "blended"])
 def test_backdoor_poison_rate_is_the_share_of_the_training_set(cfg_factory, digits, name):
-    threat, poisoned = _threat(cfg_factory(f"threat={name}", "threat.poison_rate=0.1"), digits)
+    threat = build_threat(cfg_factory(f"threat={name}", "threat.poison_rate=0.1").threat)
+    plan = threat.plan(digits, CPU, 0)
+    poisoned = plan.poisoned
     changed = (poisoned.x_train != digits.x_train).flatten(1).any(1)
     relabelled = poisoned.y_train != digits.y_train
     assert torch.equal(changed, relabelled)  # every stamped image is relabelled, and only those
     assert (poisoned.y_train[changed] == 0).all() and (digits.y_train[changed] != 0).all()
     n = len(digits.y_train)
-    assert threat.stats["poison/rate_applied"] == pytest.approx(changed.float().mean().item())
-    assert abs(threat.stats["poison/rate_applied"] - 0.1) <= 1 / n  # the request, within one image
+    assert plan.report.metrics["poison/rate_applied"] == pytest.approx(changed.float().mean().item())
+    assert abs(plan.report.metrics["poison/rate_applied"] - 0.1) <= 1 / n  # the request, within one image
 
 
 def test_backdoor_poison_rate_beyond_the_non_target_images_names_the_key(cfg_factory, digits):
