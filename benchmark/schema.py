@@ -148,6 +148,16 @@ class AutoAttack(Attack):
     square_queries: whole(1, 1_000_000)
 
 
+class AutoAttackStandard(Attack):
+    """The reference composition at its reference budgets by default (attacks/evasion.py StandardAutoAttack)."""
+    name: Literal["autoattack_standard"]
+    max_iter: whole(1, 1_000_000) = 100
+    step_fraction: number(1e-6, 10.0) = 2.0
+    random_restarts: whole(1, 10_000) = 1
+    targets: whole(1, 100_000) = 9  # most likely non-true classes for targeted APGD-DLR (<= classes - 1)
+    square_queries: whole(1, 1_000_000) = 5000
+
+
 class CarliniL2(Attack):
     name: Literal["cw_l2"]
     learning_rate: number(1e-9, 100.0)
@@ -163,7 +173,8 @@ class DeepFool(Attack):
     nb_grads: whole(2, 100_000)
 
 
-ATTACK = Annotated[Union[Fgsm, Pgd, Square, AutoAttack, CarliniL2, DeepFool], Field(discriminator="name")]
+ATTACK = Annotated[Union[Fgsm, Pgd, Square, AutoAttack, AutoAttackStandard, CarliniL2, DeepFool],
+                   Field(discriminator="name")]
 
 
 class Convergence(Group):

@@ -50,6 +50,43 @@ def test_every_attack_drives_an_undefended_model_far_below_clean(trained_seed_cn
     assert m["robust/gradient_masking_flag"] == 0.0  # a normal model: PGD beats FGSM and Square
 
 
+def test_standard_autoattack_is_the_worst_case_of_its_steps_within_the_ball(trained_seed_cnn, digits, monkeypatch):
+    """APGD-CE first, then targeted APGD-DLR against the likeliest other classes, then Square, each on the images
+    still robust: at least as strong as its first step alone (same seed), every output inside the eps-ball."""
+    from art.attacks.evasion import AutoProjectedGradientDescent
+    from omegaconf import OmegaConf
+
+    from attacks.art_classifier import art_classifier, to_numpy
+    from attacks.evasion import StandardAutoAttack
+
+    p = OmegaConf.create({"max_iter": 10, "step_fraction": 2.0, "random_restarts": 1, "targets": 3,
+                          "square_queries": 20, "batch_size": 100})
+    x, y = to_numpy(digits.x_test[:60]), digits.y_test[:60].numpy()
+    classifier = art_classifier(copy.deepcopy(trained_seed_cnn), tuple(x.shape[1:]), 10, CPU)
+    runs = []  # (targeted, images attacked, labels or targets)
+    original = AutoProjectedGradientDescent.generate
+
+    def recording(self, x, y=None, **kwargs):
+        runs.append((self.targeted, x.copy(), np.asarray(y).copy()))
+        return original(self, x, y, **kwargs)
+
+    monkeypatch.setattr(AutoProjectedGradientDescent, "generate", recording)
+    np.random.seed(0)
+    x_std = StandardAutoAttack(classifier, 0.1, p).generate(x, y)
+    np.random.seed(0)
+    x_ce = StandardAutoAttack(classifier, 0.1, OmegaConf.merge(p, {"targets": 0})).generate(x, y)
+    assert np.abs(x_std - x).max() <= 0.1 + 1e-6 and x_std.min() >= 0 and x_std.max() <= 1
+    correct = lambda adv: int((classifier.predict(adv).argmax(1) == y).sum())  # noqa: E731
+    assert correct(x_std) <= correct(x_ce) < correct(x)
+    assert [targeted for targeted, _, _ in runs[:4]] == [False, True, True, True]
+    # the k-th targeted run aims each image it attacks at that image's k-th likeliest non-true class
+    ranked = np.argsort(-classifier.predict(x), axis=1)
+    others = np.stack([row[row != label] for row, label in zip(ranked, y)])
+    for k, (_, images, targets) in enumerate(runs[1:4]):
+        rows = [int(np.flatnonzero((x == image).all(axis=(1, 2, 3)))[0]) for image in images]
+        assert np.array_equal(targets, others[rows, k])
+
+
 def test_worst_case_counts_an_image_only_if_it_survives_every_attack_on_the_images_all_attacked():
     from attacks.evasion import worst_case
 
