@@ -3,10 +3,12 @@
 `check(plain)` validates a resolved cell config (plain dicts and lists) with pydantic and raises `ConfigError`
 with one line naming the key, the value and what is allowed. Unknown keys are rejected in every group (so
 `+pruning.sparsityy=0.5` cannot make a new cell hash). This module imports neither torch nor any library that
-does: a config mistake is reported before the heavy imports. The names it accepts (datasets, models, pruning
-methods, threats, attacks) mirror the registries; tests/test_validation.py checks that they agree.
+does: a config mistake is reported before the heavy imports.
 
-A new config key is declared here, in the model of its group.
+Where a key is declared: a pruning method's keys in its own module (benchmark/pruning/methods/, a `PruningConfig`
+collected from the registry); every other group's here, in the model of its group. The dataset, threat and attack
+names listed here are the registries' (tests/test_validation.py checks they agree); model names are checked
+against the model registry by benchmark/validate.py, because importing models imports torch.
 """
 
 import types
