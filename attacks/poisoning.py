@@ -153,7 +153,7 @@ class DataThreat(Threat):
         _range("threat.effective_threshold", cfg.effective_threshold, 0.0, 1.0)
         if cfg.stage == "prune_then_poison" and cfg.finetune_data != "poisoned":
             raise ConfigError("threat.stage='prune_then_poison' fine-tunes on the poisoned set; "
-                              "threat.finetune_data must be 'poisoned' (cell.canonicalize sets it)")
+                              "threat.finetune_data must be 'poisoned' (hashing.canonicalize sets it)")
         for key in cls.class_keys(cfg):
             if not isinstance(cfg[key], int) or isinstance(cfg[key], bool):
                 raise ConfigError(f"threat.{key}={cfg[key]!r} must be a class index (an integer)")

@@ -113,7 +113,7 @@ def validate(cfg: DictConfig) -> None:
     check = getattr(THREATS[cfg.threat.kind], "check_config", None)  # a threat's own checks, if it has any
     if check is not None:
         check(cfg.threat)
-    from benchmark.data import dataset_shape
+    from benchmark.inputs import dataset_shape
 
     shape = dataset_shape(cfg.dataset)  # your own data: read from its files (DataError, a ConfigError, if unfit)
     for key in getattr(THREATS[cfg.threat.kind], "class_keys", lambda _: [])(cfg.threat):  # classes it names

@@ -19,7 +19,7 @@ def _has_attention(model: nn.Module) -> bool:
 
 
 def model_problems(model_cfg, shape, pruning_method: str, structured: set[str]) -> tuple[nn.Module | None, list[Problem]]:
-    """Build the model for the data's `shape` (a benchmark.data.DataShape), run one image through it, check the
+    """Build the model for the data's `shape` (a benchmark.inputs.DataShape), run one image through it, check the
     checkpoint (if any) against it and the pruning method's needs. Returns (model or None, problems)."""
     key, value = _model_label(model_cfg)
     try:

@@ -172,7 +172,7 @@ def test_misspelt_key_is_rejected_by_hydra():
 def test_structured_method_on_a_model_without_prunable_channels(tmp_path, monkeypatch, no_compute):
     # a logistic regression: its only layer is the classifier head, which structured pruning must keep
     monkeypatch.setitem(models.MODELS, "logreg", lambda c, s, n: nn.Sequential(nn.Flatten(), nn.Linear(c * s * s, n)))
-    from benchmark.data import dataset_shape
+    from benchmark.inputs import dataset_shape
     from benchmark.pruning import STRUCTURED
     from benchmark.validate import _model_fits_dataset  # the schema only knows the registered models
 
