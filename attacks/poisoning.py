@@ -145,7 +145,7 @@ class DataThreat(Threat):
     def check_config(cls, cfg) -> None:
         if cfg.stage == "prune_then_poison" and cfg.finetune_data != "poisoned":
             raise ConfigError("threat.stage='prune_then_poison' fine-tunes on the poisoned set; "
-                              "threat.finetune_data must be 'poisoned' (cell.canonicalize sets it)")
+                              "threat.finetune_data must be 'poisoned' (hashing.canonicalize sets it)")
         if cfg.attack == "label_flip" and cfg.mode == "targeted" and cfg.source_class == cfg.target_class:
             raise ConfigError(f"threat.source_class={cfg.source_class} equals threat.target_class: "
                               "targeted flipping needs two different classes")

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from attacks import build_threat
 from benchmark import hashing, measure, stages, tracking
 from benchmark.cache import ModelCache
-from benchmark.data import LOADERS, load_dataset, seeded_indices, split_sizes
+from benchmark.data import load_dataset, seeded_indices
 from benchmark.properties import security_properties
 from benchmark.pruning import PRUNERS
 from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
@@ -36,33 +36,6 @@ class CellResult:
     error: str | None = None
 
 
-def canonicalize(cfg: DictConfig) -> None:
-    """One computation, one config: values that compute the same thing are written one way before validation
-    and hashing (the logged config.yaml shows the values the cell used)."""
-    if PRUNERS[cfg.pruning.method].ignores_sparsity and cfg.pruning.sparsity != 0:
-        log.info("pruning=%s: sparsity %s normalised to 0 (it ignores sparsity)", cfg.pruning.method,
-                 cfg.pruning.sparsity)
-        cfg.pruning.sparsity = 0.0
-    if cfg.threat.get("stage") == "prune_then_poison":  # it always fine-tunes on the poisoned set
-        cfg.threat.finetune_data = "poisoned"
-    _clamp_subsets(cfg)
-
-
-def _clamp_subsets(cfg: DictConfig) -> None:
-    """A subset larger than its split uses the whole split: write it as the split's size."""
-    if cfg.dataset.get("name") not in LOADERS:
-        return  # validation names the problem
-    n_train, n_test = split_sizes(cfg.dataset)
-    limits = [(cfg.eval, "train_subset", n_train), (cfg.threat, "subset", n_test),
-              (cfg.eval.get("corruptions"), "subset", n_test), (cfg.eval.get("interpret"), "subset", n_test),
-              *((attack, "subset", n_test) for attack in (cfg.threat.get("attacks") or []))]
-    for block, key, limit in limits:
-        value = block.get(key) if block is not None else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
-            log.info("%s=%s exceeds the split (%d images): normalised to %d", key, value, limit, limit)
-            block[key] = limit
-
-
 def run_name(cfg: DictConfig) -> str:
     """Reads like the cell: `seed_cnn|magnitude_global|s=0.9|pgd|seed=0`, the method followed by its
     non-default variants (`+layerwise`, `+iterative3`, `+advft`) so the UI's run list tells them apart."""
@@ -74,10 +47,10 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def prepare(cfg: DictConfig) -> tuple[str, str]:
-    """Everything that must hold before compute: the schema (so that canonicalize reads well-formed keys), the
-    canonical form, every other check, the cell's identity."""
+    """Everything that must hold before compute: the schema (so that hashing.canonicalize reads well-formed keys),
+    the canonical form, every other check, the cell's identity."""
     check_config(cfg)
-    canonicalize(cfg)
+    hashing.canonicalize(cfg)
     validate(cfg)
     return hashing.cell_hash(cfg), run_name(cfg)
 

@@ -120,7 +120,7 @@ def stage_times(cpu: pd.DataFrame, gpu: pd.DataFrame) -> pd.DataFrame:
 def _test_split_size(experiment: str) -> int:
     from hydra import compose, initialize_config_dir
 
-    from benchmark.data import split_sizes
+    from benchmark.inputs import split_sizes
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"experiment={experiment}"])

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.inputs import DATASETS, data_identity, model_identity, split_sizes
+from benchmark.pruning import PRUNERS
 from benchmark.version import code_identity
+
+log = logging.getLogger("benchmark")
 
 # Keys that change where or how a cell runs, not what it computes. `device` is not among them: its type (cpu or
 # cuda, `auto` resolved) enters every key as `device_type`, since CPU and CUDA kernels give different floats.
@@ -22,6 +27,33 @@ from benchmark.version import code_identity
 RUN_ONLY_KEYS = {"device", "force", "tracking_uri", "results_dir", "experiment_name", "hydra", "torch_threads"}
 # Dataset keys that do not change the data itself.
 DATASET_RUN_ONLY_KEYS = {"data_root", "download", "eps", "eps_l2"}
+
+
+def canonicalize(cfg: DictConfig) -> None:
+    """One computation, one config: values that compute the same thing are written one way before validation
+    and hashing (the logged config.yaml shows the values the cell used)."""
+    if PRUNERS[cfg.pruning.method].ignores_sparsity and cfg.pruning.sparsity != 0:
+        log.info("pruning=%s: sparsity %s normalised to 0 (it ignores sparsity)", cfg.pruning.method,
+                 cfg.pruning.sparsity)
+        cfg.pruning.sparsity = 0.0
+    if cfg.threat.get("stage") == "prune_then_poison":  # it always fine-tunes on the poisoned set
+        cfg.threat.finetune_data = "poisoned"
+    _clamp_subsets(cfg)
+
+
+def _clamp_subsets(cfg: DictConfig) -> None:
+    """A subset larger than its split uses the whole split: write it as the split's size."""
+    if cfg.dataset.get("name") not in DATASETS:
+        return  # validation names the problem
+    n_train, n_test = split_sizes(cfg.dataset)
+    limits = [(cfg.eval, "train_subset", n_train), (cfg.threat, "subset", n_test),
+              (cfg.eval.get("corruptions"), "subset", n_test), (cfg.eval.get("interpret"), "subset", n_test),
+              *((attack, "subset", n_test) for attack in (cfg.threat.get("attacks") or []))]
+    for block, key, limit in limits:
+        value = block.get(key) if block is not None else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+            log.info("%s=%s exceeds the split (%d images): normalised to %d", key, value, limit, limit)
+            block[key] = limit
 
 
 def canonical(value):
@@ -54,15 +86,7 @@ def device_type(name: str) -> str:
 
 
 def _data_identity(dataset: dict) -> dict:
-    from benchmark.data import data_identity  # your own data: its content's sha256 in place of its path
-
     return data_identity({k: v for k, v in dataset.items() if k not in DATASET_RUN_ONLY_KEYS})
-
-
-def _model_identity(model: dict) -> dict:
-    from models.checkpoint import model_identity  # a checkpoint: its file's sha256 in place of its path
-
-    return model_identity(model)
 
 
 def _computation(cfg: DictConfig) -> dict:
@@ -73,7 +97,7 @@ def cell_identity(cfg: DictConfig) -> dict:
     """The config that defines what a cell computes (logged as the run's params)."""
     plain = {k: v for k, v in resolved(cfg).items() if k not in RUN_ONLY_KEYS}
     plain["dataset"] = _data_identity(plain["dataset"])
-    plain["model"] = _model_identity(plain["model"])
+    plain["model"] = model_identity(plain["model"])
     return canonical(plain)
 
 
@@ -87,7 +111,7 @@ def dense_key(cfg: DictConfig, training_data_key: dict | None) -> str:
         {
             **_computation(cfg),
             "dataset": _data_identity(plain["dataset"]),
-            "model": _model_identity(plain["model"]),
+            "model": model_identity(plain["model"]),
             "train": plain["train"],
             "seed": plain["seed"],
             "training_data": training_data_key,

@@ -29,7 +29,7 @@ MODEL_NAME = Annotated[str, Field(min_length=1)]
 # ---- dataset, model, training -------------------------------------------------------------------------------------
 class Dataset(Group):
     name: Literal["digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "svhn", "npz", "image_folder"]
-    # Declared by the built-in datasets; read from the files for npz and image_folder (benchmark.data.dataset_shape).
+    # Declared by the built-in datasets; read from the files for npz and image_folder (benchmark.inputs.dataset_shape).
     in_channels: whole(1, 4096) | None = None
     image_size: whole(1, 100_000) | None = None
     num_classes: whole(2, 100_000) | None = None

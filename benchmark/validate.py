@@ -95,7 +95,7 @@ def validate(cfg: DictConfig) -> None:
     model (registered, built once for the data's shape) and what the pruning method needs of it."""
     check_config(cfg)
     from attacks import THREATS
-    from benchmark.data import dataset_shape
+    from benchmark.inputs import dataset_shape
     from models import MODELS
 
     threat = THREATS[cfg.threat.kind].target

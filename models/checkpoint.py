@@ -1,40 +1,19 @@
 """Your own trained weights: `model.checkpoint=<path>` (safetensors, or a torch state dict read with
-`weights_only=True`) replaces dense training. The file's sha256, not its path, identifies the model in every key."""
+`weights_only=True`) replaces dense training. The file's sha256, not its path, identifies the model in every key
+(benchmark.inputs.model_identity)."""
 from __future__ import annotations
-
-import functools
-import hashlib
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from benchmark.inputs import checkpoint_path
+
 SAFETENSORS_SUFFIXES = (".safetensors",)
-
-
-def _path(checkpoint: str) -> Path:
-    path = Path(str(checkpoint)).expanduser().resolve()
-    if not path.is_file():
-        raise ValueError(f"model.checkpoint={str(checkpoint)!r} is not a file; allowed: a .safetensors file or a "
-                         "torch state dict (.pt/.pth)")
-    return path
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256(path: Path, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def checkpoint_sha256(checkpoint: str) -> str:
-    path = _path(checkpoint)
-    stat = path.stat()
-    return _sha256(path, stat.st_size, stat.st_mtime_ns)
 
 
 def read_checkpoint(checkpoint: str) -> dict[str, torch.Tensor]:
     """The state dict in the file, on the CPU. Never unpickles code: safetensors, or torch.load(weights_only=True)."""
-    path = _path(checkpoint)
+    path = checkpoint_path(checkpoint)
     try:
         if path.suffix in SAFETENSORS_SUFFIXES:
             from safetensors.torch import load_file
@@ -72,12 +51,3 @@ def load_checkpoint_into(model: nn.Module, checkpoint: str) -> nn.Module:
         raise ValueError(f"model.checkpoint={str(checkpoint)!r} does not fit the model: {problem}")
     model.load_state_dict(state)
     return model
-
-
-def model_identity(plain_model: dict) -> dict:
-    """The `model` config as cache keys see it: without `checkpoint` when there is none (keys stay those of a
-    trained model), with the file's sha256 in place of its path when there is one."""
-    identity = {k: v for k, v in plain_model.items() if k != "checkpoint"}
-    if plain_model.get("checkpoint"):
-        identity["checkpoint_sha256"] = checkpoint_sha256(plain_model["checkpoint"])
-    return identity

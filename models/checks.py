@@ -19,7 +19,7 @@ def _has_attention(model: nn.Module) -> bool:
 
 
 def model_problems(model_cfg, shape, pruner) -> tuple[nn.Module | None, list[Problem]]:
-    """Build the model for the data's `shape` (a benchmark.data.DataShape), run one image through it, check the
+    """Build the model for the data's `shape` (a benchmark.inputs.DataShape), run one image through it, check the
     checkpoint (if any) against it and what the pruning method (`pruner`, its benchmark.pruning.PRUNERS entry)
     needs of it. Returns (model or None, problems)."""
     key, value = _model_label(model_cfg)

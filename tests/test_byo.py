@@ -16,7 +16,8 @@ from omegaconf import OmegaConf, open_dict
 
 from benchmark import hashing
 from benchmark.cell import prepare, run_cell
-from benchmark.data import DataError, dataset_shape, load_dataset, split_sizes
+from benchmark.data import load_dataset
+from benchmark.inputs import DataError, dataset_shape, split_sizes
 from benchmark.pruning import PRUNERS, prune
 from benchmark.pruning.common import PruneContext, finalize, load_state_into
 from benchmark.validate import ConfigError

@@ -10,7 +10,8 @@ from attacks import build_threat
 from benchmark import hashing, stages, version
 from benchmark.cache import ModelCache
 from benchmark.cell import prepare, run_cell
-from benchmark.data import load_dataset, split_sizes
+from benchmark.data import load_dataset
+from benchmark.inputs import split_sizes
 
 CPU = torch.device("cpu")
 QUICK = ("dataset.eps=[0.1]", "threat.subset=50", "++eval.corruptions.enabled=false",
