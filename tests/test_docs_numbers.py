@@ -92,3 +92,8 @@ def test_a_source_without_the_blocks_rows_says_which_command_fills_it(repo):
     assert "No poisoning or backdoor cell in `tables/summary.csv`: run `make benchmark`." in \
         (repo / "docs" / "results.md").read_text()
 
+
+def test_the_repositorys_docs_name_only_known_blocks():
+    root = Path(__file__).resolve().parents[1]
+    names = [m.group(2) for path in documents(root) for m in OPEN.finditer(path.read_text())]
+    assert names and set(names) <= set(BLOCKS)
