@@ -7,7 +7,8 @@ twice changes nothing. A block whose file exists but holds none of its rows says
 command that fills it. A block whose file is missing, an unknown NAME or an unclosed marker: one line, exit code 2,
 nothing written.
 
-Sources: `results/tables/summary.csv` (`make figures` / `make benchmark`) and `results/perf.json` (`make perf`).
+Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with) and `results/perf.json`
+(`make perf`).
 """
 from __future__ import annotations
 
@@ -116,8 +117,8 @@ def render_perf(path: Path) -> str:
 
 
 BLOCKS: dict[str, Block] = {
-    "default-grid": Block(SUMMARY, "make benchmark (or make figures)", render_default_grid),
-    "poisoning-slice": Block(SUMMARY, "make benchmark (or make figures)", render_poisoning_slice),
+    "default-grid": Block(SUMMARY, "make figures", render_default_grid),
+    "poisoning-slice": Block(SUMMARY, "make figures", render_poisoning_slice),
     "perf": Block(PERF, "make perf", render_perf),
 }
 

@@ -66,7 +66,7 @@ def test_missing_source_exits_2_naming_the_file_and_writes_nothing(repo, capsys)
     (repo / "results" / "tables" / "summary.csv").unlink()
     assert run(repo) == 2
     error = capsys.readouterr().err
-    assert str(repo / "results" / "tables" / "summary.csv") in error and "make benchmark" in error
+    assert str(repo / "results" / "tables" / "summary.csv") in error and "make figures" in error
     assert (repo / "docs" / "results.md").read_text() == DOC
 
 
