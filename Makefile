@@ -8,7 +8,7 @@ TRACKING_URI ?= sqlite:///$(abspath $(RESULTS))/mlflow.db
 EXPERIMENT ?= default
 UI_PORT    ?= 5000
 
-.PHONY: venv venv-ray benchmark grid figures verify paper test test-slow test-scale ui clean perf server gpu-check
+.PHONY: venv venv-ray benchmark grid figures docs verify paper test test-slow test-scale ui clean perf server gpu-check
 
 venv: $(STAMP)
 
@@ -35,6 +35,11 @@ benchmark: $(STAMP)
 
 figures: $(STAMP)
 	$(PY) -m benchmark.figures --tracking-uri "$(TRACKING_URI)" --experiment $(EXPERIMENT) --out $(RESULTS)
+
+# The measured numbers in README.md and docs/*.md (generated blocks), rewritten from $(RESULTS)/tables/summary.csv
+# (make figures) and $(RESULTS)/perf.json (make perf); exit 2 naming a missing file.
+docs: $(STAMP)
+	$(PY) -m benchmark.docs_numbers --results $(RESULTS)
 
 # Cross-check logged cells from the store alone (docs/verify.md): recount sparsity from the logged weights, re-run
 # L-inf PGD without ART; exit 1 beyond tolerance. VERIFY_ARGS: e.g. --all, --sample 20, --seed 1.

@@ -27,12 +27,12 @@ def art_classifier(model: nn.Module, input_shape: tuple[int, ...], num_classes: 
 @contextlib.contextmanager
 def frozen_parameters(model: nn.Module):
     """Attacks need input gradients only. ART's loss_gradient calls loss.backward(), which also fills every
-    parameter's .grad unless parameters are frozen: measured to be a large share of ART's PGD overhead on CPU.
-    Also skips ART's unlogged PGD success rate (see `_skip_unlogged_pgd_success_rate`) and runs conv weights in
-    channels_last (benchmark/perf.py: wrapper vs plain loop). Float rounding then differs from the contiguous
-    layout: ~0.05% of PGD's pixels flip sign on near-zero gradients; robust accuracy was unchanged (0.661)."""
-    # channels_last conv weights: ART's PGD on the contiguous layout ran 1.5x slower than a plain torch loop here
-    # (slower first-layer ReLU and conv backward kernels); with it, ART matches the loop bit for bit at ~1.0x.
+    parameter's .grad unless parameters are frozen, a large share of ART's PGD time on CPU. Also skips ART's
+    unlogged PGD success rate (see `_skip_unlogged_pgd_success_rate`) and runs conv weights in channels_last
+    (`make perf` compares the wrapper with a plain torch loop). Float rounding then differs from the contiguous
+    layout on near-zero gradients, so a few of PGD's pixels can step the other way."""
+    # channels_last conv weights: the contiguous layout takes slower first-layer ReLU and conv backward kernels on
+    # CPU; with channels_last, ART's PGD matches a plain torch loop in the same layout bit for bit.
     model.to(memory_format=torch.channels_last)
     try:
         with training.frozen_parameters(model), _skip_unlogged_pgd_success_rate():
@@ -44,7 +44,7 @@ def frozen_parameters(model: nn.Module):
 @contextlib.contextmanager
 def _skip_unlogged_pgd_success_rate():
     """ART's PyTorch PGD ends with `logger.info("Success rate ...", compute_success(...))`: the argument, a full
-    extra prediction pass over every image (~9% of a 10-step PGD here, benchmark/perf.py --profile), is computed
+    extra prediction pass over every image (`python -m benchmark.perf --profile` shows its share), is computed
     even when the log level drops the line (cells set ART's logger to WARNING). ART has no switch for it, so while
     INFO is off its module-level `compute_success`, used only in that log line, is replaced. Results unchanged."""
     from art.attacks.evasion.projected_gradient_descent import projected_gradient_descent_pytorch as pgd

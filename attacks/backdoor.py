@@ -52,7 +52,7 @@ class BackdoorThreat(DataThreat):
                 insert_image, backdoor_path=path, channels_first=True, random=False, size=tuple(shape[1:]),
                 mode="L" if shape[0] == 1 else "RGB", blend=trigger.alpha))
         # add_pattern_bd stamps 4 pixels near the bottom-right corner; one stamp per distance makes the patch
-        # bigger (4 pixels did not take on 16x16 digits within a short training: measured, see tests).
+        # bigger, so that the backdoor takes on small images within a short training (tests/test_poisoning.py).
         return PoisoningAttackBackdoor([
             functools.partial(add_pattern_bd, distance=d, pixel_value=trigger.pixel_value, channels_first=True)
             for d in trigger.distances])

@@ -6,9 +6,10 @@ image AND on the attack's output (an attack that "fixes" a misclassified image d
 L-inf attacks run at every eps of `threat.eps` (the dataset's `eps`), L2 attacks at every eps of `threat.eps_l2`
 (the dataset's `eps_l2`). Minimal-perturbation attacks (Carlini-Wagner L2, DeepFool) run once and robust accuracy
 is read off at every eps: an image counts as broken at eps when the attack flipped its label with ||delta||_2 <= eps.
-Each attack may set its own `subset` (a prefix of the cell's seeded subset): CW and DeepFool cost ~0.3-0.5 s per
-image on CPU. Per cell: the per-image worst case over the attacks of each norm at each eps (on the images every
-attack saw), a gradient-masking flag, and optionally PGD's convergence gap (`threat.convergence`).
+Each attack may set its own `subset` (a prefix of the cell's seeded subset), so that the costliest per image (CW,
+DeepFool, the black-box ones) run on fewer images. Per cell: the per-image worst case over the attacks of each norm
+at each eps (on the images every attack saw), a gradient-masking flag, and optionally PGD's convergence gap
+(`threat.convergence`).
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from benchmark.training import accuracy_and_loss, fit, predict, seed_everything
 # Keys that say where/how the poisoned set is used or evaluated, not what it is: outside the poison's identity.
 _NOT_POISON_IDENTITY = {"name", "stage", "finetune_data", "clean_reference", "subset", "effective_threshold"}
 # Poisoned sets built in this process, newest last: the cells of a grid run in long-lived workers and share them
-# (feature collision / clean-label backdoor cost a proxy training and an ART attack: 10-100 s on mnist5k).
+# (feature collision and the clean-label backdoor each cost a proxy training and an ART attack).
 _POISONED: dict[tuple, tuple] = {}
 _POISONED_MAX = 4
 

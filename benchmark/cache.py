@@ -3,14 +3,12 @@ entry's metadata and the sha256 of its tensors.
 
 One file, written atomically (temp file + rename): two workers computing the same artifact cannot leave a torn
 file, and a reader can never pair one writer's weights with another's checksum (a weights file plus a sidecar
-could: measured, a reader then deleted a file a writer was about to hash, and the writer crashed). Loads verify
-the hash; a corrupted or partial entry is reported, deleted and rebuilt by the caller. safetensors: loading never
-unpickles anything.
+could: a reader could delete a file a writer is about to hash). Loads verify the hash; a corrupted or partial
+entry is reported, deleted and rebuilt by the caller. safetensors: loading never unpickles anything.
 
-Loads read the file's bytes once and parse those: safetensors' own `safe_open(..., framework="pt")` (0.8) reads
-the header from one open of the path and maps the tensors with `torch.UntypedStorage.from_file(path)`, a second
-open by name, so a writer renaming a fresh entry in between paired one writer's header with another's tensors
-(seen in CI as a spurious "sha256 mismatch" under two concurrent writers).
+Loads read the file's bytes once and parse those: safetensors' own `safe_open(..., framework="pt")` reads the
+header from one open of the path and maps the tensors with `torch.UntypedStorage.from_file(path)`, a second open
+by name, so a writer renaming a fresh entry in between could pair one writer's header with another's tensors.
 """
 from __future__ import annotations
 

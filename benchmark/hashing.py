@@ -1,6 +1,6 @@
 """Content hashes that identify a cell and the artifacts it can share with other cells.
 
-Key chain (docs: README "Pipeline and hashing"): dense = H(code, device type, dataset, model, train, seed,
+Key chain (docs/pipeline.md, "Hashing"): dense = H(code, device type, dataset, model, train, seed,
 training-data threat part); pruned = H(code, device type, dense, pruning, finetune, fine-tune data);
 cell = H(code, device type, resolved config minus run-only keys). `code` is benchmark.version.code_identity():
 the results version and the versions of torch, torch-pruning and ART, so a change that alters numbers makes

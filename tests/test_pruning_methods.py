@@ -202,7 +202,7 @@ def test_slimming_l1_drives_bn_scales_down_and_slimming_prunes_vgg(cfg_factory, 
         return model, torch.cat([m.weight.detach().abs() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
 
     (_, plain), (slim, slimmed) = train(0.0), train(1e-2)
-    assert slimmed.mean() < plain.mean() - 0.05  # measured: 0.99 without the term, 0.87 with it
+    assert slimmed.mean() < plain.mean() - 0.05  # the L1 term shrinks the BatchNorm scales, by a margin
     # the penalty is part of the dense training config, hence of the dense cache key
     assert hashing.dense_key(cfg_factory("train.slimming_l1=1e-4"), None) != hashing.dense_key(cfg_factory(), None)
     cfg = _cfg(cfg_factory, "slimming", 0.5, "model=vgg11_bn")

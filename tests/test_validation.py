@@ -54,7 +54,7 @@ BAD = [
     (["threat=badnets", "threat.poison_rate=1.5"], ["threat.poison_rate=1.5", "0.0 <= poison_rate <= 1.0"]),
     (["torch_threads=0"], ["torch_threads=0", "1 <= torch_threads"]),
     (["eval.train_subset=0"], ["eval.train_subset=0", "1 <= train_subset"]),
-    # whole-number keys reject fractions (they used to fail mid-compute)
+    # whole-number keys reject fractions before compute, not mid-compute
     (["train.epochs=1.5"], ["train.epochs=1.5 is not a whole number", "1 <= epochs <= 10000"]),
     (["train.batch_size=32.5"], ["train.batch_size=32.5 is not a whole number", "1 <= batch_size"]),
     (["threat.subset=10.5"], ["threat.subset=10.5 is not a whole number", "1 <= subset"]),
@@ -62,7 +62,7 @@ BAD = [
     (["train.epochs=true"], ["train.epochs=True is not a whole number"]),
     # a dense model trained for 0 epochs stays at chance accuracy
     (["train.epochs=0"], ["train.epochs=0 is out of range", "1 <= epochs"]),
-    # a number where a list belongs (used to crash the validator: "'float' object is not iterable")
+    # a number where a list belongs: one line naming the key, not a traceback from the validator
     (["threat.eps=0.1"], ["threat.eps=0.1 is not allowed", "a list, each a number 0.0 <= eps[i] <= 1.0"]),
     # required keys, unknown keys
     (["~pruning.sparsity"], ["pruning.sparsity is missing", "0.0 <= sparsity < 1.0"]),

@@ -1,0 +1,177 @@
+"""Measured numbers in the docs, generated from the results files: `make docs` (or `python -m benchmark.docs_numbers`).
+
+A generated block is the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->` in README.md or
+docs/*.md. BLOCKS maps each NAME to the results file it is made from (relative to `--results`) and the function
+that renders it; the tool rewrites every block from its file and leaves the rest of the text alone, so running it
+twice changes nothing. A block whose file exists but holds none of its rows says so in one line and names the
+command that fills it. A block whose file is missing, an unknown NAME or an unclosed marker: one line, exit code 2,
+nothing written.
+
+Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with) and `results/perf.json`
+(`make perf`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = "tables/summary.csv"
+PERF = "perf.json"
+EVASION = "evasion"  # threat.name of the default grid's evasion cells
+HEADLINE_TARGET = 0.9  # the default-grid block: every method at this requested sparsity, beside the dense model
+HEADLINE_EPS = "0.1"
+MARKER = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
+OPEN = re.compile(r"<!-- (/?)generated:([\w-]+) -->")
+
+
+class DocsError(Exception):
+    """A block that cannot be generated: a missing source file, an unknown name, an unclosed marker."""
+
+
+@dataclass(frozen=True)
+class Block:
+    source: str  # path under the results directory
+    fills: str  # the command that writes the source
+    render: Callable[[Path], str]  # source file -> markdown (without the trailing provenance line)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    """The summary table's own cell formatting (same digits and intervals), with `|` in names escaped."""
+    from benchmark.figures import to_markdown
+
+    return to_markdown(table.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v))
+
+
+def _summary(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=True)
+
+
+def _with_intervals(table: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """`metrics` plus the ci95 / binomial columns `to_markdown` folds into them, as present in `table`."""
+    return [c for m in metrics for c in (m, f"{m} ci95", f"{m} binom95 low", f"{m} binom95 high") if c in table]
+
+
+def render_default_grid(path: Path) -> str:
+    """Every evasion method at HEADLINE_TARGET and the dense model (`none`), per model: sparsity, clean accuracy
+    and the worst-case robust accuracy at every eps, with its binomial interval."""
+    table = _summary(path)
+    rows = table[(table["threat"] == EVASION)
+                 & (((table["target"] - HEADLINE_TARGET).abs() < 1e-9) | (table["method"] == "none"))]
+    if rows.empty:
+        return f"No evasion cell at sparsity {HEADLINE_TARGET} in `{SUMMARY}`: run `make benchmark`.\n"
+    worst = sorted((c for c in table if re.fullmatch(r"robust/worst/eps_[\d.]+", c)),
+                   key=lambda c: float(c.rsplit("_", 1)[1]))
+    shown = [c for c in worst if c.endswith(f"eps_{HEADLINE_EPS}")] or worst[:1]
+    rows = rows.sort_values(["model", "method"], key=lambda s: s.map(lambda v: (v != "none", v)))
+    columns = ["model", "method", "target", "n_seeds", "sparsity/achieved",
+               *_with_intervals(rows, ["clean/acc", *shown])]
+    return _markdown(rows[columns].reset_index(drop=True))
+
+
+def render_poisoning_slice(path: Path) -> str:
+    """The data-threat cells of the summary table: clean accuracy per threat, method and sparsity."""
+    table = _summary(path)
+    rows = table[table["threat"] != EVASION]
+    if rows.empty:
+        return f"No poisoning or backdoor cell in `{SUMMARY}`: run `make benchmark`.\n"
+    columns = ["threat", "method", "target", "n_seeds", "sparsity/achieved", *_with_intervals(rows, ["clean/acc"])]
+    return _markdown(rows[columns].sort_values(["threat", "target", "method"]).reset_index(drop=True))
+
+
+def render_perf(path: Path) -> str:
+    """`make perf`'s ratios against their budgets (benchmark.perf.BUDGET), with the machine they ran on."""
+    from benchmark.perf import BUDGET
+
+    result = json.loads(path.read_text())
+    rows = [("pgd_ratio", "ART PGD through our wrapper / plain torch PGD, median of alternated pairs", "{:.2f}×"),
+            ("pgd_ratio_of_best_times", "the same, best time / best time", "{:.2f}×"),
+            ("pgd_max_abs_diff", "max \\|x_adv difference\\| between the two", "{:.2g}"),
+            ("bookkeeping_share", "a cell's bookkeeping (config, hashing, MLflow, cache I/O) / the cell", "{:.1%}"),
+            ("grid_rerun_ratio", "re-running the finished small grid / its first run", "{:.0%}"),
+            ("grid_rerun_minus_startup_ratio", "the same, one process start-up subtracted from both", "{:.0%}"),
+            ("parallel_speedup", "`hydra/launcher=parallel` (2 workers) speed-up over sequential, small grid",
+             "{:.2f}×")]
+    lines = ["| measure | result | budget |", "|---|---|---|"]
+    for key, what, fmt in rows:
+        if key in result:
+            goal = BUDGET.get(key)
+            budget = "" if goal is None else f"{goal[0].replace('<=', '≤').replace('>=', '≥')} {fmt.format(goal[1])}"
+            lines.append(f"| {what} | {fmt.format(result[key])} | {budget} |")
+    if len(lines) == 2:
+        return f"`{PERF}` holds no measurement: run `make perf`.\n"
+    machine = result.get("machine", "an unnamed machine") + (f", torch {result['torch']}" if "torch" in result else "")
+    load = [result[k] for k in ("load_avg_1m_start", "load_avg_1m_end") if k in result]
+    where = f"Measured on {machine}" + (f"; 1-minute load average {min(load):.1f}–{max(load):.1f} during the run"
+                                     if load else "")
+    small = (f"; small grid: {result['grid_jobs']} jobs, {result['grid_cells']} cells"
+             if "grid_jobs" in result and "grid_cells" in result else "")
+    return "\n".join(lines) + f"\n\n{where}{small}.\n"
+
+
+BLOCKS: dict[str, Block] = {
+    "default-grid": Block(SUMMARY, "make figures", render_default_grid),
+    "poisoning-slice": Block(SUMMARY, "make figures", render_poisoning_slice),
+    "perf": Block(PERF, "make perf", render_perf),
+}
+
+
+def fill(text: str, results: Path, where: str = "text") -> str:
+    """`text` with every generated block rewritten from its source under `results`."""
+    names = [(m.group(1), m.group(2)) for m in OPEN.finditer(text)]
+    opened = [n for closing, n in names if not closing]
+    if sorted(opened) != sorted(n for closing, n in names if closing) or len(MARKER.findall(text)) != len(opened):
+        raise DocsError(f"{where}: unbalanced generated markers {[n for _, n in names]}; "
+                        f"each `<!-- generated:NAME -->` needs its own `<!-- /generated:NAME -->` after it")
+
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in BLOCKS:
+            raise DocsError(f"{where}: unknown generated block {name!r}; known: {', '.join(sorted(BLOCKS))}")
+        block = BLOCKS[name]
+        source = results / block.source
+        if not source.is_file():
+            raise DocsError(f"{where}: block {name!r} needs {source}, which is missing: run `{block.fills}`")
+        body = block.render(source)
+        provenance = f"<sub>Generated by `make docs` from `results/{block.source}` (`{block.fills}`).</sub>\n"
+        return f"<!-- generated:{name} -->\n{body}\n{provenance}<!-- /generated:{name} -->"
+
+    return MARKER.sub(replace, text)
+
+
+def documents(root: Path) -> list[Path]:
+    return [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.is_file()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=str(ROOT / "results"), help="the results directory to read")
+    parser.add_argument("--root", default=str(ROOT), help="the repository whose README.md and docs/*.md to rewrite")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a document is out of date")
+    args = parser.parse_args(argv)
+    results, root = Path(args.results), Path(args.root)
+    try:
+        updated = {path: fill(path.read_text(), results, str(path.relative_to(root))) for path in documents(root)}
+    except DocsError as error:
+        print(error, file=sys.stderr)
+        return 2
+    stale = [path for path, text in updated.items() if text != path.read_text()]
+    if args.check:
+        for path in stale:
+            print(f"{path.relative_to(root)} is out of date: run `make docs`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.write_text(updated[path])
+        print(f"rewrote {path.relative_to(root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

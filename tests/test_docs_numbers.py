@@ -1,0 +1,99 @@
+"""`make docs`: generated blocks in README.md and docs/*.md are rewritten from the results files, nothing else."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmark.docs_numbers import BLOCKS, OPEN, documents, main
+
+COLUMNS = ("model,dataset,threat,method,variant,target,n_seeds,sparsity/achieved,clean/acc,clean/acc ci95,"
+           "robust/worst/eps_0.1,robust/worst/eps_0.1 ci95,robust/worst/eps_0.1 binom95 low,"
+           "robust/worst/eps_0.1 binom95 high")
+ROWS = [
+    "seed_cnn,mnist5k,evasion,none,,0.0000,1,0.0000,0.9620,0.0000,0.7640,0.0000,0.7240,0.8010",
+    "seed_cnn,mnist5k,evasion,magnitude_global,,0.5000,1,0.5000,0.9640,0.0000,0.7540,0.0000,0.7140,0.7910",
+    "seed_cnn,mnist5k,evasion,magnitude_global,,0.9000,1,0.9000,0.7340,0.0000,0.2880,0.0000,0.2490,0.3300",
+    "seed_cnn,mnist5k,badnets|r=0.1|poison_then_prune|ft=clean,fine_pruning,,0.9000,1,0.8987,0.9370,0.0000,,,,",
+]
+DOC = """# Title
+
+Typed prose stays as it is.
+
+<!-- generated:default-grid -->
+stale table
+<!-- /generated:default-grid -->
+
+More prose.
+
+<!-- generated:poisoning-slice -->
+<!-- /generated:poisoning-slice -->
+"""
+
+
+@pytest.fixture
+def repo(tmp_path):
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    (tmp_path / "results" / "tables" / "summary.csv").write_text("\n".join([COLUMNS, *ROWS]) + "\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.md").write_text(DOC)
+    return tmp_path
+
+
+def run(repo: Path, *extra: str) -> int:
+    return main(["--results", str(repo / "results"), "--root", str(repo), *extra])
+
+
+def test_fills_blocks_from_the_summary_table_and_is_idempotent(repo):
+    assert run(repo, "--check") == 1  # stale before
+    assert run(repo) == 0
+    text = (repo / "docs" / "results.md").read_text()
+    assert "stale table" not in text
+    assert text.startswith("# Title\n\nTyped prose stays as it is.\n") and "\nMore prose.\n" in text
+    # the dense row and every method at sparsity 0.9, with the binomial interval; not the 0.5 point
+    assert "| seed_cnn | none | 0.000 | 1 | 0.000 | 0.962 | 0.764 [0.724, 0.801] |" in text
+    assert "| seed_cnn | magnitude_global | 0.900 | 1 | 0.900 | 0.734 | 0.288 [0.249, 0.330] |" in text
+    assert "0.754" not in text
+    # the data-threat rows, the `|` of the threat name escaped so the table keeps its columns
+    assert "| badnets\\|r=0.1\\|poison_then_prune\\|ft=clean | fine_pruning | 0.900 | 1 | 0.899 | 0.937 |" in text
+    assert "`results/tables/summary.csv`" in text
+    assert run(repo) == 0 and (repo / "docs" / "results.md").read_text() == text  # idempotent
+    assert run(repo, "--check") == 0
+
+
+def test_missing_source_exits_2_naming_the_file_and_writes_nothing(repo, capsys):
+    (repo / "results" / "tables" / "summary.csv").unlink()
+    assert run(repo) == 2
+    error = capsys.readouterr().err
+    assert str(repo / "results" / "tables" / "summary.csv") in error and "make figures" in error
+    assert (repo / "docs" / "results.md").read_text() == DOC
+
+
+def test_unknown_block_and_unclosed_marker_exit_2(repo, capsys):
+    (repo / "README.md").write_text("<!-- generated:nonsense -->\n<!-- /generated:nonsense -->\n")
+    assert run(repo) == 2 and "nonsense" in capsys.readouterr().err
+    (repo / "README.md").write_text("<!-- generated:perf -->\nno end\n")
+    assert run(repo) == 2 and "unbalanced" in capsys.readouterr().err
+
+
+def test_perf_block_from_perf_json(repo):
+    (repo / "results" / "perf.json").write_text(json.dumps({"machine": "x86_64, 2 cores", "pgd_ratio": 1.5,
+                                                            "bookkeeping_share": 0.02}))
+    (repo / "docs" / "performance.md").write_text("<!-- generated:perf -->\n<!-- /generated:perf -->\n")
+    assert run(repo) == 0
+    text = (repo / "docs" / "performance.md").read_text()
+    assert "| 1.50× | ≤ 1.20× |" in text and "| 2.0% | ≤ 10.0% |" in text and "x86_64, 2 cores" in text
+
+
+def test_a_source_without_the_blocks_rows_says_which_command_fills_it(repo):
+    (repo / "results" / "tables" / "summary.csv").write_text("\n".join([COLUMNS, *ROWS[:3]]) + "\n")
+    assert run(repo) == 0
+    assert "No poisoning or backdoor cell in `tables/summary.csv`: run `make benchmark`." in \
+        (repo / "docs" / "results.md").read_text()
+
+
+def test_the_repositorys_docs_name_only_known_blocks():
+    root = Path(__file__).resolve().parents[1]
+    names = [m.group(2) for path in documents(root) for m in OPEN.finditer(path.read_text())]
+    assert names and set(names) <= set(BLOCKS)
