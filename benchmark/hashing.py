@@ -14,7 +14,8 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.inputs import DATASETS, data_identity, model_identity, split_sizes
+from benchmark.datasets import DATASETS
+from benchmark.inputs import data_identity, model_identity, split_sizes
 from benchmark.pruning import PRUNERS
 from benchmark.version import code_identity
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.checks import ConfigError
+from benchmark.datasets import DATASETS
 
 
 class DataError(ConfigError):
@@ -222,14 +223,12 @@ def folder_summary(cfg):
     return _folder_tree_summary(root, _folder_stamp(root), resize)
 
 
-_USER_DATA = {"npz": (npz_summary, "path"), "image_folder": (folder_summary, "root")}  # name -> (summary, location key)
-
-
 def dataset_shape(cfg) -> DataShape:
     """Channels, image side and classes of the dataset `cfg` describes: read from the files for your own data
     (headers and labels only; DataError when they do not fit), the declared values for the built-in ones."""
-    if cfg.name in _USER_DATA:
-        shape, sizes = _USER_DATA[cfg.name][0](cfg)
+    entry = DATASETS[cfg.name]
+    if entry.summary is not None:
+        shape, sizes = entry.summary(cfg)
         if len(sizes) == 1:  # split here: both splits need every class (scikit-learn's stratified split)
             test_size = cfg.get("test_size")
             if not (isinstance(test_size, float) and 0 < test_size < 1):
@@ -256,26 +255,19 @@ def _content_sha256(path: Path, stamp: tuple) -> str:
 def data_identity(plain: dict) -> dict:
     """What the data is, for cache keys: your own data's location is replaced by its content's sha256, so a moved
     copy is the same data and an edited file is not."""
-    if plain.get("name") not in _USER_DATA:
+    location_key = DATASETS[plain["name"]].location_key if plain.get("name") in DATASETS else None
+    if location_key is None:
         return plain
-    location_key = _USER_DATA[plain["name"]][1]
-    cfg = _Plain(plain)
-    location = npz_path(cfg) if plain["name"] == "npz" else folder_root(cfg)
+    location = _existing(_Plain(plain), location_key, "your data", plain["name"] == "npz")
     stamp = _stamp(location) if location.is_file() else _folder_stamp(location)
     return {**{k: v for k, v in plain.items() if k != location_key}, "sha256": _content_sha256(location, stamp)}
-
-
-# Images per dataset before the split: (all,) for datasets split here by `test_size`, (train, test) for
-# torchvision's fixed splits (before `n_train` / `n_test` subsampling).
-_SIZES = {"digits": (1797,), "mnist5k": (5000,), "mnist": (60000, 10000), "fashion_mnist": (60000, 10000),
-          "cifar10": (50000, 10000), "svhn": (73257, 26032)}
-DATASETS = (*_SIZES, *_USER_DATA)  # every dataset name (benchmark.data.LOADERS loads the same ones)
 
 
 def split_sizes(cfg) -> tuple[int, int]:
     """(train, test) image counts of the dataset `cfg` describes, without loading it (scikit-learn's
     train_test_split puts ceil(test_size * n) images in the test split)."""
-    sizes = _USER_DATA[cfg.name][0](cfg)[1] if cfg.name in _USER_DATA else _SIZES[cfg.name]
+    entry = DATASETS[cfg.name]
+    sizes = entry.summary(cfg)[1] if entry.summary is not None else entry.sizes
     if len(sizes) == 1:
         test = math.ceil(float(cfg.test_size) * sizes[0])
         return sizes[0] - test, test

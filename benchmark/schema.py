@@ -5,10 +5,10 @@ with one line naming the key, the value and what is allowed. Unknown keys are re
 `+pruning.sparsityy=0.5` cannot make a new cell hash). This module imports neither torch nor any library that
 does: a config mistake is reported before the heavy imports.
 
-Where a key is declared: a pruning method's keys in its own module (benchmark/pruning/methods/, a `PruningConfig`
-collected from the registry); every other group's here, in the model of its group. The dataset, threat and attack
-names listed here are the registries' (tests/test_validation.py checks they agree); model names are checked
-against the model registry by benchmark/validate.py, because importing models imports torch.
+Where a key is declared: a pruning method's and a dataset's keys in their own modules (benchmark/pruning/methods/,
+benchmark/datasets/), collected from the registries; every other group's here, in the model of its group. The
+threat and attack names listed here are the registries' (tests/test_validation.py checks they agree); model names
+are checked against the model registry by benchmark/validate.py, because importing models imports torch.
 """
 
 import types
@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from benchmark.checks import (BATCH, CLASS, COUNT, EPOCHS, LR, SEED, UNIT, ConfigError, Group, Number, number,
                               whole)
+from benchmark.datasets import DATASETS
 from benchmark.pruning import PRUNERS
 
 
@@ -27,25 +28,6 @@ MODEL_NAME = Annotated[str, Field(min_length=1)]
 
 
 # ---- dataset, model, training -------------------------------------------------------------------------------------
-class Dataset(Group):
-    name: Literal["digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "svhn", "npz", "image_folder"]
-    # Declared by the built-in datasets; read from the files for npz and image_folder (benchmark.inputs.dataset_shape).
-    in_channels: whole(1, 4096) | None = None
-    image_size: whole(1, 100_000) | None = None
-    num_classes: whole(2, 100_000) | None = None
-    path: str | None = None  # npz: the archive
-    layout: Literal["auto", "nchw", "nhwc"] = "auto"  # npz: where a 4-d x keeps its channels
-    root: str | None = None  # image_folder: the folder
-    resize: whole(1, 100_000) | None = None  # image_folder: resize every image to N x N
-    test_size: number(0.0, 1.0, low_open=True, high_open=True) | None = None  # digits, mnist5k: held-out share
-    data_root: str | None = None  # torchvision datasets
-    download: bool = False
-    n_train: COUNT | None = None
-    n_test: COUNT | None = None
-    eps: list[UNIT]
-    eps_l2: list[number(0.0, 1000.0)] = []
-
-
 class Model(Group):
     name: MODEL_NAME
     checkpoint: str | None = None  # trained weights that replace dense training
@@ -104,12 +86,14 @@ class Eval(Group):
     interpret: Interpret
 
 
-# ---- pruning: each method declares its own model (benchmark/pruning/methods/) --------------------------------------
-def _discriminated(members: list, field: str):
+# ---- pruning methods and datasets declare their own models (benchmark/pruning/methods/, benchmark/datasets/) ------
+def _discriminated(registry, field: str):
+    members = list(dict.fromkeys(entry.config for entry in registry.entries()))  # one model may serve several names
     return Annotated[Union[tuple(members)], Field(discriminator=field)] if len(members) > 1 else members[0]
 
 
-PRUNING = _discriminated([entry.config for entry in PRUNERS.entries()], "method")
+PRUNING = _discriminated(PRUNERS, "method")
+DATASET = _discriminated(DATASETS, "name")
 
 
 # ---- threats (one model per kind, and per attack for poisoning and backdoors) ------------------------------------
@@ -300,7 +284,7 @@ class Cell(Group):
     eval: Eval
     finetune: Finetune
     train: Train
-    dataset: Dataset
+    dataset: DATASET
     model: Model
     pruning: PRUNING
     threat: THREAT

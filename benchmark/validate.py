@@ -16,26 +16,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from benchmark import schema
 from benchmark.checks import ConfigError, in_range
+from benchmark.datasets import DATASETS
 
-__all__ = ["ConfigError", "check_config", "validate", "DATASET_FILES"]
-
-# torchvision's file layout under data_root, per dataset (what its `_check_exists` looks for): checked without
-# importing torchvision. tests/test_validation.py checks these names against torchvision's own lists.
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-DATASET_FILES = {
-    "mnist": tuple(f"MNIST/raw/{name}" for name in _MNIST_FILES),
-    "fashion_mnist": tuple(f"FashionMNIST/raw/{name}" for name in _MNIST_FILES),
-    "cifar10": tuple(f"cifar-10-batches-py/{name}" for name in
-                     ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")),
-    "svhn": ("train_32x32.mat", "test_32x32.mat"),
-}
-
-
-# What the loaders produce, per dataset: (in_channels, image_size or None where the loader resizes, num_classes).
-# The config states them so the model can be built before any data is loaded; they must agree.
-DATASET_SHAPES = {"digits": (1, None, 10), "mnist5k": (1, 28, 10), "mnist": (1, 28, 10), "fashion_mnist": (1, 28, 10),
-                  "cifar10": (3, 32, 10), "svhn": (3, 32, 10)}
-
+__all__ = ["ConfigError", "check_config", "validate"]
 
 def resolved(cfg: DictConfig) -> dict:
     """The config as plain values, interpolations resolved; a broken interpolation is a config mistake."""
@@ -69,7 +52,7 @@ def check_device(name: str) -> None:
 
 
 def _check_dataset_shape(dataset: dict) -> None:
-    for key, fact in zip(("in_channels", "image_size", "num_classes"), DATASET_SHAPES.get(dataset["name"], ())):
+    for key, fact in zip(("in_channels", "image_size", "num_classes"), DATASETS[dataset["name"]].shape or ()):
         if fact is not None and dataset[key] != fact:
             raise ConfigError(f"dataset.{key}={dataset[key]!r} is not what dataset.name={dataset['name']!r} has; "
                               f"allowed: {fact}")
@@ -77,7 +60,7 @@ def _check_dataset_shape(dataset: dict) -> None:
 
 def _check_dataset_files(dataset: dict) -> None:
     """A torchvision dataset needs its files under data_root unless it may download them."""
-    files = DATASET_FILES.get(dataset["name"], ())
+    files = DATASETS[dataset["name"]].files
     if not files or dataset.get("download"):
         return
     root = Path(dataset.get("data_root") or ".").expanduser().resolve()

@@ -30,7 +30,7 @@ def no_compute(monkeypatch):
 
 # (overrides, what the message must contain: key=value and the allowed values or range)
 BAD = [
-    (["dataset.name=imagenet"], ["dataset.name='imagenet'", "allowed:", "'mnist5k'", "'digits'"]),
+    (["dataset.name=imagenet"], ["dataset.name='imagenet'", "allowed:", "mnist5k", "digits"]),
     (["model.name=resnet50"], ["model.name='resnet50'", "'seed_cnn'", "'resnet20'"]),
     (["pruning.method=sparsegpt"], ["pruning.method='sparsegpt'", "magnitude_global", "l1_filter"]),
     (["threat.kind=telepathy"], ["threat.kind='telepathy'", "evasion"]),
@@ -95,12 +95,13 @@ def test_edges_of_the_ranges_are_accepted(tmp_path):
 
 
 def test_every_config_group_option_and_experiment_preset_passes_the_schema(tmp_path):
-    from benchmark.validate import DATASET_FILES, check_config
+    from benchmark.datasets import DATASETS
+    from benchmark.validate import check_config
 
     for group in ("dataset", "model", "pruning", "threat", "train"):
         for option in sorted((ROOT / "conf" / group).glob("*.yaml")):
             overrides = [f"{group}={option.stem}"]
-            if group == "dataset" and option.stem in DATASET_FILES:  # torchvision: may download
+            if group == "dataset" and DATASETS[option.stem].files:  # torchvision: may download
                 overrides.append("dataset.download=true")
             check_config(make_cfg(tmp_path, *overrides))
     for preset in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
@@ -108,8 +109,8 @@ def test_every_config_group_option_and_experiment_preset_passes_the_schema(tmp_p
 
 
 def test_schema_names_are_the_registries():
-    """The schema names datasets, threats and attacks without importing their registries (which import torch);
-    pruning methods declare their own config models."""
+    """The schema names threats and attacks without importing their registries (which import torch); pruning methods
+    and datasets declare their own config models, one name each."""
     import typing
 
     from attacks import THREATS
@@ -117,13 +118,13 @@ def test_schema_names_are_the_registries():
     from attacks.evasion import ATTACKS
     from attacks.poisoning import PoisoningThreat
     from benchmark import schema
-    from benchmark.data import LOADERS
+    from benchmark.datasets import DATASETS
     from benchmark.interpretability import METHODS
     from benchmark.pruning import PRUNERS
 
-    assert set(typing.get_args(schema.Dataset.model_fields["name"].annotation)) == set(LOADERS)
-    assert schema.names(schema.PRUNING) == set(PRUNERS)
+    assert schema.names(schema.PRUNING) == set(PRUNERS) and schema.names(schema.DATASET) == set(DATASETS)
     assert all(entry.config.model_fields["method"].annotation == typing.Literal[entry.name] for entry in PRUNERS.entries())
+    assert all(entry.name in typing.get_args(entry.config.model_fields["name"].annotation) for entry in DATASETS.entries())
     assert schema.names(schema.THREAT) == set(THREATS)
     assert schema.names(schema.ATTACK) == set(ATTACKS)
     assert schema.names(schema.POISONING) == set(PoisoningThreat.ATTACKS)
@@ -134,8 +135,9 @@ def test_schema_names_are_the_registries():
 def test_dataset_files_are_torchvisions():
     import torchvision.datasets as tv
 
-    from benchmark.validate import DATASET_FILES
+    from benchmark.datasets import DATASETS
 
+    DATASET_FILES = {entry.name: entry.files for entry in DATASETS.entries()}
     mnist_like = [Path(url).stem for url, _ in tv.MNIST.resources]  # torchvision checks the unpacked files
     assert DATASET_FILES["mnist"] == tuple(f"MNIST/raw/{name}" for name in mnist_like)
     assert DATASET_FILES["fashion_mnist"] == tuple(
@@ -146,14 +148,15 @@ def test_dataset_files_are_torchvisions():
 
 
 def test_missing_dataset_files_are_rejected_before_compute_and_present_ones_accepted(tmp_path, no_compute):
-    from benchmark.validate import DATASET_FILES, check_config
+    from benchmark.datasets import DATASETS
+    from benchmark.validate import check_config
 
     root = tmp_path / "data"
     cfg = make_cfg(tmp_path / "results", "dataset=cifar10", f"dataset.data_root={root}", "model=lenet300")
     with pytest.raises(ConfigError, match=r"dataset.data_root='.*/data' lacks the cifar10 files .*data_batch_1"):
         run_cell(cfg)
     assert not (tmp_path / "results").exists(), "no store, cache or run for a cell that cannot start"
-    for name in DATASET_FILES["cifar10"]:
+    for name in DATASETS["cifar10"].files:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).touch()
     check_config(cfg)
