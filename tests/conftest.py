@@ -10,20 +10,17 @@ from hydra import compose, initialize_config_dir
 torch.set_num_threads(1)
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
-# Small and fast: digits (offline), few epochs, small attack subset.
-TINY = [
-    "dataset=digits",
-    "train.epochs=8",
-    "finetune.epochs=1",
-    "threat.subset=100",
-    "device=cpu",
-]
+
+
+def compose_cfg(results_dir: Path | str, *overrides: str):
+    """The Hydra config of one cell, as `python -m benchmark.run` composes it."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=[f"results_dir={results_dir}", *overrides])
 
 
 def make_cfg(results_dir: Path | str, *overrides: str):
-    """The resolved Hydra config of one cell, as `python -m benchmark.run` composes it."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=[*TINY, f"results_dir={results_dir}", *overrides])
+    """A cell in seconds: the `debug=tiny` preset (conf/debug/tiny.yaml), then the overrides."""
+    return compose_cfg(results_dir, "debug=tiny", *overrides)
 
 
 @pytest.fixture

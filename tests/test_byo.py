@@ -20,18 +20,13 @@ from benchmark.data import DataError, dataset_shape, load_dataset, split_sizes
 from benchmark.pruning import PRUNERS, PruneContext, finalize, load_state_into, prune
 from benchmark.validate import ConfigError
 from models import build_model
-from tests.conftest import CONF_DIR
+from conftest import compose_cfg
 
 CPU = torch.device("cpu")
 # A cell in seconds: one epoch, tiny subsets, no corruption / attribution passes, one latency repeat.
 QUICK = ("train.epochs=1", "finetune.epochs=1", "train.batch_size=32", "finetune.batch_size=32",
-         "eval.train_subset=16", "threat.subset=8", "dataset.eps=[0.03]", "++eval.corruptions.enabled=false",
-         "++eval.interpret.enabled=false", "eval.latency.repeats=1", "eval.latency.batch_size=8", "device=cpu")
-
-
-def compose_cfg(results: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=[f"results_dir={results}", *overrides])
+         "eval.train_subset=16", "threat.subset=8", "dataset.eps=[0.03]", "eval=fast", "eval.latency.batch_size=8",
+         "device=cpu")
 
 
 def write_npz(path: Path, n_train=64, n_test=32, classes=10, side=32, channels=3, seed=0, **replace) -> Path:

@@ -20,11 +20,10 @@ from omegaconf import DictConfig, ListConfig
 from benchmark.validate import ConfigError, check_config
 
 from conftest import make_cfg
-from tiny_store import FAST_EVAL
 
 ROOT = Path(__file__).resolve().parents[1]
 # A cell that costs about a second when it runs: LeNet-300-100 on digits, 1 epoch, FGSM on 20 images.
-BASE = ["model=lenet300", "train.epochs=1", "finetune.epochs=0", "threat.subset=20", *FAST_EVAL]
+BASE = ["model=lenet300", "train.epochs=1", "finetune.epochs=0", "threat.subset=20", "eval=fast"]
 OPTIONS = {  # options whose cells stay cheap (offline datasets; evasion threats: no proxy models to train)
     "dataset": ["digits", "mnist5k", "cifar10"],  # cifar10: its files are not here, so it must be rejected
     "pruning": sorted(p.stem for p in (ROOT / "conf" / "pruning").glob("*.yaml")),

@@ -151,8 +151,8 @@ def test_cell_run_marks_failed_with_error_and_killed_on_interrupt(store):
     assert failed and failed[0].data.tags["error"] == "ValueError: boom"
 
 
-RESUME = ["dataset=digits", "train.epochs=10", "finetune.epochs=1", "threat=pgd", "threat.subset=20", "device=cpu",
-          "pruning=magnitude_global", "pruning.sparsity=0.5", "experiment_name=resume", *tiny_store.FAST_EVAL]
+RESUME = ["debug=tiny", "eval=fast", "train.epochs=10", "threat=pgd", "threat.subset=20", "pruning=magnitude_global",
+          "pruning.sparsity=0.5", "experiment_name=resume"]
 
 
 def test_killed_cell_is_left_unfinished_and_redone_then_skipped_and_forced(store):

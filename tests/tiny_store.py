@@ -19,9 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "tiny"
-FAST_EVAL = ["eval.corruptions.enabled=false", "eval.interpret.enabled=false", "eval.latency.repeats=1"]
-GRID = ["dataset=digits", "train.epochs=3", "finetune.epochs=1", "threat=evasion", "threat.subset=50", "device=cpu",
-        "pruning=magnitude_global,l1_filter", "pruning.sparsity=0.5,0.9", "seed=0,1", *FAST_EVAL]
+GRID = ["debug=tiny", "eval=fast", "train.epochs=3", "threat=evasion", "threat.subset=50",
+        "pruning=magnitude_global,l1_filter", "pruning.sparsity=0.5,0.9", "seed=0,1"]
 N_JOBS = N_CELLS = 8
 
 
