@@ -24,11 +24,6 @@ from benchmark.cell import run_cell
 from conftest import make_cfg
 
 
-@pytest.fixture(scope="module")
-def store():
-    return tiny_store.build()
-
-
 def cell_runs(client, experiment_id, status=None):
     runs = client.search_runs([experiment_id], max_results=1000)
     return [r for r in runs if r.data.tags.get("grid") != "true" and (status is None or r.info.status == status)]
