@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from benchmark.validate import ConfigError, check_config
 
@@ -40,14 +40,13 @@ SLOW = {"train.epochs", "finetune.epochs", "seed", "eval.latency.repeats", "eval
 
 def _leaves(node, prefix: str = "") -> list[str]:
     """Every key of the composed config, lists indexed like Hydra's overrides (threat.attacks.0.name)."""
-    items = node.items() if isinstance(node, DictConfig) else enumerate(node) if isinstance(node, ListConfig) else []
+    children = node.keys() if isinstance(node, DictConfig) else range(len(node)) if isinstance(node, ListConfig) else []
     keys = []
-    for key, _ in items:
+    for key in children:
         path = f"{prefix}{key}"
-        child = node._get_node(key)
         keys.append(path)
-        if isinstance(child, (DictConfig, ListConfig)) and not child._is_interpolation():
-            keys += _leaves(child, path + ".")
+        if not OmegaConf.is_interpolation(node, key) and isinstance(node[key], (DictConfig, ListConfig)):
+            keys += _leaves(node[key], path + ".")
     return keys
 
 
