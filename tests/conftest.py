@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run on the CPU with one torch thread (deterministic and fair to a 2-core machine)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,15 @@ import torch
 from hydra import compose, initialize_config_dir
 
 torch.set_num_threads(1)
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a `python -m benchmark.run` subprocess: this checkout, one CPU thread, one-line errors."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
 
 
 def compose_cfg(results_dir: Path | str, *overrides: str):

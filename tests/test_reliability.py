@@ -21,11 +21,10 @@ from mlflow.tracking import MlflowClient
 from benchmark import hashing, stages, tracking
 from benchmark.cache import ModelCache
 from benchmark.cell import run_cell
-from conftest import make_cfg
+from conftest import ROOT, cli_env, make_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+ENV = cli_env()
 # These tests are about bookkeeping, not numbers: one PGD budget on 50 images, no optional evaluations
 # (`++`: still composes if another area renames its keys).
 QUICK = ("dataset.eps=[0.1]", "threat.subset=50", "eval=fast")

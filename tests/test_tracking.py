@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 import tiny_store
 from benchmark import tracking
 from benchmark.cell import run_cell
-from conftest import make_cfg
+from conftest import cli_env, make_cfg
 
 
 def cell_runs(client, experiment_id, status=None):
@@ -152,9 +152,8 @@ RESUME = ["debug=tiny", "eval=fast", "train.epochs=10", "threat=pgd", "threat.su
 
 def test_killed_cell_is_left_unfinished_and_redone_then_skipped_and_forced(store):
     client = MlflowClient(store.uri)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tiny_store.ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "benchmark.run", *RESUME, f"results_dir={store.results}"],
-                            cwd=tiny_store.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=tiny_store.ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, killed = time.monotonic() + 60, None
     while time.monotonic() < deadline and proc.poll() is None:  # wait for the cell's run to start, then SIGKILL
         experiment = client.get_experiment_by_name("resume")
@@ -266,10 +265,9 @@ def test_unusable_store_fails_in_seconds_with_one_line_naming_it(tmp_path, store
 
 def test_grid_against_an_unreachable_server_stops_before_any_cell_with_exit_code_2(tmp_path):
     uri = f"http://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tiny_store.ROOT)}
     done = subprocess.run([sys.executable, "-m", "benchmark.run", "-m", *tiny_store.GRID, f"results_dir={tmp_path}",
                            f"tracking_uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tiny_store.ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output[-3000:]
     assert f"tracking server {uri} is unreachable" in output and "Traceback" not in output

@@ -8,7 +8,6 @@ from __future__ import annotations
 import atexit
 import functools
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, cli_env
+
 EXPERIMENT = "tiny"
 GRID = ["debug=tiny", "eval=fast", "train.epochs=3", "threat=evasion", "threat.subset=50",
         "pruning=magnitude_global,l1_filter", "pruning.sparsity=0.5,0.9", "seed=0,1"]
@@ -34,9 +34,8 @@ class Store:
 
 
 def run_cli(*overrides: str, multirun: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "benchmark.run", *(["-m"] if multirun else []), *overrides]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
