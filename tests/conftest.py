@@ -1,29 +1,63 @@
 """Shared fixtures. Tests run on the CPU with one torch thread (deterministic and fair to a 2-core machine)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 torch.set_num_threads(1)
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
 
-# Small and fast: digits (offline), few epochs, small attack subset.
-TINY = [
-    "dataset=digits",
-    "train.epochs=8",
-    "finetune.epochs=1",
-    "threat.subset=100",
-    "device=cpu",
-]
+
+def cli_env() -> dict[str, str]:
+    """The environment of a `python -m benchmark.run` subprocess: this checkout, one CPU thread, one-line errors."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def compose_cfg(results_dir: Path | str, *overrides: str):
+    """The Hydra config of one cell, as `python -m benchmark.run` composes it."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=[f"results_dir={results_dir}", *overrides])
 
 
 def make_cfg(results_dir: Path | str, *overrides: str):
-    """The resolved Hydra config of one cell, as `python -m benchmark.run` composes it."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=[*TINY, f"results_dir={results_dir}", *overrides])
+    """A cell in seconds: the `debug=tiny` preset (conf/debug/tiny.yaml), then the overrides."""
+    return compose_cfg(results_dir, "debug=tiny", *overrides)
+
+
+def write_npz(path: Path, n_train=64, n_test=32, classes=10, side=32, channels=3, seed=0, **replace) -> Path:
+    """Class-dependent images (each class a brighter band), uint8 NHWC like most image dumps."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        y = np.arange(n) % classes
+        x = rng.integers(0, 120, (n, side, side, channels), dtype=np.uint8)
+        for c in range(classes):
+            x[y == c, (c * side) // classes, :, :] = 255
+        return x, y
+
+    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
+    arrays = {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte, **replace}
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def write_images(folder: Path, classes: dict[str, int], size=(12, 12), mode="RGB"):
+    """An ImageFolder tree: folder/<class>/<i>.png, `count` plain images per class."""
+    from PIL import Image
+
+    for name, count in classes.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new(mode, size, color=(i * 20 % 256) if mode == "L" else (i * 20 % 256, 0, 100)).save(
+                folder / name / f"{i}.png")
 
 
 @pytest.fixture
@@ -49,3 +83,11 @@ def trained_seed_cnn(digits):
     fit(model, digits.x_train, digits.y_train, epochs=8, lr=1e-3, batch_size=64, seed=0,
         device=torch.device("cpu"), desc="fixture")
     return model
+
+
+@pytest.fixture(scope="session")
+def store():
+    """The tiny grid's MLflow store (tests/tiny_store.py), built once per session by the first test that asks."""
+    import tiny_store
+
+    return tiny_store.build()

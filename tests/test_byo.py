@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from benchmark import hashing
@@ -22,35 +21,13 @@ from benchmark.pruning import PRUNERS, prune
 from benchmark.pruning.common import PruneContext, finalize, load_state_into
 from benchmark.validate import ConfigError
 from models import build_model
-from tests.conftest import CONF_DIR
+from conftest import compose_cfg, write_images, write_npz
 
 CPU = torch.device("cpu")
 # A cell in seconds: one epoch, tiny subsets, no corruption / attribution passes, one latency repeat.
 QUICK = ("train.epochs=1", "finetune.epochs=1", "train.batch_size=32", "finetune.batch_size=32",
-         "eval.train_subset=16", "threat.subset=8", "dataset.eps=[0.03]", "++eval.corruptions.enabled=false",
-         "++eval.interpret.enabled=false", "eval.latency.repeats=1", "eval.latency.batch_size=8", "device=cpu")
-
-
-def compose_cfg(results: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=[f"results_dir={results}", *overrides])
-
-
-def write_npz(path: Path, n_train=64, n_test=32, classes=10, side=32, channels=3, seed=0, **replace) -> Path:
-    """Class-dependent images (each class a brighter band), uint8 NHWC like most image dumps."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        y = np.arange(n) % classes
-        x = rng.integers(0, 120, (n, side, side, channels), dtype=np.uint8)
-        for c in range(classes):
-            x[y == c, (c * side) // classes, :, :] = 255
-        return x, y
-
-    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
-    arrays = {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte, **replace}
-    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
-    return path
+         "eval.train_subset=16", "threat.subset=8", "dataset.eps=[0.03]", "eval=fast", "eval.latency.batch_size=8",
+         "device=cpu")
 
 
 @pytest.fixture(scope="module")
@@ -249,25 +226,15 @@ def test_missing_dataset_path_is_a_config_error(tmp_path):
         prepare(compose_cfg(tmp_path, "dataset=npz"))
 
 
-def _write_images(folder: Path, classes: dict[str, int], size=(12, 12), mode="RGB"):
-    from PIL import Image
-
-    for name, count in classes.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            Image.new(mode, size, color=(i * 20 % 256) if mode == "L" else (i * 20 % 256, 0, 100)).save(
-                folder / name / f"{i}.png")
-
-
 def test_image_folder_unsplit_and_presplit(tmp_path):
-    _write_images(tmp_path / "flat", {"cat": 6, "dog": 4, "emu": 5}, mode="L")
+    write_images(tmp_path / "flat", {"cat": 6, "dog": 4, "emu": 5}, mode="L")
     cfg = compose_cfg(tmp_path, "dataset=image_folder", f"dataset.root={tmp_path / 'flat'}",
                       "dataset.test_size=0.4").dataset
     data = load_dataset(cfg, seed=0)
     assert (data.in_channels, data.image_size, data.num_classes) == (1, 12, 3)
     assert split_sizes(cfg) == (len(data.y_train), len(data.y_test)) == (9, 6)
-    _write_images(tmp_path / "split" / "train", {"a": 3, "b": 3})
-    _write_images(tmp_path / "split" / "test", {"a": 1, "b": 2})
+    write_images(tmp_path / "split" / "train", {"a": 3, "b": 3})
+    write_images(tmp_path / "split" / "test", {"a": 1, "b": 2})
     cfg = compose_cfg(tmp_path, "dataset=image_folder", f"dataset.root={tmp_path / 'split'}").dataset
     data = load_dataset(cfg, seed=0)
     assert (data.in_channels, data.num_classes) == (3, 2) and data.y_test.tolist() == [0, 1, 1]
@@ -275,12 +242,12 @@ def test_image_folder_unsplit_and_presplit(tmp_path):
 
 
 def test_image_folder_problems_are_named(tmp_path):
-    _write_images(tmp_path / "empty", {"a": 3})
+    write_images(tmp_path / "empty", {"a": 3})
     (tmp_path / "empty" / "b").mkdir()
     with pytest.raises(DataError, match="no valid file"):
         dataset_shape(compose_cfg(tmp_path, "dataset=image_folder", f"dataset.root={tmp_path / 'empty'}").dataset)
-    _write_images(tmp_path / "sizes", {"a": 3, "b": 3})
-    _write_images(tmp_path / "sizes", {"b": 1}, size=(10, 10))  # b/0.png is now 10x10
+    write_images(tmp_path / "sizes", {"a": 3, "b": 3})
+    write_images(tmp_path / "sizes", {"b": 1}, size=(10, 10))  # b/0.png is now 10x10
     cfg = compose_cfg(tmp_path, "dataset=image_folder", f"dataset.root={tmp_path / 'sizes'}").dataset
     with pytest.raises(DataError, match="one size for all images"):
         load_dataset(cfg, seed=0)

@@ -8,23 +8,20 @@ cheap base cell); a few run `python -m benchmark.run` to pin the end-to-end cont
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from benchmark.validate import ConfigError, check_config
 
-from conftest import make_cfg
-from tiny_store import FAST_EVAL
+from conftest import ROOT, cli_env, make_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
 # A cell that costs about a second when it runs: LeNet-300-100 on digits, 1 epoch, FGSM on 20 images.
-BASE = ["model=lenet300", "train.epochs=1", "finetune.epochs=0", "threat.subset=20", *FAST_EVAL]
+BASE = ["model=lenet300", "train.epochs=1", "finetune.epochs=0", "threat.subset=20", "eval=fast"]
 OPTIONS = {  # options whose cells stay cheap (offline datasets; evasion threats: no proxy models to train)
     "dataset": ["digits", "mnist5k", "cifar10"],  # cifar10: its files are not here, so it must be rejected
     "pruning": sorted(p.stem for p in (ROOT / "conf" / "pruning").glob("*.yaml")),
@@ -41,14 +38,13 @@ SLOW = {"train.epochs", "finetune.epochs", "seed", "eval.latency.repeats", "eval
 
 def _leaves(node, prefix: str = "") -> list[str]:
     """Every key of the composed config, lists indexed like Hydra's overrides (threat.attacks.0.name)."""
-    items = node.items() if isinstance(node, DictConfig) else enumerate(node) if isinstance(node, ListConfig) else []
+    children = node.keys() if isinstance(node, DictConfig) else range(len(node)) if isinstance(node, ListConfig) else []
     keys = []
-    for key, _ in items:
+    for key in children:
         path = f"{prefix}{key}"
-        child = node._get_node(key)
         keys.append(path)
-        if isinstance(child, (DictConfig, ListConfig)) and not child._is_interpolation():
-            keys += _leaves(child, path + ".")
+        if not OmegaConf.is_interpolation(node, key) and isinstance(node[key], (DictConfig, ListConfig)):
+            keys += _leaves(node[key], path + ".")
     return keys
 
 
@@ -102,10 +98,8 @@ def test_a_cell_is_rejected_in_one_line_before_compute_or_finishes(tmp_path_fact
 
 
 def _cli(results: Path, extra: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "benchmark.run", *BASE, *extra, "device=cpu", f"results_dir={results}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -13,6 +13,7 @@ from scipy.stats import norm
 
 from attacks import build_threat
 from attacks.evasion import ATTACKS, minimal_robust_correct
+from benchmark.training import accuracy_and_loss
 from benchmark.validate import ConfigError, validate
 
 CPU = torch.device("cpu")
@@ -23,6 +24,22 @@ def _strong(cfg_factory, *overrides):
     return cfg_factory("threat=strong", "threat.subset=40", "threat.attacks.3.subset=40", "threat.attacks.4.subset=40",
                        "threat.attacks.5.subset=20", "threat.attacks.6.subset=20", "threat.attacks.3.max_iter=100",
                        "threat.attacks.4.max_iter=10", "threat.attacks.4.square_queries=50", *overrides)
+
+
+def test_pgd_breaks_an_undefended_model_and_robust_accuracy_falls_with_eps(trained_seed_cnn, cfg_factory, digits):
+    cfg = cfg_factory("threat=evasion", "threat.subset=200", "dataset.eps=[0.0,0.05,0.1,0.2,0.3]")
+    report = build_threat(cfg.threat).evaluate(copy.deepcopy(trained_seed_cnn), digits, CPU, seed=0)
+    clean, _ = accuracy_and_loss(trained_seed_cnn, digits.x_test, digits.y_test, CPU)
+    assert clean > 0.85
+    for attack in ("fgsm", "pgd_linf"):
+        curve = [report.metrics[f"robust/{attack}/eps_{e:g}"] for e in (0.0, 0.05, 0.1, 0.2, 0.3)]
+        assert curve[0] == pytest.approx(report.metrics["robust/subset_clean_acc"])
+        assert all(a >= b for a, b in zip(curve, curve[1:])), (attack, curve)
+    assert report.metrics["robust/pgd_linf/eps_0.3"] < 0.1 < 0.85 < clean
+    # PGD is at least as strong as FGSM here (no gradient masking on a plain CNN)
+    assert report.metrics["robust/pgd_linf/eps_0.1"] <= report.metrics["robust/fgsm/eps_0.1"]
+    # per image over both attacks on the same images: no better than either
+    assert report.metrics["robust/worst/eps_0.1"] <= report.metrics["robust/pgd_linf/eps_0.1"]
 
 
 def test_every_attack_drives_an_undefended_model_far_below_clean(trained_seed_cnn, cfg_factory, digits):

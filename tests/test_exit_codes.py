@@ -3,28 +3,24 @@
 asserted by every test that runs one through tests/tiny_store.run_cli."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tiny_store import FAST_EVAL
+from conftest import ROOT, cli_env
 
-ROOT = Path(__file__).resolve().parents[1]
 HEAVY = {"torch", "art", "mlflow", "captum", "torch_pruning", "torchvision", "sklearn"}
 # two cheap cells: no training happens before they fail (see _unwritable_cache)
 GRID = ["-m", "model=lenet300", "threat=fgsm", "pruning.sparsity=0.5,0.7", "train.epochs=1", "finetune.epochs=0",
-        "threat.subset=20", *FAST_EVAL]
+        "threat.subset=20", "eval=fast"]
 
 
 def _cli(results: Path, *args: str, importtime: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    env.pop("HYDRA_FULL_ERROR", None)
     python = [sys.executable, *(["-X", "importtime"] if importtime else [])]
-    return subprocess.run([*python, "-m", "benchmark.run", *args, "dataset=digits", "device=cpu",
-                           f"results_dir={results}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*python, "-m", "benchmark.run", *args, "debug=tiny",
+                           f"results_dir={results}"], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
 
 
 def _store_untouched(results: Path) -> bool:

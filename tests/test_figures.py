@@ -16,11 +16,6 @@ from benchmark import figures
 
 
 @pytest.fixture(scope="module")
-def store():
-    return tiny_store.build()
-
-
-@pytest.fixture(scope="module")
 def frame(store):
     return figures.tidy(figures.load_runs(store.uri, store.experiment))
 

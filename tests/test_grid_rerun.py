@@ -11,8 +11,7 @@ import tiny_store
 from benchmark.grid import SKIPS_FILE, _write_skips
 
 
-def test_a_rerun_skips_every_finished_job_from_one_lookup():
-    store = tiny_store.build()
+def test_a_rerun_skips_every_finished_job_from_one_lookup(store):
     _, ledger = tiny_store.run_grid(store.results, "sweep-skip")
     skips = json.loads((store.results / "sweep-skip" / SKIPS_FILE).read_text())
     assert sorted(int(num) for num in skips) == list(range(tiny_store.N_JOBS))
@@ -21,8 +20,7 @@ def test_a_rerun_skips_every_finished_job_from_one_lookup():
     assert {c["num"]: c["run_id"] for c in ledger} == first  # each job points at the run that finished its cell
 
 
-def test_forced_and_unfinished_cells_are_not_skipped(tmp_path):
-    store = tiny_store.build()
+def test_forced_and_unfinished_cells_are_not_skipped(store, tmp_path):
     finished = store.ledger[0]
     experiment_id = MlflowClient(store.uri).get_experiment_by_name(store.experiment).experiment_id
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})

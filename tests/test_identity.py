@@ -14,8 +14,7 @@ from benchmark.data import load_dataset
 from benchmark.inputs import split_sizes
 
 CPU = torch.device("cpu")
-QUICK = ("dataset.eps=[0.1]", "threat.subset=50", "++eval.corruptions.enabled=false",
-         "++eval.interpret.enabled=false", "++eval.latency.repeats=1")
+QUICK = ("dataset.eps=[0.1]", "threat.subset=50", "eval=fast")
 
 
 def _keys(cfg):
@@ -98,7 +97,7 @@ def test_snip_under_poison_then_prune_retrains_on_the_poisoned_set(cfg_factory, 
     """SNIP trains the pruned network from init on what the dense model was trained on: with a clean fine-tune
     set, the backdoored cell's model must not be the clean model's."""
     overrides = ("threat=badnets", "threat.stage=poison_then_prune", "threat.finetune_data=clean", "pruning=snip",
-                 "pruning.sparsity=0.5", "train.epochs=2", *QUICK[2:], "threat.subset=50")
+                 "pruning.sparsity=0.5", "train.epochs=2", "eval=fast", "threat.subset=50")
     result = run_cell(cfg_factory(*overrides))
     run = MlflowClient().get_run(result.run_id)
     assert run.data.tags["data.dense"] == "poisoned" and run.data.tags["data.finetune"] == "clean"

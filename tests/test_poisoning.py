@@ -224,7 +224,7 @@ def test_clean_label_attacks_keep_every_label(cfg_factory, digits):
 def test_prune_then_poison_cell_logs_per_epoch_curves_and_damage(cfg_factory, tmp_path):
     cfg = cfg_factory("threat=badnets", "threat.stage=prune_then_poison", "finetune.epochs=2",
                       "pruning=magnitude_global", "pruning.sparsity=0.5", "threat.subset=200",
-                      "eval.corruptions.enabled=false", "eval.interpret.enabled=false", "eval.latency.repeats=1")
+                      "eval=fast")
     result = run_cell(cfg)
     assert result.status == "finished" and cfg.threat.finetune_data == "poisoned"  # canonicalised
     m = result.metrics

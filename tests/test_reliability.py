@@ -21,15 +21,13 @@ from mlflow.tracking import MlflowClient
 from benchmark import hashing, stages, tracking
 from benchmark.cache import ModelCache
 from benchmark.cell import run_cell
-from conftest import make_cfg
+from conftest import ROOT, cli_env, make_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+ENV = cli_env()
 # These tests are about bookkeeping, not numbers: one PGD budget on 50 images, no optional evaluations
 # (`++`: still composes if another area renames its keys).
-QUICK = ("dataset.eps=[0.1]", "threat.subset=50", "++eval.corruptions.enabled=false",
-         "++eval.interpret.enabled=false", "++eval.latency.repeats=1")
+QUICK = ("dataset.eps=[0.1]", "threat.subset=50", "eval=fast")
 
 
 def _python(code: str, *args) -> subprocess.Popen:
@@ -163,7 +161,7 @@ def test_parallel_workers_logging_into_one_sqlite_file_lose_no_runs(tmp_path):
 
 # ---------------------------------------------------------------- interrupted grid
 
-GRID = ["dataset=digits", "device=cpu", "train.epochs=2", "finetune.epochs=1", *QUICK,
+GRID = ["debug=tiny", "train.epochs=2", *QUICK,
         "pruning=none,magnitude_global,random", "pruning.sparsity=0.5,0.9"]  # 6 jobs, 5 cells (none runs once)
 
 
@@ -280,7 +278,7 @@ def test_processes_opening_a_fresh_store_together_all_get_it(tmp_path):
     assert sorted(p.name for p in store.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
 
 
-CONCURRENT = ["dataset=digits", "device=cpu", "train.epochs=1", "finetune.epochs=1", *QUICK,
+CONCURRENT = ["debug=tiny", "train.epochs=1", *QUICK,
               "pruning=magnitude_global", "pruning.sparsity=0.5,0.9"]  # 2 cells, one dense model
 
 

@@ -21,12 +21,7 @@ from mlflow.tracking import MlflowClient
 import tiny_store
 from benchmark import tracking
 from benchmark.cell import run_cell
-from conftest import make_cfg
-
-
-@pytest.fixture(scope="module")
-def store():
-    return tiny_store.build()
+from conftest import cli_env, make_cfg
 
 
 def cell_runs(client, experiment_id, status=None):
@@ -151,15 +146,14 @@ def test_cell_run_marks_failed_with_error_and_killed_on_interrupt(store):
     assert failed and failed[0].data.tags["error"] == "ValueError: boom"
 
 
-RESUME = ["dataset=digits", "train.epochs=10", "finetune.epochs=1", "threat=pgd", "threat.subset=20", "device=cpu",
-          "pruning=magnitude_global", "pruning.sparsity=0.5", "experiment_name=resume", *tiny_store.FAST_EVAL]
+RESUME = ["debug=tiny", "eval=fast", "train.epochs=10", "threat=pgd", "threat.subset=20", "pruning=magnitude_global",
+          "pruning.sparsity=0.5", "experiment_name=resume"]
 
 
 def test_killed_cell_is_left_unfinished_and_redone_then_skipped_and_forced(store):
     client = MlflowClient(store.uri)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tiny_store.ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "benchmark.run", *RESUME, f"results_dir={store.results}"],
-                            cwd=tiny_store.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=tiny_store.ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, killed = time.monotonic() + 60, None
     while time.monotonic() < deadline and proc.poll() is None:  # wait for the cell's run to start, then SIGKILL
         experiment = client.get_experiment_by_name("resume")
@@ -271,10 +265,9 @@ def test_unusable_store_fails_in_seconds_with_one_line_naming_it(tmp_path, store
 
 def test_grid_against_an_unreachable_server_stops_before_any_cell_with_exit_code_2(tmp_path):
     uri = f"http://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tiny_store.ROOT)}
     done = subprocess.run([sys.executable, "-m", "benchmark.run", "-m", *tiny_store.GRID, f"results_dir={tmp_path}",
                            f"tracking_uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tiny_store.ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output[-3000:]
     assert f"tracking server {uri} is unreachable" in output and "Traceback" not in output

@@ -16,11 +16,6 @@ from benchmark import verify
 from models import build_model
 
 
-@pytest.fixture(scope="module")
-def store():
-    return tiny_store.build()
-
-
 def _linear_two_class(pixels: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(pixels, 2))

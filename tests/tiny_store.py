@@ -8,7 +8,6 @@ from __future__ import annotations
 import atexit
 import functools
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,11 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, cli_env
+
 EXPERIMENT = "tiny"
-FAST_EVAL = ["eval.corruptions.enabled=false", "eval.interpret.enabled=false", "eval.latency.repeats=1"]
-GRID = ["dataset=digits", "train.epochs=3", "finetune.epochs=1", "threat=evasion", "threat.subset=50", "device=cpu",
-        "pruning=magnitude_global,l1_filter", "pruning.sparsity=0.5,0.9", "seed=0,1", *FAST_EVAL]
+GRID = ["debug=tiny", "eval=fast", "train.epochs=3", "threat=evasion", "threat.subset=50",
+        "pruning=magnitude_global,l1_filter", "pruning.sparsity=0.5,0.9", "seed=0,1"]
 N_JOBS = N_CELLS = 8
 
 
@@ -35,9 +34,8 @@ class Store:
 
 
 def run_cli(*overrides: str, multirun: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "benchmark.run", *(["-m"] if multirun else []), *overrides]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
