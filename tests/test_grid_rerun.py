@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -114,3 +115,33 @@ def test_the_grid_hashes_cells_without_torch_exactly_as_a_cell_does(tmp_path):
               "device_auto": [*base, "dataset=digits", "device=auto"]}
     for name, hashed in _torch_free_hashes(others)["hashes"].items():
         assert hashed == _prepared_hash(others[name]), name
+
+
+def test_a_grid_showing_the_same_cells_copies_the_figures_instead_of_drawing_them(monkeypatch):
+    import mlflow
+
+    from benchmark import grid
+
+    store = tiny_store.build()
+    mlflow.set_tracking_uri(store.uri)
+    client = MlflowClient()
+    # parent runs of their own experiment, so that the shared store's grid experiment keeps only real grids
+    experiment_id = client.create_experiment("figure-copies", artifact_location=(store.results / "copies").as_uri())
+    tags = {"grid": "true", "git_commit": "c" * 40, "git_dirty": "false"}
+    first, second, dirty = (client.create_run(experiment_id, tags={**tags, **extra}).info.run_id
+                            for extra in ({}, {}, {"git_dirty": "true"}))
+    cells = [{**cell, "status": "skipped"} for cell in store.ledger]
+    grid._log_grid_artifacts(store.uri, store.experiment, first, cells)
+    drawn = sorted(a.path for d in ("figures", "tables") for a in client.list_artifacts(first, d))
+    assert drawn and client.get_run(first).data.tags[grid.GRID_CELLS_TAG]
+
+    def no_drawing(*args):
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr(grid, "_draw_grid_artifacts", no_drawing)
+    grid._log_grid_artifacts(store.uri, store.experiment, second, cells)
+    assert sorted(a.path for d in ("figures", "tables") for a in client.list_artifacts(second, d)) == drawn
+    with pytest.raises(AssertionError, match="drawn again"):  # a dirty checkout may draw differently
+        grid._log_grid_artifacts(store.uri, store.experiment, dirty, cells)
+    with pytest.raises(AssertionError, match="drawn again"):  # other cells
+        grid._log_grid_artifacts(store.uri, store.experiment, second, cells[:-1])
