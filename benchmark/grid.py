@@ -2,18 +2,23 @@
 (closing runs that killed grids left RUNNING), count the cells, and at the end log the grid's figures and tables to
 the parent run and print a summary (finished / skipped / failed, with the failed ones named).
 
+A re-run costs little: the pre-check hashes every cell without torch, looks the hashes up in the store in one
+query, and names the jobs whose cell is already FINISHED; the grid's sweeper (hydra_plugins/prunesec_grid_sweeper.py)
+records them as skipped and launches only the others. Only the cells that will run get the checks that need torch.
+
 The grid's exit code (see benchmark/run.py): 2 when the pre-check rejects it (nothing has run), 1 when a cell
 failed or never reported, else 0. It works alike with every launcher: the callback runs in the process that
 launched the grid and reads the ledger (cells.jsonl) the cells append to, wherever they ran."""
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
 import logging
 import os
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
@@ -79,61 +84,95 @@ def _cell_label(overrides: list[str], swept: set[str]) -> str:
     return " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or "(the only one)"
 
 
-def validate_grid(config: DictConfig) -> tuple[list[str], list[tuple[str, str, bool]]]:
-    """Compose and check every cell of the sweep before any runs; returns one message per bad cell and, when there
-    is none, each job's (cell hash, run name, force).
+@dataclass
+class Job:
+    """One job of the sweep as the pre-check found it: its composed, canonical config and its cell's hash."""
+    num: int
+    overrides: list[str]
+    cfg: DictConfig
+    cell_hash: str
 
-    Two passes: the checks without torch for every cell (a mistake anywhere is reported before the heavy imports),
-    then those that need torch (building each cell's model)."""
+
+def check_jobs(config: DictConfig) -> tuple[list[str], list[Job]]:
+    """Compose every job of the sweep and check it without torch (schema, values that refer to each other, data
+    files), then write it in its canonical form and hash its cell (benchmark/inputs.py; torch-free too, except
+    that `device=auto` asks torch whether CUDA is there and `image_folder` has torchvision count its images);
+    returns one message per bad job and, when there is none, every job."""
     from hydra import compose
 
-    errors, composed = [], []
+    errors, checked = [], []
     jobs, swept = job_overrides(config)
-    for overrides in jobs:
+    for num, overrides in enumerate(jobs):
         try:
             cfg = compose(config_name=config.hydra.job.config_name, overrides=overrides)
-            check_config(cfg)
-            composed.append((overrides, cfg))
+            checked.append(Job(num, overrides, cfg, identify(cfg)))
         except Exception as err:  # noqa: BLE001 - whatever goes wrong, the grid must not start
             errors.append(f"cell {_cell_label(overrides, swept)}: {one_line(err)}")
-    if errors:
-        return errors, []
+    return errors, checked if not errors else []
+
+
+def identify(cfg: DictConfig) -> str:
+    """The checks without torch, the canonical form (written into `cfg`) and the cell hash: what cell.prepare
+    gives, less the checks that need torch."""
+    from benchmark import hashing  # numpy: not imported by a single run's config check
+
+    check_config(cfg)
+    hashing.canonicalize(cfg)
+    return hashing.cell_hash(cfg)
+
+
+def check_cells(config: DictConfig, jobs: list[Job]) -> list[str]:
+    """The checks that need torch (each cell's model built once, the threat's and the method's own checks) for the
+    jobs that will run; one message per bad job."""
+    if not jobs:
+        return []
     from benchmark.cell import prepare
 
-    cells = []
-    for overrides, cfg in composed:
+    errors, swept = [], job_overrides(config)[1]
+    for job in jobs:
         try:
-            cells.append((*prepare(cfg), bool(cfg.force)))
+            prepare(job.cfg)
         except Exception as err:  # noqa: BLE001
-            errors.append(f"cell {_cell_label(overrides, swept)}: {one_line(err)}")
-    return errors, cells if not errors else []
+            errors.append(f"cell {_cell_label(job.overrides, swept)}: {one_line(err)}")
+    return errors
 
 
-def finished_before(sweep_dir: str, num: int) -> dict | None:
-    """The job's cell as the grid found it FINISHED before it started ({cell_hash, run, run_id}), else None."""
-    return _skips(sweep_dir).get(str(num))
+def jobs_to_skip(jobs: list[Job], finished: dict[str, tuple[str, str]]) -> dict[str, dict]:
+    """The jobs whose cell is FINISHED in the store (`finished`: cell hash -> (run id, run name)), by job number,
+    unless they ask for `force=true`."""
+    return {str(job.num): {"cell_hash": job.cell_hash, "run": finished[job.cell_hash][1],
+                           "run_id": finished[job.cell_hash][0]}
+            for job in jobs if not job.cfg.force and job.cell_hash in finished}
 
 
-@functools.lru_cache(maxsize=4)  # a worker process runs many jobs of one sweep
-def _skips(sweep_dir: str) -> dict:
+def skipped_jobs(sweep_dir: str | Path) -> dict[str, dict]:
+    """The jobs the grid found FINISHED before it started ({job number: {cell_hash, run, run_id}})."""
     path = Path(sweep_dir) / SKIPS_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _write_skips(config: DictConfig, experiment_id: str, cells: list[tuple[str, str, bool]]) -> int:
-    """Name the jobs whose cell is already FINISHED in the store, so that they are skipped before any per-job
-    work (one query for the whole grid instead of one per job); returns how many."""
-    import mlflow
+def record(sweep_dir: str | Path, num: int, status: str, run: str, cell_hash: str | None = None,
+           run_id: str | None = None, error: str | None = None) -> None:
+    """Append a job's outcome to the sweep's ledger, which the grid summary reads."""
+    line = json.dumps({"num": num, "status": status, "run": run, "cell_hash": cell_hash, "run_id": run_id,
+                       "error": error})
+    with open(Path(sweep_dir) / CELLS_FILE, "a") as ledger:
+        ledger.write(line + "\n")
 
-    runs = mlflow.search_runs(experiment_ids=[experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              output_format="list")
-    finished = {run.data.tags.get("cell_hash"): run.info.run_id for run in runs}
-    skips = {str(num): {"cell_hash": cell_hash, "run": name, "run_id": finished[cell_hash]}
-             for num, (cell_hash, name, force) in enumerate(cells) if not force and cell_hash in finished}
-    sweep = Path(config.hydra.sweep.dir)
-    sweep.mkdir(parents=True, exist_ok=True)
-    (sweep / SKIPS_FILE).write_text(json.dumps(skips))
-    return len(skips)
+
+def progress(num: int) -> str:
+    return f"[cell {num + 1}/{os.environ.get(GRID_SIZE_ENV, '?')}]"
+
+
+def record_skipped_jobs(sweep_dir: str | Path) -> set[int]:
+    """Log and record in the ledger each job the grid skips as already finished; returns their numbers
+    (hydra_plugins/prunesec_grid_sweeper.py launches the others)."""
+    skips = skipped_jobs(sweep_dir)
+    for num, done in sorted(skips.items(), key=lambda item: int(item[0])):
+        log.info("%s %s: already finished (run %s, cell %s), skipped; force=true recomputes it",
+                 progress(int(num)), done["run"], done["run_id"], done["cell_hash"])
+        record(sweep_dir, int(num), "skipped", done["run"], done["cell_hash"], done["run_id"])
+    return {int(num) for num in skips}
 
 
 def grid_size(config: DictConfig) -> int:
@@ -142,8 +181,9 @@ def grid_size(config: DictConfig) -> int:
 
 
 def _basic_sweeper(config: DictConfig) -> bool:
-    """Hydra's own sweeper, whose jobs `job_overrides` knows (another sweeper picks its jobs as it goes)."""
-    return config.hydra.sweeper._target_.endswith("BasicSweeper")
+    """Hydra's basic sweeper or ours built on it (conf/hydra/sweeper/grid.yaml), whose jobs `job_overrides` knows
+    (another sweeper picks its jobs as it goes)."""
+    return config.hydra.sweeper._target_.endswith(("BasicSweeper", "GridSweeper"))
 
 
 class GridCallback(Callback):
@@ -151,20 +191,26 @@ class GridCallback(Callback):
         # Hydra turns a callback's Exception into a warning and runs the grid anyway: SystemExit stops it.
         global started
         try:
-            errors, cells = validate_grid(config) if _basic_sweeper(config) else ([], [])
-            if errors:
-                log.error("grid rejected before any cell ran: %d bad cell(s)\n  %s", len(errors), "\n  ".join(errors))
-                raise SystemExit(EXIT_REJECTED)
-            experiment_id = self._create_store(config)
-            if cells and (skipped := _write_skips(config, experiment_id, cells)):
-                log.info("grid: %d of %d jobs already finished, skipped", skipped, len(cells))
+            errors, jobs = check_jobs(config) if _basic_sweeper(config) else ([], [])
+            _reject(errors)
+            from benchmark import tracking  # MLflow: imported once the configs are known to be good
+
+            finished = tracking.finished_cells(_tracking_uri(config), config.experiment_name) if jobs else {}
+            skips = jobs_to_skip(jobs, finished)
+            _reject(check_cells(config, [job for job in jobs if str(job.num) not in skips]))
+            self._create_store(config)
+            sweep = Path(config.hydra.sweep.dir)
+            sweep.mkdir(parents=True, exist_ok=True)
+            (sweep / SKIPS_FILE).write_text(json.dumps(skips))
+            if skips:
+                log.info("grid: %d of %d jobs already finished, skipped", len(skips), len(jobs))
         except Exception as err:  # noqa: BLE001 - no grid without its checks, its store and its parent run
             log.error("grid rejected before any cell ran: %s", one_line(err))
             raise SystemExit(EXIT_REJECTED) from None
         started = True
 
     @staticmethod
-    def _create_store(config: DictConfig) -> str:
+    def _create_store(config: DictConfig) -> None:
         """Open the store (tracking.StoreUnavailable names why it is unusable), close runs that earlier grids left
         RUNNING, and create this grid's parent run, holding the grid lock until the grid ends."""
         from mlflow.tracking import MlflowClient
@@ -172,7 +218,7 @@ class GridCallback(Callback):
         from benchmark import tracking
 
         results = Path(config.results_dir).resolve()
-        uri = config.tracking_uri or tracking.default_tracking_uri(results)
+        uri = _tracking_uri(config)
         (results / "locks").mkdir(parents=True, exist_ok=True)
         experiment_id = tracking.setup_experiment(uri, config.experiment_name, results / "mlartifacts")
         if stale := tracking.close_stale_runs(experiment_id, results):
@@ -185,18 +231,15 @@ class GridCallback(Callback):
         os.environ[GRID_SIZE_ENV] = str(grid_size(config))
         log.info("grid %r: %s cells, parent run %s, store %s", config.experiment_name,
                  os.environ[GRID_SIZE_ENV], parent.info.run_id, uri)
-        return experiment_id
 
     @staticmethod
     def _end_parent_run(config: DictConfig, parent_id: str, cells: list[dict], status: str) -> None:
         """Log the grid's figures and tables to its parent run, close it, and release the grid lock."""
         from mlflow.tracking import MlflowClient
 
-        from benchmark import tracking
 
-        uri = config.tracking_uri or tracking.default_tracking_uri(Path(config.results_dir).resolve())
         try:
-            _log_grid_artifacts(uri, config.experiment_name, parent_id, cells)
+            _log_grid_artifacts(_tracking_uri(config), config.experiment_name, parent_id, cells)
         except Exception as err:  # noqa: BLE001 - figures are a view of the results; they never fail the grid
             log.warning("grid figures not logged to the parent run: %s: %s", type(err).__name__, err)
         MlflowClient().set_terminated(parent_id, status)
@@ -228,23 +271,66 @@ class GridCallback(Callback):
             sys.exit(EXIT_FAILED)
 
 
+def _reject(errors: list[str]) -> None:
+    if errors:
+        log.error("grid rejected before any cell ran: %d bad cell(s)\n  %s", len(errors), "\n  ".join(errors))
+        raise SystemExit(EXIT_REJECTED)
+
+
+def _tracking_uri(config: DictConfig) -> str:
+    from benchmark import tracking
+
+    return config.tracking_uri or tracking.default_tracking_uri(Path(config.results_dir).resolve())
+
+
 GRID_FIGURES = ("robust_vs_sparsity", "clean_vs_sparsity", "backdoor_asr_vs_sparsity")
+# On a grid's parent run once its figures and tables are logged: a digest of the cell runs they show.
+GRID_CELLS_TAG = "grid_cells"
 
 
 def _log_grid_artifacts(uri: str, experiment: str, parent_id: str, cells: list[dict]) -> None:
     """The grid's own cells (run now or skipped as already finished) as figures (robust and clean accuracy, backdoor
-    ASR vs sparsity) and tables, logged to the parent run, so the MLflow UI shows the curves on the grid's run."""
+    ASR vs sparsity) and tables, logged to the parent run, so the MLflow UI shows the curves on the grid's run.
+
+    When an earlier grid's parent run shows the same cell runs and was made by the same commit of a clean checkout
+    (a re-run whose cells were all skipped), its figures and tables are copied instead of drawn again."""
     from mlflow.tracking import MlflowClient
 
+    client = MlflowClient()
+    run_ids = sorted({cell["run_id"] for cell in cells if cell["status"] in ("finished", "skipped")})
+    shown = hashlib.sha256(",".join(run_ids).encode()).hexdigest()[:16]
+    with tempfile.TemporaryDirectory(prefix="grid-artifacts-") as out:
+        if (earlier := _grid_run_showing(client, parent_id, shown)) is not None:
+            import mlflow.artifacts
+
+            mlflow.artifacts.download_artifacts(run_id=earlier, dst_path=out, tracking_uri=uri)
+        elif not _draw_grid_artifacts(uri, experiment, run_ids, Path(out)):
+            return
+        client.log_artifacts(parent_id, out)
+    client.set_tag(parent_id, GRID_CELLS_TAG, shown)
+
+
+def _grid_run_showing(client, parent_id: str, shown: str) -> str | None:
+    """An earlier grid parent run whose figures show the cell runs `shown` and were drawn by this same commit of a
+    clean checkout (the tags every run gets from tracking.provenance_tags); None if there is none."""
+    parent = client.get_run(parent_id)
+    commit, dirty = parent.data.tags.get("git_commit", "unknown"), parent.data.tags.get("git_dirty")
+    if commit == "unknown" or dirty != "false":
+        return None
+    earlier = client.search_runs([parent.info.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                 filter_string=f"tags.grid = 'true' and tags.{GRID_CELLS_TAG} = '{shown}' and "
+                                               f"tags.git_commit = '{commit}' and tags.git_dirty = 'false'")
+    return earlier[0].info.run_id if earlier else None
+
+
+def _draw_grid_artifacts(uri: str, experiment: str, run_ids: list[str], out: Path) -> bool:
+    """Draw the figures and tables of the cell runs `run_ids` into `out`; False when there is nothing to show."""
     from benchmark import figures  # matplotlib and scipy: imported when a grid ends, not by every cell
 
-    run_ids = {cell["run_id"] for cell in cells if cell["status"] in ("finished", "skipped")}
     frame = figures.tidy(figures.load_runs(uri, experiment))
     frame = frame[frame[figures.RUN_ID].isin(run_ids)].reset_index(drop=True)
     if frame.empty:
-        return
-    specs = [spec for spec in figures.FIGURES if spec.name in GRID_FIGURES]
-    with tempfile.TemporaryDirectory(prefix="grid-artifacts-") as out:
-        figures.write_figures(frame, Path(out) / "figures", specs)
-        figures.write_tables(frame, Path(out) / "tables")
-        MlflowClient().log_artifacts(parent_id, out)
+        return False
+    figures.write_figures(frame, out / "figures", [spec for spec in figures.FIGURES if spec.name in GRID_FIGURES])
+    figures.write_tables(frame, out / "tables")
+    return True

@@ -133,9 +133,10 @@ def _grid(results: Path, *extra: str) -> float:
 
 
 def _startup_s() -> float:
-    """What every `python -m benchmark.run` pays before its first cell: imports (torch, ART, mlflow, hydra...)."""
+    """What a re-run of a finished grid pays before it looks its cells up: starting Python and importing what the
+    grid's pre-check needs (Hydra, the schema, the hashing, MLflow), not torch."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import benchmark.run, benchmark.grid, attacks, benchmark.cell"],
+    subprocess.run([sys.executable, "-c", "import benchmark.run, benchmark.hashing, benchmark.tracking"],
                    cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return time.perf_counter() - started
 

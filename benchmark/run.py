@@ -10,7 +10,6 @@ The config is composed and checked before torch, ART and MLflow are imported, so
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from benchmark import grid
-from benchmark.grid import CELLS_FILE, EXIT_FAILED, EXIT_REJECTED, GRID_SIZE_ENV, finished_before, one_line
+from benchmark.grid import EXIT_FAILED, EXIT_REJECTED, one_line
 from benchmark.validate import ConfigError, check_config, check_device
 
 log = logging.getLogger("benchmark")
@@ -29,20 +28,13 @@ _job_started = False  # set once Hydra hands a composed config to `main`
 
 
 def _progress(hydra_cfg) -> str:
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return ""
-    total = os.environ.get(GRID_SIZE_ENV, "?")
-    return f"[cell {hydra_cfg.job.num + 1}/{total}]"
+    return grid.progress(hydra_cfg.job.num) if hydra_cfg.mode == RunMode.MULTIRUN else ""
 
 
 def _record(hydra_cfg, status: str, run: str, cell_hash: str | None = None, run_id: str | None = None,
             error: str | None = None) -> None:
-    """Append the cell's outcome to the sweep's ledger, which the grid summary reads."""
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        line = json.dumps({"num": hydra_cfg.job.num, "status": status, "run": run, "cell_hash": cell_hash,
-                           "run_id": run_id, "error": error})
-        with open(os.path.join(hydra_cfg.sweep.dir, CELLS_FILE), "a") as ledger:
-            ledger.write(line + "\n")
+        grid.record(hydra_cfg.sweep.dir, hydra_cfg.job.num, status, run, cell_hash, run_id, error)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -51,11 +43,6 @@ def main(cfg: DictConfig) -> str:
     _job_started = True
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    if multirun and (done := finished_before(hydra_cfg.sweep.dir, hydra_cfg.job.num)):
-        log.info("%s %s: already finished (run %s, cell %s), skipped; force=true recomputes it",
-                 _progress(hydra_cfg), done["run"], done["run_id"], done["cell_hash"])
-        _record(hydra_cfg, "skipped", done["run"], done["cell_hash"], done["run_id"])
-        return "skipped"
     try:
         if not multirun:  # a grid checked every cell before the first one started
             check_config(cfg)

@@ -222,11 +222,30 @@ def relocate(results_dir: str | Path) -> int:
     return rewritten
 
 
+FINISHED = "attributes.status = 'FINISHED'"
+
+
 def find_finished_run(experiment_id: str, cell_hash: str) -> str | None:
-    runs = MlflowClient().search_runs(
-        [experiment_id], filter_string=f"tags.cell_hash = '{cell_hash}' and attributes.status = 'FINISHED'", max_results=1
-    )
+    runs = MlflowClient().search_runs([experiment_id], filter_string=f"tags.cell_hash = '{cell_hash}' and {FINISHED}",
+                                      max_results=1)
     return runs[0].info.run_id if runs else None
+
+
+def finished_cells(tracking_uri: str, experiment: str) -> dict[str, tuple[str, str]]:
+    """Cell hash -> (run id, run name) of the experiment's FINISHED cell runs, in one query. Creates nothing: {}
+    when the store or the experiment does not exist yet. Raises StoreUnavailable as open_store does."""
+    path = sqlite_path(tracking_uri)
+    if path is not None and _tables(tracking_uri, path) is None:
+        return {}
+    if tracking_uri.startswith(("http://", "https://")):
+        _probe_server(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    found = MlflowClient().get_experiment_by_name(experiment)
+    if found is None:
+        return {}
+    runs = mlflow.search_runs(experiment_ids=[found.experiment_id], filter_string=FINISHED, output_format="list")
+    return {run.data.tags["cell_hash"]: (run.info.run_id, run.info.run_name)
+            for run in runs if "cell_hash" in run.data.tags}
 
 
 # ---------------------------------------------------------------------------------------------- runs left RUNNING
