@@ -39,13 +39,13 @@ figures: $(STAMP)
 # The measured numbers in README.md and docs/*.md (generated blocks), rewritten from $(RESULTS)/tables/summary.csv
 # (make figures) and $(RESULTS)/perf.json (make perf); exit 2 naming a missing file.
 docs: $(STAMP)
-	$(PY) -m benchmark.docs_numbers --results $(RESULTS)
+	$(PY) -m benchmark.tools.docs_numbers --results $(RESULTS)
 
 # Cross-check logged cells from the store alone (docs/verify.md): recount sparsity from the logged weights, re-run
 # L-inf PGD without ART; exit 1 beyond tolerance. VERIFY_ARGS: e.g. --all, --sample 20, --seed 1.
 VERIFY_ARGS ?=
 verify: $(STAMP)
-	$(PY) -m benchmark.verify --tracking-uri "$(TRACKING_URI)" --experiment $(EXPERIMENT) $(VERIFY_ARGS)
+	$(PY) -m benchmark.tools.verify --tracking-uri "$(TRACKING_URI)" --experiment $(EXPERIMENT) $(VERIFY_ARGS)
 
 # The paper's figures and LaTeX tables, read from the store only, into $(RESULTS)/paper/{figures,tables}.
 # Needs the paper grid in the store first: `make benchmark EXPERIMENT=paper` (long; see conf/experiment/paper.yaml).
@@ -65,13 +65,13 @@ ui: $(STAMP)
 
 # Performance budget (ART wrapper vs plain torch PGD, bookkeeping share, re-run and joblib speed-ups) -> results/perf.json
 perf: $(STAMP)
-	$(PY) -m benchmark.perf --out $(RESULTS)/perf.json
+	$(PY) -m benchmark.tools.perf --out $(RESULTS)/perf.json
 
 # The grid (EXPERIMENT) with device=cuda and device=cpu, each into its own store under $(RESULTS)/gpu_check: every
 # cell compared (accuracies within the binomial 95% interval, sparsity identical), time per stage on each device.
 # Refuses (exit 2) without a CUDA GPU.
 gpu-check: $(STAMP)
-	$(PY) -m benchmark.gpu_check --experiment $(EXPERIMENT) --out $(RESULTS)/gpu_check
+	$(PY) -m benchmark.tools.gpu_check --experiment $(EXPERIMENT) --out $(RESULTS)/gpu_check
 
 # An MLflow tracking server on loopback for many workers (grids: tracking_uri=http://127.0.0.1:$(SERVER_PORT)).
 # BACKEND_URI: the local SQLite store by default, or PostgreSQL (driver in the lock):

@@ -44,7 +44,7 @@ def frozen_parameters(model: nn.Module):
 @contextlib.contextmanager
 def _skip_unlogged_pgd_success_rate():
     """ART's PyTorch PGD ends with `logger.info("Success rate ...", compute_success(...))`: the argument, a full
-    extra prediction pass over every image (`python -m benchmark.perf --profile` shows its share), is computed
+    extra prediction pass over every image (`python -m benchmark.tools.perf --profile` shows its share), is computed
     even when the log level drops the line (cells set ART's logger to WARNING). ART has no switch for it, so while
     INFO is off its module-level `compute_success`, used only in that log line, is replaced. Results unchanged."""
     from art.attacks.evasion.projected_gradient_descent import projected_gradient_descent_pytorch as pgd

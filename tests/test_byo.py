@@ -320,7 +320,7 @@ def test_cifar10_presets_run_on_torchvisions_cifar10_loader_offline(tmp_path, mo
 
 # --------------------------------------------------------------------------------------------- GPU check
 def test_gpu_check_refuses_without_cuda(capsys):
-    from benchmark import gpu_check
+    from benchmark.tools import gpu_check
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -330,7 +330,7 @@ def test_gpu_check_refuses_without_cuda(capsys):
 
 
 def test_gpu_check_compares_cells_within_the_binomial_interval():
-    from benchmark.gpu_check import compare, within_interval
+    from benchmark.tools.gpu_check import compare, within_interval
 
     assert within_interval(0.90, 0.88, 1000) and not within_interval(0.90, 0.85, 1000)
     assert within_interval(0.0, 0.0, 500) and not within_interval(0.0, 0.02, 500)
@@ -351,7 +351,7 @@ def test_gpu_check_compares_cells_within_the_binomial_interval():
 
 def test_gpu_check_reads_and_matches_every_cell_of_a_real_store():
     """The tiny grid's store against itself: every cell found, matched by its params, and in agreement."""
-    from benchmark.gpu_check import compare, load_cells, stage_times
+    from benchmark.tools.gpu_check import compare, load_cells, stage_times
     from tests import tiny_store
 
     store = tiny_store.build()

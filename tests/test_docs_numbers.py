@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.docs_numbers import BLOCKS, OPEN, documents, main
+from benchmark.tools.docs_numbers import BLOCKS, OPEN, documents, main
 
 COLUMNS = ("model,dataset,threat,method,variant,target,n_seeds,sparsity/achieved,clean/acc,clean/acc ci95,"
            "robust/worst/eps_0.1,robust/worst/eps_0.1 ci95,robust/worst/eps_0.1 binom95 low,"

@@ -1,4 +1,4 @@
-"""benchmark.verify: its PGD and sparsity recount against known answers, and the cross-check on a real store,
+"""benchmark.tools.verify: its PGD and sparsity recount against known answers, and the cross-check on a real store,
 clean and tampered."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn as nn
 from mlflow.tracking import MlflowClient
 
 import tiny_store
-from benchmark import verify
+from benchmark.tools import verify
 from models import build_model
 
 

@@ -299,6 +299,6 @@ def test_figures_and_verify_read_the_server(server):
     sh(*MAKE, "figures", f"TRACKING_URI={server}", "EXPERIMENT=scale_slurm", f"RESULTS={out}")
     assert list((out / "figures").glob("*.png")) and (out / "tables" / "summary.csv").exists()
     if not (ROOT / "benchmark" / "verify.py").exists():
-        say("make verify skipped: benchmark/verify.py is not in this tree")
+        say("make verify skipped: benchmark/tools/verify.py is not in this tree")
         return
     print(sh(*MAKE, "verify", f"TRACKING_URI={server}", "EXPERIMENT=scale_slurm")[-2000:])

@@ -1,4 +1,4 @@
-"""Performance budget, measured in one run: `make perf` (or `python -m benchmark.perf`).
+"""Performance budget, measured in one run: `make perf` (or `python -m benchmark.tools.perf`).
 
 1. PGD (L-inf, 10 steps, 1,000 mnist5k test images, seed_cnn) through our ART wrapper vs a plain torch loop
    doing the same attack; the outputs are compared (max |x_adv difference|, same robust accuracy).

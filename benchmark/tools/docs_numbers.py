@@ -1,4 +1,4 @@
-"""Measured numbers in the docs, generated from the results files: `make docs` (or `python -m benchmark.docs_numbers`).
+"""Measured numbers in the docs, generated from the results files: `make docs` (or `python -m benchmark.tools.docs_numbers`).
 
 A generated block is the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->` in README.md or
 docs/*.md. BLOCKS maps each NAME to the results file it is made from (relative to `--results`) and the function
@@ -87,8 +87,8 @@ def render_poisoning_slice(path: Path) -> str:
 
 
 def render_perf(path: Path) -> str:
-    """`make perf`'s ratios against their budgets (benchmark.perf.BUDGET), with the machine they ran on."""
-    from benchmark.perf import BUDGET
+    """`make perf`'s ratios against their budgets (benchmark.tools.perf.BUDGET), with the machine they ran on."""
+    from benchmark.tools.perf import BUDGET
 
     result = json.loads(path.read_text())
     rows = [("pgd_ratio", "ART PGD through our wrapper / plain torch PGD, median of alternated pairs", "{:.2f}×"),

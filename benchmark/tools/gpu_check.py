@@ -3,7 +3,7 @@ that the GPU computes the same benchmark: per cell, clean and robust accuracy wi
 interval of the CPU's value, achieved sparsity identical. Prints the per-cell table and the mean time per stage on
 each device (and their ratio), and the wall time of each grid including process start-up.
 
-    python -m benchmark.gpu_check [--experiment default] [--out results/gpu_check] [--cpu-results DIR]
+    python -m benchmark.tools.gpu_check [--experiment default] [--out results/gpu_check] [--cpu-results DIR]
 
 Refuses (exit 2) where torch sees no CUDA device. Exit 1 when a cell differs beyond the interval.
 Cells are matched by their params (the resolved config, which excludes the device). The `threshold` method's

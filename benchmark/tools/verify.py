@@ -1,4 +1,4 @@
-"""Cross-check logged cells against their logged weights: `python -m benchmark.verify` (`make verify`).
+"""Cross-check logged cells against their logged weights: `python -m benchmark.tools.verify` (`make verify`).
 
 For a seeded sample of FINISHED cells (or all of them) it reads, through MLflow only, the resolved `config.yaml`
 and the pruned weights `model/<pruned_key>.safetensors`, rebuilds the model, and recomputes three numbers with
