@@ -22,7 +22,7 @@ from typing import Callable
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = "tables/summary.csv"
 PERF = "perf.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells

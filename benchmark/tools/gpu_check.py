@@ -122,7 +122,7 @@ def _test_split_size(experiment: str) -> int:
 
     from benchmark.inputs import split_sizes
 
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"experiment={experiment}"])
     return split_sizes(cfg.dataset)[1]
 

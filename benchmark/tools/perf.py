@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRID = ["dataset=mnist5k", "model=seed_cnn", "threat=pgd", "device=cpu", "train.epochs=3",
         "pruning=none,magnitude_global,random", "pruning.sparsity=0.5,0.9"]  # 6 jobs, 5 cells
 
