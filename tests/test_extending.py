@@ -11,8 +11,6 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tiny_store import FAST_EVAL
-
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = {"torch", "art", "mlflow", "captum", "torch_pruning", "torchvision", "sklearn"}
 
@@ -90,7 +88,7 @@ eps: [0.1]
 def project(tmp_path_factory) -> Path:
     """A copy of the project's code and configs with the new method's two files added."""
     copy = tmp_path_factory.mktemp("project")
-    for folder in ("benchmark", "attacks", "models", "conf"):
+    for folder in ("benchmark", "attacks", "models", "conf", "hydra_plugins"):
         shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "benchmark" / "pruning" / "methods" / "global_l1.py").write_text(METHOD)
     (copy / "conf" / "pruning" / "global_l1.yaml").write_text(YAML)
@@ -103,7 +101,7 @@ def _run(project: Path, results: Path, *overrides: str, importtime: bool = False
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(project)}
     python = [sys.executable, *(["-X", "importtime"] if importtime else [])]
     return subprocess.run([*python, "-m", "benchmark.run", "model=lenet300", "threat=fgsm",
-                           "train.epochs=1", "finetune.epochs=1", "threat.subset=20", "device=cpu", *FAST_EVAL,
+                           "train.epochs=1", "finetune.epochs=1", "threat.subset=20", "device=cpu", "eval=fast",
                            f"results_dir={results}", *overrides],
                           cwd=project, env=env, capture_output=True, text=True, timeout=600)
 
