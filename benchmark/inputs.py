@@ -225,21 +225,23 @@ def folder_summary(cfg):
 
 def dataset_shape(cfg) -> DataShape:
     """Channels, image side and classes of the dataset `cfg` describes: read from the files for your own data
-    (headers and labels only; DataError when they do not fit), the declared values for the built-in ones."""
+    (headers and labels only; DataError when they do not fit), the declared values for the others. A dataset split
+    here must leave every class room in both splits (scikit-learn's stratified split needs it)."""
     entry = DATASETS[cfg.name]
     if entry.summary is not None:
         shape, sizes = entry.summary(cfg)
-        if len(sizes) == 1:  # split here: both splits need every class (scikit-learn's stratified split)
-            test_size = cfg.get("test_size")
-            if not (isinstance(test_size, float) and 0 < test_size < 1):
-                raise DataError(f"dataset.test_size={test_size!r} is not allowed; allowed: 0 < test_size < 1")
-            test = math.ceil(test_size * sizes[0])
-            if min(test, sizes[0] - test) < shape.num_classes:
-                raise DataError(f"dataset.test_size={test_size!r} splits {sizes[0]} images into {sizes[0] - test} "
-                                f"train / {test} test; allowed: at least one image per class ({shape.num_classes}) "
-                                "in each split")
-        return shape
-    return DataShape(int(cfg.in_channels), int(cfg.image_size), int(cfg.num_classes))
+    else:
+        shape, sizes = DataShape(int(cfg.in_channels), int(cfg.image_size), int(cfg.num_classes)), entry.sizes
+    if len(sizes) == 1:
+        test_size = cfg.get("test_size")
+        if not (isinstance(test_size, float) and 0 < test_size < 1):
+            raise DataError(f"dataset.test_size={test_size!r} is not allowed; allowed: 0 < test_size < 1")
+        test = math.ceil(test_size * sizes[0])
+        if min(test, sizes[0] - test) < shape.num_classes:
+            raise DataError(f"dataset.test_size={test_size!r} splits {sizes[0]} images into {sizes[0] - test} "
+                            f"train / {test} test; allowed: at least one image per class ({shape.num_classes}) "
+                            "in each split")
+    return shape
 
 
 @functools.lru_cache(maxsize=32)

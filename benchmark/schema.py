@@ -39,16 +39,16 @@ class Train(Group):
     epochs: whole(1, 10_000)  # a dense model is trained: 0 epochs would leave it at chance
     lr: LR
     batch_size: BATCH
-    slimming_l1: number(0.0, 1.0) = 0.0
+    slimming_l1: number(0.0, 1.0)
 
 
 class Finetune(Group):
     epochs: EPOCHS  # 0: no fine-tuning after pruning
     lr: LR
     batch_size: BATCH
-    adversarial: bool = False
-    adv_eps: number(1e-6, 1.0) = 0.1
-    adv_steps: whole(1, 1000) = 5
+    adversarial: bool
+    adv_eps: number(1e-6, 1.0)
+    adv_steps: whole(1, 1000)
 
 
 # ---- eval -------------------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ class Interpret(Group):
 
 class Eval(Group):
     train_subset: COUNT
-    collapse_margin: UNIT = 0.05  # clean/collapsed: clean accuracy <= chance + this margin
+    collapse_margin: UNIT  # clean/collapsed: clean accuracy <= chance + this margin
     latency: Latency
     calib_bins: whole(1, 10_000)
     corruptions: Corruptions
@@ -135,13 +135,13 @@ class AutoAttack(Attack):
 
 
 class AutoAttackStandard(Attack):
-    """The reference composition at its reference budgets by default (attacks/evasion.py StandardAutoAttack)."""
+    """The reference composition (attacks/evasion.py StandardAutoAttack)."""
     name: Literal["autoattack_standard"]
-    max_iter: whole(1, 1_000_000) = 100
-    step_fraction: number(1e-6, 10.0) = 2.0
-    random_restarts: whole(1, 10_000) = 1
-    targets: whole(1, 100_000) = 9  # most likely non-true classes for targeted APGD-DLR (<= classes - 1)
-    square_queries: whole(1, 1_000_000) = 5000
+    max_iter: whole(1, 1_000_000)  # reference: 100
+    step_fraction: number(1e-6, 10.0)  # reference: 2.0 (APGD's initial step = 2 eps)
+    random_restarts: whole(1, 10_000)  # reference: 1
+    targets: whole(1, 100_000)  # most likely non-true classes for targeted APGD-DLR (<= classes - 1); reference: 9
+    square_queries: whole(1, 1_000_000)  # reference: 5000
 
 
 class CarliniL2(Attack):

@@ -34,6 +34,12 @@ BAD = [
     (["threat.kind=telepathy"], ["threat.kind='telepathy'", "evasion"]),
     (["threat.attacks.0.name=cw"], ["threat.attacks[0].name='cw'", "pgd_linf", "fgsm"]),
     (["device=tpu"], ["device='tpu'", "'cpu'", "'cuda'", "'auto'"]),
+    # keys the code reads have no silent schema default: deleting one is a config mistake, not a crash mid-cell
+    (["~eval.collapse_margin"], ["eval.collapse_margin is missing", "0.0 <= collapse_margin <= 1.0"]),
+    (["~finetune.adversarial"], ["finetune.adversarial is missing", "true or false"]),
+    (["pruning=taylor", "~pruning.scope"], ["pruning.scope is missing", "'global', 'layerwise'"]),
+    (["dataset.test_size=0.001"], ["dataset.test_size=0.001 splits 1797 images into 1795 train / 2 test",
+                                   "at least one image per class (10)"]),
     (["pruning.sparsity=1.0"], ["pruning.sparsity=1.0", "0.0 <= sparsity < 1.0"]),
     (["pruning.sparsity=1.5"], ["pruning.sparsity=1.5", "0.0 <= sparsity < 1.0"]),
     (["pruning.sparsity=-0.1"], ["pruning.sparsity=-0.1", "0.0 <= sparsity < 1.0"]),

@@ -18,7 +18,7 @@ from benchmark.pruning import PRUNERS, PruningConfig
 
 class FinePruning(PruningConfig):
     method: Literal["fine_pruning"]
-    channel_fraction: number(0.0, 1.0, high_open=True) | None = None
+    channel_fraction: number(0.0, 1.0, high_open=True) | None  # null: from sparsity
 
 
 def head_reads_last_conv(model) -> str | None:

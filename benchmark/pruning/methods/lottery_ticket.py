@@ -19,7 +19,7 @@ class LotteryTicket(PruningConfig):
     method: Literal["lottery_ticket"]
     rounds: whole(1, 50)
     rewind_epoch: whole(0, 10_000)  # < train.epochs
-    scope: SCOPE = "global"
+    scope: SCOPE
 
 
 @PRUNERS.register("lottery_ticket", config=LotteryTicket)

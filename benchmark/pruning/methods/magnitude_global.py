@@ -9,8 +9,8 @@ from benchmark.pruning import PRUNERS, PruningConfig
 
 class MagnitudeGlobal(PruningConfig):
     method: Literal["magnitude_global"]
-    schedule: SCHEDULE = "oneshot"  # iterative: `steps` rounds of prune -> fine-tune
-    steps: STEPS = 3
+    schedule: SCHEDULE  # iterative: `steps` rounds of prune -> fine-tune
+    steps: STEPS
 
 
 @PRUNERS.register("magnitude_global", config=MagnitudeGlobal)

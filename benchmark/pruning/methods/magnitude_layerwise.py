@@ -9,9 +9,9 @@ from benchmark.pruning import PRUNERS, PruningConfig
 
 class MagnitudeLayerwise(PruningConfig):
     method: Literal["magnitude_layerwise"]
-    schedule: SCHEDULE = "oneshot"
-    steps: STEPS = 3
-    order: ORDER = "together"  # iterative: all layers each step, or one layer per step from the classifier back
+    schedule: SCHEDULE
+    steps: STEPS
+    order: ORDER  # iterative: all layers each step, or one layer per step from the classifier back
 
 
 @PRUNERS.register("magnitude_layerwise", config=MagnitudeLayerwise)

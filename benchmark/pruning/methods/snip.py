@@ -12,8 +12,8 @@ from benchmark.pruning import PRUNERS, PruningConfig
 
 class Snip(PruningConfig):
     method: Literal["snip"]
-    scope: SCOPE = "global"
-    at_init: bool = True
+    scope: SCOPE
+    at_init: bool
 
 
 @PRUNERS.register("snip", config=Snip)

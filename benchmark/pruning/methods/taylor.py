@@ -10,10 +10,10 @@ from benchmark.pruning import PRUNERS, PruningConfig
 
 class Taylor(PruningConfig):
     method: Literal["taylor"]
-    scope: SCOPE = "global"
-    schedule: SCHEDULE = "oneshot"
-    steps: STEPS = 3
-    order: ORDER = "together"
+    scope: SCOPE
+    schedule: SCHEDULE
+    steps: STEPS
+    order: ORDER
 
 
 @PRUNERS.register("taylor", config=Taylor)
