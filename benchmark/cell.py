@@ -19,7 +19,7 @@ from benchmark.cache import ModelCache
 from benchmark.data import LOADERS, load_dataset, seeded_indices, split_sizes
 from benchmark.properties import security_properties
 from benchmark.pruning import PRUNERS
-from benchmark.training import accuracy_and_loss, device_report, resolve_device
+from benchmark.training import accuracy_and_loss, device_report, predict, resolve_device
 from benchmark.validate import check_config, validate
 
 log = logging.getLogger("benchmark")
@@ -205,9 +205,9 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
 
 
 def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, float], dict[str, float]]:
-    """Sparsity, cost and accuracy. train/acc and the generalisation gap use the clean training images (the same
-    seeded subset in every cell); under a data threat train/acc_dense_set is the accuracy on the (poisoned)
-    labels the dense model was trained on."""
+    """Sparsity, cost, accuracy and what the pruned model forgets of its dense parent (forget/*). train/acc and
+    the generalisation gap use the clean training images (the same seeded subset in every cell); under a data
+    threat train/acc_dense_set is the accuracy on the (poisoned) labels the dense model was trained on."""
     prune_head = cfg.pruning.prune_head
     achieved, per_layer = measure.achieved_sparsity(measure.layer_weight_counts(dense, prune_head), model, prune_head)
     dense_params = sum(p.numel() for p in dense.parameters())
@@ -218,7 +218,8 @@ def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, fl
     subset = seeded_indices(len(data.y_train), cfg.eval.train_subset, cfg.seed)
     train_acc, train_loss = accuracy_and_loss(model, data.x_train[subset], data.y_train[subset], device)
     dense_acc, _ = accuracy_and_loss(dense, data.x_test, data.y_test, device)
-    extra = {}
+    extra = measure.forgetting_metrics(predict(dense, data.x_test, device).argmax(1),
+                                       predict(model, data.x_test, device).argmax(1), data.y_test)
     if dense_train is not data:
         extra["train/acc_dense_set"], _ = accuracy_and_loss(
             model, dense_train.x_train[subset], dense_train.y_train[subset], device)
