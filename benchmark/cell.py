@@ -18,7 +18,7 @@ from benchmark import hashing, measure, stages, tracking
 from benchmark.cache import ModelCache
 from benchmark.data import LOADERS, load_dataset, seeded_indices, split_sizes
 from benchmark.properties import security_properties
-from benchmark.pruning import PRUNERS
+from benchmark.pruning import PRUNERS, run_label
 from benchmark.training import accuracy_and_loss, device_report, predict, resolve_device
 from benchmark.validate import check_config, validate
 
@@ -64,9 +64,9 @@ def _clamp_subsets(cfg: DictConfig) -> None:
 
 def run_name(cfg: DictConfig) -> str:
     """Reads like the cell: `seed_cnn|magnitude_global|s=0.9|pgd|seed=0`, the method followed by its
-    non-default variants (`+layerwise`, `+iterative3`, `+advft`) so the UI's run list tells them apart."""
+    non-default variants (`+layerwise`, `+iterative3`, `+reinit`, `+advft`) so the UI's run list tells them apart."""
     pruning = cfg.pruning
-    method = pruning.method + PRUNERS[pruning.method].variant_label(pruning)
+    method = pruning.method + run_label(pruning)
     if cfg.finetune.adversarial:
         method += "+advft"
     return f"{cfg.model.get('arch', cfg.model.name)}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"

@@ -39,7 +39,16 @@ class ANP(PruningConfig):
     val_images: COUNT  # held-out clean training images for selection=validation
 
 
-@PRUNERS.register("anp", config=ANP, ignores_sparsity=True)
+def anp_label(cfg) -> str:
+    """Run-name suffix: a fixed amount (the validation rule, the default, has none)."""
+    if cfg.selection == "threshold":
+        return f"+threshold{float(cfg.threshold):g}"
+    if cfg.selection == "fraction":
+        return f"+fraction{float(cfg.fraction):g}"
+    return ""
+
+
+@PRUNERS.register("anp", config=ANP, ignores_sparsity=True, variant_label=anp_label)
 def anp(model, cfg, ctx):
     import torch
 

@@ -46,7 +46,13 @@ def batchnorm_after_each_conv(model) -> str | None:
     return None
 
 
-@PRUNERS.register("clp", config=CLP, ignores_sparsity=True, needs_conv=True, model_check=batchnorm_after_each_conv)
+def clp_label(cfg) -> str:
+    """Run-name suffix: the fixed u (cells of a u curve share their sparsity, 0)."""
+    return f"+u{float(cfg.u):g}" if cfg.selection == "fixed" else ""
+
+
+@PRUNERS.register("clp", config=CLP, ignores_sparsity=True, needs_conv=True, model_check=batchnorm_after_each_conv,
+                  variant_label=clp_label)
 def clp(model, cfg, ctx):
     from benchmark.pruning.clp import above_mean_plus_std, channel_lipschitz
     from benchmark.pruning.common import PruneOutcome
