@@ -47,7 +47,7 @@ def rewind_point(model: nn.Module, ctx: PruneContext, rewind_epoch: int) -> dict
 
 
 def reinit_seed(seed: int) -> int:
-    """The seed of the re-initialisation: derived from the cell's seed, unlike any seed's dense init."""
+    """The seed of the re-initialisation: derived from the cell's seed, not the seed itself (the dense init's)."""
     import hashlib
 
     return int(hashlib.sha256(f"reinit:{seed}".encode()).hexdigest()[:8], 16)
