@@ -322,7 +322,7 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
                         label=_line_label(method, variant),
                         marker="o", markersize=3, capsize=2, linestyle="-" if by_sparsity else "none")
             _hollow_collapsed(ax, line, spec.x, metric, colors[method, variant])
-        if not by_sparsity and spec.front:  # a cost axis: draw the Pareto front over all methods (collapsed points are no result)
+        if not by_sparsity and spec.front:  # a cost axis: the Pareto front over all methods (collapsed: no result)
             front = pareto_front(agg[agg["n_collapsed"] == 0], spec.x, metric)
             ax.step(front[spec.x], front[metric], where="post", color="black", linewidth=0.8, marker="s",
                     markersize=7, markerfacecolor="none", label="Pareto front")

@@ -5,9 +5,9 @@ Every neuron (benchmark/pruning/neurons.py) gets a mask m in [0, 1] on its weigh
 perturbation starts uniform in the eps-ball and takes `noise_steps` signed-gradient ascent steps of eps / steps on
 the loss (clipped back to the ball); then the masks take one SGD step (momentum 0.9) on
 alpha * loss(masked) + (1 - alpha) * loss(masked and perturbed), and are clipped to [0, 1]. Backdoor neurons are
-the ones whose small perturbation flips predictions: their masks fall. The reference code runs the model in train
-mode (batch statistics); here it runs in eval mode, as deployed (running statistics), so the masks are learned on
-the model that is then pruned. Model weights are frozen.
+the ones whose small perturbation flips predictions: their masks fall. Model weights are frozen. `train_mode`
+runs BatchNorm on batch statistics, as the reference code does (the running statistics are restored afterwards);
+otherwise the model runs as deployed (running statistics).
 
 ART has no ANP (its defences are detectors, trainers and transformers); torch-pruning has no mask learning of this
 kind: the ~40 lines below are the method.
@@ -22,8 +22,8 @@ from benchmark.pruning.neurons import Modulation, NeuronLayer
 
 
 def learn_masks(model: nn.Module, layers: list[NeuronLayer], x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                alpha: float, lr: float, iterations: int, noise_steps: int, batch_size: int,
-                seed: int) -> list[torch.Tensor]:
+                alpha: float, lr: float, iterations: int, noise_steps: int, batch_size: int, seed: int,
+                train_mode: bool) -> list[torch.Tensor]:
     """ANP's neuron masks (one tensor per layer of `layers`, on the CPU) after `iterations` mini-batches."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -36,7 +36,8 @@ def learn_masks(model: nn.Module, layers: list[NeuronLayer], x: torch.Tensor, y:
     for p in model.parameters():
         p.requires_grad_(False)
     was_training = model.training
-    model.eval()
+    statistics = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
+    model.train(train_mode)
     modulation = Modulation(layers, list(masks), [torch.ones_like(m) for m in masks])
 
     def perturbed(on: bool) -> None:
@@ -76,6 +77,7 @@ def learn_masks(model: nn.Module, layers: list[NeuronLayer], x: torch.Tensor, y:
                     mask.clamp_(0.0, 1.0)
     finally:
         modulation.remove()
+        model.load_state_dict(statistics, strict=False)  # BatchNorm statistics as they were
         model.train(was_training)
         for p, flag in zip(model.parameters(), frozen):
             p.requires_grad_(flag)

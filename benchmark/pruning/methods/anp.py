@@ -30,6 +30,7 @@ class ANP(PruningConfig):
     iterations: whole(1, 1_000_000)  # mask-learning mini-batches
     noise_steps: STEPS  # signed-gradient ascent steps on the perturbation per mini-batch
     batch_size: BATCH
+    batchnorm_mode: Literal["train", "eval"]  # BatchNorm statistics while the masks are learned
     clean_fraction: number(0.0, 1.0, low_open=True)  # share of the clean training images the masks are learned on
     selection: Literal["threshold", "fraction", "validation"]
     threshold: UNIT
@@ -57,35 +58,33 @@ def anp(model, cfg, ctx):
     from benchmark.pruning.neurons import (accuracy_with, defender_split, largest_within_margin, neuron_layers,
                                            switch_off)
 
-    x, y = ctx.clean_train
-    fit_images = max(1, int(round(float(cfg.clean_fraction) * len(y))))
+    fit_images = max(1, int(round(float(cfg.clean_fraction) * len(ctx.clean_train[1]))))
     (x_fit, y_fit), (x_val, y_val) = defender_split(ctx.clean_train, fit_images, int(cfg.val_images), ctx.seed)
     layers = neuron_layers(model)
     masks = learn_masks(model, layers, x_fit, y_fit, eps=float(cfg.eps), alpha=float(cfg.alpha),
                         lr=float(cfg.mask_lr), iterations=int(cfg.iterations), noise_steps=int(cfg.noise_steps),
-                        batch_size=int(cfg.batch_size), seed=ctx.seed)
+                        batch_size=int(cfg.batch_size), seed=ctx.seed,
+                        train_mode=cfg.batchnorm_mode == "train")
     below = lambda threshold: [mask < threshold for mask in masks]
     dense_acc = accuracy_with(model, layers, below(0.0), False, x_val, y_val)
     info = {"pruning/clean_images": float(fit_images), "pruning/val_acc_dense": dense_acc}
-    if cfg.selection == "threshold":
-        threshold = float(cfg.threshold)
-    elif cfg.selection == "fraction":
+    if cfg.selection == "fraction":  # the smallest masks over all neurons, ties broken by position
         flat = torch.cat(masks)
-        count = int(round(float(cfg.fraction) * len(flat)))
-        # the smallest `count` masks: the threshold just above the count-th smallest (ties broken by position)
-        order = torch.sort(flat, stable=True).indices[:count]
+        smallest = torch.sort(flat, stable=True).indices[:int(round(float(cfg.fraction) * len(flat)))]
         off = torch.zeros(len(flat), dtype=torch.bool)
-        off[order] = True
-        threshold = float(flat[order].max()) if count else 0.0
-    else:
-        grid = sorted(float(t) for t in cfg.threshold_grid)  # from the least to the most pruning
-        chosen, _ = largest_within_margin(grid, lambda t: accuracy_with(model, layers, below(t), False, x_val, y_val),
-                                          dense_acc, float(cfg.max_acc_drop))
-        info["pruning/selection_met"] = float(chosen is not None)
-        threshold = 0.0 if chosen is None else chosen  # nothing meets the margin: nothing is switched off
-    if cfg.selection == "fraction":
+        off[smallest] = True
         off_per_layer = list(torch.split(off, [len(m) for m in masks]))
+        threshold = float(flat[smallest].max()) if len(smallest) else 0.0
     else:
+        if cfg.selection == "threshold":
+            threshold = float(cfg.threshold)
+        else:
+            grid = sorted(float(t) for t in cfg.threshold_grid)  # from the least to the most pruning
+            chosen, _ = largest_within_margin(
+                grid, lambda t: accuracy_with(model, layers, below(t), False, x_val, y_val), dense_acc,
+                float(cfg.max_acc_drop))
+            info["pruning/selection_met"] = float(chosen is not None)
+            threshold = 0.0 if chosen is None else chosen  # nothing meets the margin: nothing is switched off
         off_per_layer = below(threshold)
     info["pruning/val_acc"] = accuracy_with(model, layers, off_per_layer, False, x_val, y_val)
     pruned = switch_off(layers, off_per_layer, zero_bias=False)
