@@ -41,6 +41,15 @@ def test_forgetting_metrics_known_answer():
     assert "forget/class_acc_change/0" not in measure.forgetting_metrics(dense, pruned, labels, per_class_limit=1)
 
 
+def test_a_cell_logs_what_it_forgot_of_its_dense_parent(cfg_factory):
+    from benchmark.cell import run_cell
+
+    off = ("eval.corruptions.enabled=false", "eval.interpret.enabled=false", "threat=fgsm", "train.epochs=2")
+    unchanged = run_cell(cfg_factory("pruning=none", "finetune.epochs=0", *off)).metrics  # the dense model itself
+    assert unchanged["forget/flip_rate"] == 0 and unchanged["forget/max_class_drop"] == 0
+    assert all(unchanged[f"forget/class_acc_change/{k}"] == 0 for k in range(10))
+
+
 # ---- neurons: which they are, switching them off, the defender's rule -------------------------------------
 def test_neurons_are_batchnorm_channels_or_conv_and_hidden_units():
     bn = build_model("seed_cnn_bn", 1, 16, 10)
