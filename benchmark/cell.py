@@ -11,7 +11,7 @@ import mlflow
 import torch
 from filelock import FileLock
 from mlflow.entities import Metric
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from attacks import build_threat
 from benchmark import hashing, measure, stages, tracking
@@ -42,6 +42,9 @@ def canonicalize(cfg: DictConfig) -> None:
         log.info("pruning=%s: sparsity %s normalised to 0 (it ignores sparsity)", cfg.pruning.method,
                  cfg.pruning.sparsity)
         cfg.pruning.sparsity = 0.0
+    if cfg.pruning.get("reinit") is False:  # the default: `+pruning.reinit=false` is the same cell
+        with open_dict(cfg):
+            del cfg.pruning["reinit"]
     if cfg.threat.get("stage") == "prune_then_poison":  # it always fine-tunes on the poisoned set
         cfg.threat.finetune_data = "poisoned"
     _clamp_subsets(cfg)

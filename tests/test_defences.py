@@ -252,6 +252,14 @@ def test_anp_known_answer_on_badnets(cfg_factory, digits, backdoored_bn_model):
 
 
 # ---- the reinit control ---------------------------------------------------------------------------------------
+def test_reinit_false_is_the_plain_cell(cfg_factory):
+    from benchmark.cell import prepare
+
+    plain = prepare(cfg_factory("pruning=magnitude_global"))
+    assert prepare(cfg_factory("pruning=magnitude_global", "+pruning.reinit=false")) == plain
+    assert prepare(cfg_factory("pruning=magnitude_global", "+pruning.reinit=true"))[0] != plain[0]
+
+
 @pytest.mark.parametrize("method, model_name", [("magnitude_global", "seed_cnn"), ("l1_filter", "seed_cnn"),
                                                 ("clp", "seed_cnn_bn")])
 def test_reinit_keeps_the_mask_and_shapes_and_draws_fresh_weights(cfg_factory, digits, method, model_name):
