@@ -18,9 +18,9 @@ from benchmark import hashing, measure, stages, tracking
 from benchmark.cache import ModelCache
 from benchmark.data import load_dataset, seeded_indices
 from benchmark.properties import security_properties
-from benchmark.pruning import PRUNERS
+from benchmark.pruning import run_label
 from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
-from benchmark.training import accuracy_and_loss, device_report, resolve_device
+from benchmark.training import accuracy_and_loss, device_report, predict, resolve_device
 from benchmark.validate import check_config, validate
 
 log = logging.getLogger("benchmark")
@@ -38,9 +38,9 @@ class CellResult:
 
 def run_name(cfg: DictConfig) -> str:
     """Reads like the cell: `seed_cnn|magnitude_global|s=0.9|pgd|seed=0`, the method followed by its
-    non-default variants (`+layerwise`, `+iterative3`, `+advft`) so the UI's run list tells them apart."""
+    non-default variants (`+layerwise`, `+iterative3`, `+reinit`, `+advft`) so the UI's run list tells them apart."""
     pruning = cfg.pruning
-    method = pruning.method + PRUNERS[pruning.method].variant_label(pruning)
+    method = pruning.method + run_label(pruning)
     if cfg.finetune.adversarial:
         method += "+advft"
     return f"{cfg.model.get('arch', cfg.model.name)}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
@@ -178,9 +178,9 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
 
 
 def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, float], dict[str, float]]:
-    """Sparsity, cost and accuracy. train/acc and the generalisation gap use the clean training images (the same
-    seeded subset in every cell); under a data threat train/acc_dense_set is the accuracy on the (poisoned)
-    labels the dense model was trained on."""
+    """Sparsity, cost, accuracy and what the pruned model forgets of its dense parent (forget/*). train/acc and
+    the generalisation gap use the clean training images (the same seeded subset in every cell); under a data
+    threat train/acc_dense_set is the accuracy on the (poisoned) labels the dense model was trained on."""
     prune_head = cfg.pruning.prune_head
     achieved, per_layer = achieved_sparsity(layer_weight_counts(dense, prune_head), model, prune_head)
     dense_params = sum(p.numel() for p in dense.parameters())
@@ -191,7 +191,8 @@ def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, fl
     subset = seeded_indices(len(data.y_train), cfg.eval.train_subset, cfg.seed)
     train_acc, train_loss = accuracy_and_loss(model, data.x_train[subset], data.y_train[subset], device)
     dense_acc, _ = accuracy_and_loss(dense, data.x_test, data.y_test, device)
-    extra = {}
+    extra = measure.forgetting_metrics(predict(dense, data.x_test, device).argmax(1),
+                                       predict(model, data.x_test, device).argmax(1), data.y_test)
     if dense_train is not data:
         extra["train/acc_dense_set"], _ = accuracy_and_loss(
             model, dense_train.x_train[subset], dense_train.y_train[subset], device)

@@ -65,6 +65,7 @@ class FigureSpec:
     logx: bool = False
     accuracy: bool = False  # an accuracy: draw the chance level
     threat_metric: bool = False  # measures the data threat's success: greyed out when it is ineffective
+    front: bool = True  # x is a cost (not sparsity): draw the Pareto front of low x and high metric
 
 
 FIGURES: list[FigureSpec] = [
@@ -73,6 +74,8 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("worst_robust_vs_sparsity", "robust/worst/eps_*", "worst-case robust accuracy", accuracy=True),
     FigureSpec("clean_vs_sparsity", "clean/acc", "clean test accuracy", accuracy=True),
     FigureSpec("gap_vs_sparsity", "gap/acc", "generalisation gap (train - test acc)", ylim=None),
+    FigureSpec("flip_rate_vs_sparsity", "forget/flip_rate", "share of test predictions changed from the dense model"),
+    FigureSpec("max_class_drop_vs_sparsity", "forget/max_class_drop", "largest per-class accuracy drop", ylim=None),
     # Pareto view: cost against worst-case robustness, one panel per eps.
     FigureSpec("pareto_macs_vs_worst_robust", "robust/worst/eps_*", "worst-case robust accuracy",
                x="cost/macs", xlabel="MACs per image", logx=True, accuracy=True),
@@ -80,6 +83,8 @@ FIGURES: list[FigureSpec] = [
                x="cost/latency_ms", xlabel="CPU latency per batch (ms)", logx=True, accuracy=True),
     # Poisoning and backdoors: one figure per threat variant (threat.name carries rate/stage/fine-tune data).
     FigureSpec("backdoor_asr_vs_sparsity", "backdoor/asr", "backdoor attack success rate", threat_metric=True),
+    FigureSpec("backdoor_asr_vs_clean_acc", "backdoor/asr", "backdoor attack success rate", x="clean/acc",
+               xlabel="clean test accuracy", threat_metric=True, front=False),  # bottom right: a good defence
     FigureSpec("backdoor_triggered_acc_vs_sparsity", "backdoor/clean_acc_triggered", "accuracy on triggered inputs",
                accuracy=True, threat_metric=True),
     FigureSpec("poison_damage_vs_sparsity", "poison/acc_drop", "clean acc drop vs unpoisoned model", ylim=None,
@@ -317,7 +322,7 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
                         label=_line_label(method, variant),
                         marker="o", markersize=3, capsize=2, linestyle="-" if by_sparsity else "none")
             _hollow_collapsed(ax, line, spec.x, metric, colors[method, variant])
-        if not by_sparsity:  # a cost axis: draw the Pareto front over all methods (collapsed points are no result)
+        if not by_sparsity and spec.front:  # a cost axis: the Pareto front over all methods (collapsed: no result)
             front = pareto_front(agg[agg["n_collapsed"] == 0], spec.x, metric)
             ax.step(front[spec.x], front[metric], where="post", color="black", linewidth=0.8, marker="s",
                     markersize=7, markerfacecolor="none", label="Pareto front")

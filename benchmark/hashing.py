@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmark.datasets import DATASETS
 from benchmark.inputs import data_identity, model_identity, split_sizes
@@ -37,6 +37,9 @@ def canonicalize(cfg: DictConfig) -> None:
         log.info("pruning=%s: sparsity %s normalised to 0 (it ignores sparsity)", cfg.pruning.method,
                  cfg.pruning.sparsity)
         cfg.pruning.sparsity = 0.0
+    if cfg.pruning.get("reinit") is False:  # the default: `+pruning.reinit=false` is the same cell
+        with open_dict(cfg):
+            del cfg.pruning["reinit"]
     if cfg.threat.get("stage") == "prune_then_poison":  # it always fine-tunes on the poisoned set
         cfg.threat.finetune_data = "poisoned"
     _clamp_subsets(cfg)

@@ -68,3 +68,22 @@ def cost_metrics(dense: nn.Module, model: nn.Module, x: torch.Tensor, latency_cf
     dense_ms, pruned_ms = cpu_latency_ms([dense, model], batch, repeats, threads)
     return {"cost/latency_ms": pruned_ms, "cost/latency_ms_dense": dense_ms, "cost/speedup": dense_ms / pruned_ms,
             "cost/size_kb": compressed_size_kb(model), "cost/size_kb_dense": compressed_size_kb(dense)}
+
+
+def forgetting_metrics(dense_pred: torch.Tensor, pred: torch.Tensor, labels: torch.Tensor,
+                       per_class_limit: int = 100) -> dict[str, float]:
+    """What pruning makes a model forget (Hooker et al. 2019), from the predicted classes of the dense parent and
+    of the pruned model on the same images: forget/flip_rate (share of images whose prediction changed),
+    forget/class_acc_change/<k> (pruned minus dense accuracy on the images of class k; logged when there are at
+    most `per_class_limit` classes) and forget/max_class_drop (the largest per-class accuracy drop, dense minus
+    pruned; negative when every class gained)."""
+    metrics = {"forget/flip_rate": float((pred != dense_pred).float().mean())}
+    classes = labels.unique().tolist()
+    changes = {}
+    for k in classes:
+        of_class = labels == k
+        changes[k] = float((pred[of_class] == k).float().mean() - (dense_pred[of_class] == k).float().mean())
+    if len(classes) <= per_class_limit:
+        metrics.update({f"forget/class_acc_change/{k}": change for k, change in changes.items()})
+    metrics["forget/max_class_drop"] = max(-change for change in changes.values())
+    return metrics

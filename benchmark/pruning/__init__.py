@@ -27,6 +27,11 @@ def variant_label(cfg) -> str:
     return label
 
 
+def run_label(cfg) -> str:
+    """The run-name suffix of a pruning config: the method's variants, then `+reinit` for the control."""
+    return PRUNERS[cfg.method].variant_label(cfg) + ("+reinit" if cfg.get("reinit") else "")
+
+
 PRUNERS = Registry("pruning.method", "benchmark.pruning.methods", metadata={
     "structured": False,  # removes whole channels (the model shrinks) rather than masking weights
     "needs_conv": False,  # needs a conv layer in the model
@@ -41,11 +46,23 @@ class PruningConfig(Group):
     """Keys every method has; a method's config model adds its own and a `method: Literal[name]` field."""
     sparsity: SPARSITY  # fraction of prunable weights removed
     prune_head: bool
+    reinit: bool = False  # control: re-initialise the pruned model at random and retrain it (OpenLTH's reinit)
 
 
 def prune(model, cfg, ctx):
-    """Run `cfg.method` on `model` (a PruneOutcome)."""
-    return PRUNERS[cfg.method].target(model, cfg, ctx)
+    """Run `cfg.method` on `model` (a PruneOutcome); with `reinit`, the pruned model is then re-initialised at
+    random (masks and shapes kept) and retrained for the dense model's epochs on its training set, the control
+    that tells whether the surviving weights' values matter (OpenLTH's "reinit")."""
+    outcome = PRUNERS[cfg.method].target(model, cfg, ctx)
+    if cfg.get("reinit"):
+        from benchmark.pruning.common import needs_training
+        from benchmark.pruning.rewind import reinitialise
+
+        needs_training(ctx, f"{cfg.method} with reinit")
+        reinitialise(outcome.model, ctx.seed)
+        ctx.train(outcome.model, ctx.train_epochs)
+        outcome.info["pruning/reinit_epochs"] = float(ctx.train_epochs)
+    return outcome
 
 
-__all__ = ["PRUNERS", "PruningConfig", "prune", "variant_label"]
+__all__ = ["PRUNERS", "PruningConfig", "prune", "run_label", "variant_label"]

@@ -17,6 +17,9 @@ class PruneContext:
     example_inputs: torch.Tensor  # one small batch, for torch-pruning's dependency graph and MAC counts
     calibration: tuple[torch.Tensor, torch.Tensor]  # (x, y) batch of training data for data-aware methods
     seed: int
+    # Every clean training image (x, y): defences that draw their own clean set (ANP) and hold out data to choose
+    # their amount (benchmark/pruning/neurons.defender_split). None: only `calibration` is available.
+    clean_train: tuple[torch.Tensor, torch.Tensor] | None = None
     # For methods with training inside (iterative schedules, lottery ticket, SNIP at init); None in plain use.
     initial_state: dict[str, torch.Tensor] | None = None  # the seeded init the dense model was trained from
     train: Callable[[nn.Module, int], list[float]] | None = None  # (model, epochs): cfg.train's loop, masks kept

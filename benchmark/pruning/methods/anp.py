@@ -1,0 +1,95 @@
+"""Adversarial Neuron Pruning (Wu & Wang, NeurIPS 2021), a pruning-based backdoor defence: learn a mask per neuron
+under adversarial neuron perturbations on a small clean set, then switch off the neurons with the smallest masks.
+
+Neurons are BatchNorm channels, or, in a model without BatchNorm, the output channels of its convs and hidden
+Linear layers (per-channel multipliers); see benchmark/pruning/neurons.py. The mask learning is
+benchmark/pruning/anp.py. Switching a neuron off zeroes its weight part (gamma and the filter feeding it) and
+keeps its bias, as the reference code does; the masks stay through fine-tuning and count as sparsity.
+
+The amount (`selection`): `threshold` switches off the neurons whose mask is below `threshold` (the paper's 0.2);
+`fraction` the `fraction` of all neurons with the smallest masks; `validation` (the defender's rule) the largest
+threshold of `threshold_grid` whose accuracy on `val_images` held-out clean training images (disjoint from the
+mask-learning set) is within `max_acc_drop` of the dense model's. None uses the test set. `pruning.sparsity` is
+not an input: the achieved sparsity is measured. ART has no ANP.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from benchmark.checks import BATCH, COUNT, LR, STEPS, UNIT, number, whole
+from benchmark.pruning import PRUNERS, PruningConfig
+
+
+class ANP(PruningConfig):
+    method: Literal["anp"]
+    eps: UNIT  # perturbation budget on each neuron's mask and bias (relative)
+    alpha: UNIT  # weight of the unperturbed loss (1 - alpha: the perturbed one)
+    mask_lr: LR
+    iterations: whole(1, 1_000_000)  # mask-learning mini-batches
+    noise_steps: STEPS  # signed-gradient ascent steps on the perturbation per mini-batch
+    batch_size: BATCH
+    batchnorm_mode: Literal["train", "eval"]  # BatchNorm statistics while the masks are learned
+    clean_fraction: number(0.0, 1.0, low_open=True)  # share of the clean training images the masks are learned on
+    selection: Literal["threshold", "fraction", "validation"]
+    threshold: UNIT
+    fraction: number(0.0, 1.0, high_open=True)  # share of all neurons switched off (selection=fraction)
+    threshold_grid: Annotated[list[UNIT], Field(min_length=1)]  # candidate thresholds (selection=validation)
+    max_acc_drop: UNIT  # selection=validation: largest held-out clean accuracy drop allowed
+    val_images: COUNT  # held-out clean training images for selection=validation
+
+
+def anp_label(cfg) -> str:
+    """Run-name suffix: a fixed amount (the validation rule, the default, has none)."""
+    if cfg.selection == "threshold":
+        return f"+threshold{float(cfg.threshold):g}"
+    if cfg.selection == "fraction":
+        return f"+fraction{float(cfg.fraction):g}"
+    return ""
+
+
+@PRUNERS.register("anp", config=ANP, ignores_sparsity=True, variant_label=anp_label)
+def anp(model, cfg, ctx):
+    import torch
+
+    from benchmark.pruning.anp import learn_masks
+    from benchmark.pruning.common import PruneOutcome
+    from benchmark.pruning.neurons import (accuracy_with, defender_split, largest_within_margin, neuron_layers,
+                                           switch_off)
+
+    fit_images = max(1, int(round(float(cfg.clean_fraction) * len(ctx.clean_train[1]))))
+    (x_fit, y_fit), (x_val, y_val) = defender_split(ctx.clean_train, fit_images, int(cfg.val_images), ctx.seed)
+    layers = neuron_layers(model)
+    masks = learn_masks(model, layers, x_fit, y_fit, eps=float(cfg.eps), alpha=float(cfg.alpha),
+                        lr=float(cfg.mask_lr), iterations=int(cfg.iterations), noise_steps=int(cfg.noise_steps),
+                        batch_size=int(cfg.batch_size), seed=ctx.seed,
+                        train_mode=cfg.batchnorm_mode == "train")
+    below = lambda threshold: [mask < threshold for mask in masks]
+    dense_acc = accuracy_with(model, layers, below(0.0), False, x_val, y_val)
+    info = {"pruning/clean_images": float(fit_images), "pruning/val_acc_dense": dense_acc}
+    if cfg.selection == "fraction":  # the smallest masks over all neurons, ties broken by position
+        flat = torch.cat(masks)
+        smallest = torch.sort(flat, stable=True).indices[:int(round(float(cfg.fraction) * len(flat)))]
+        off = torch.zeros(len(flat), dtype=torch.bool)
+        off[smallest] = True
+        off_per_layer = list(torch.split(off, [len(m) for m in masks]))
+        threshold = float(flat[smallest].max()) if len(smallest) else 0.0
+    else:
+        if cfg.selection == "threshold":
+            threshold = float(cfg.threshold)
+        else:
+            grid = sorted(float(t) for t in cfg.threshold_grid)  # from the least to the most pruning
+            chosen, _ = largest_within_margin(
+                grid, lambda t: accuracy_with(model, layers, below(t), False, x_val, y_val), dense_acc,
+                float(cfg.max_acc_drop))
+            info["pruning/selection_met"] = float(chosen is not None)
+            threshold = 0.0 if chosen is None else chosen  # nothing meets the margin: nothing is switched off
+        off_per_layer = below(threshold)
+    info["pruning/val_acc"] = accuracy_with(model, layers, off_per_layer, False, x_val, y_val)
+    pruned = switch_off(layers, off_per_layer, zero_bias=False)
+    total = sum(len(m) for m in masks)
+    info.update({"pruning/threshold": threshold, "pruning/neurons_pruned": float(pruned),
+                 "pruning/neuron_fraction": pruned / total,
+                 "pruning/mask_mean": float(torch.cat(masks).mean())})
+    return PruneOutcome(model, structured=False, info=info)

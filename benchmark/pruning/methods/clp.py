@@ -1,0 +1,82 @@
+"""Channel Lipschitzness-based Pruning (Zheng et al., ECCV 2022), a data-free backdoor defence: per layer, switch off
+the channels whose upper bound of the Lipschitz constant (benchmark/pruning/clp.py) exceeds mean + u * std.
+
+Neurons are BatchNorm channels (with the conv before each one), or, in a model without BatchNorm, the output
+channels of its convs and hidden Linear layers (benchmark/pruning/neurons.py). Switching one off zeroes its
+weights, its BatchNorm scale and its bias, as the reference code does; the masks stay through fine-tuning and
+count as sparsity. The reference pairs each BatchNorm with the conv registered just before it: a model with
+BatchNorm where that pairing fails (a conv without a BatchNorm after it, a BatchNorm without its conv) is rejected
+before compute (`model_check`).
+
+The amount (`selection`): `fixed` uses `u` (the paper's 3) and no data (`pruning/clean_images` = 0);
+`validation` (the defender's rule) the smallest u of `u_grid` whose accuracy on `val_images` held-out clean
+training images is within `max_acc_drop` of the dense model's. CLP can collapse clean accuracy at small u: report
+it as a curve over u (experiment=backdoor_defences_clp). `pruning.sparsity` is not an input. ART has no CLP.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from benchmark.checks import COUNT, UNIT, number
+from benchmark.pruning import PRUNERS, PruningConfig
+
+U = number(-10.0, 100.0)
+
+
+class CLP(PruningConfig):
+    method: Literal["clp"]
+    selection: Literal["fixed", "validation"]
+    u: U  # selection=fixed: switch off channels above mean + u * std of their layer's bounds
+    u_grid: Annotated[list[U], Field(min_length=1)]  # candidate u values (selection=validation)
+    max_acc_drop: UNIT  # selection=validation: largest held-out clean accuracy drop allowed
+    val_images: COUNT  # held-out clean training images for selection=validation
+
+
+def batchnorm_after_each_conv(model) -> str | None:
+    from benchmark.pruning.neurons import batchnorm_pairs, has_batchnorm
+
+    if not has_batchnorm(model):
+        return None
+    _, unpaired = batchnorm_pairs(model)
+    if unpaired:
+        return ("a model with a BatchNorm right after each conv, or none at all (CLP pairs them in registration "
+                f"order); these break the pairing: {', '.join(unpaired[:5])}")
+    return None
+
+
+def clp_label(cfg) -> str:
+    """Run-name suffix: the fixed u (cells of a u curve share their sparsity, 0)."""
+    return f"+u{float(cfg.u):g}" if cfg.selection == "fixed" else ""
+
+
+@PRUNERS.register("clp", config=CLP, ignores_sparsity=True, needs_conv=True, model_check=batchnorm_after_each_conv,
+                  variant_label=clp_label)
+def clp(model, cfg, ctx):
+    from benchmark.pruning.clp import above_mean_plus_std, channel_lipschitz
+    from benchmark.pruning.common import PruneOutcome
+    from benchmark.pruning.neurons import (accuracy_with, defender_split, largest_within_margin, neuron_layers,
+                                           switch_off)
+
+    layers = neuron_layers(model)
+    bounds = [channel_lipschitz(layer) for layer in layers]
+    above = lambda u: [above_mean_plus_std(b, u) for b in bounds]
+    info = {"pruning/clean_images": 0.0}
+    if cfg.selection == "fixed":
+        u = float(cfg.u)
+    else:
+        _, (x_val, y_val) = defender_split(ctx.clean_train, 0, int(cfg.val_images), ctx.seed)
+        accuracy = lambda u: accuracy_with(model, layers, above(u), True, x_val, y_val)
+        dense_acc = accuracy(float("inf"))
+        grid = sorted((float(u) for u in cfg.u_grid), reverse=True)  # from the least to the most pruning
+        chosen, chosen_acc = largest_within_margin(grid, accuracy, dense_acc, float(cfg.max_acc_drop))
+        u = float("inf") if chosen is None else chosen  # nothing meets the margin: nothing is switched off
+        info.update({"pruning/clean_images": float(len(y_val)), "pruning/val_acc_dense": dense_acc,
+                     "pruning/val_acc": dense_acc if chosen is None else chosen_acc,
+                     "pruning/selection_met": float(chosen is not None)})
+    pruned = switch_off(layers, above(u), zero_bias=True)
+    total = sum(len(b) for b in bounds)
+    info.update({"pruning/u": u if u != float("inf") else float("nan"), "pruning/neurons_pruned": float(pruned),
+                 "pruning/neuron_fraction": pruned / total})
+    return PruneOutcome(model, structured=False, info=info)

@@ -1,0 +1,293 @@
+"""Pruning-based backdoor defences (ANP, CLP) and what pruning makes a model forget (forget/*)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from attacks import build_threat
+from benchmark import measure, stages
+from benchmark.pruning import PRUNERS, prune
+from benchmark.pruning.clp import above_mean_plus_std, channel_lipschitz
+from benchmark.pruning.common import finalize
+from benchmark.pruning.methods.clp import batchnorm_after_each_conv
+from benchmark.pruning.neurons import (Modulation, batchnorm_pairs, defender_split,
+                                       largest_within_margin, neuron_layers, switch_off)
+from benchmark.training import accuracy_and_loss, fit
+from benchmark.validate import ConfigError, validate
+from models import build_model
+
+CPU = torch.device("cpu")
+
+
+def _ctx(cfg, data):
+    return stages._prune_context(cfg, stages.TrainingSets.clean(data), CPU)
+
+
+# ---- forget/* -------------------------------------------------------------------------------------------------
+def test_forgetting_metrics_known_answer():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    dense = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])  # class 0: 3/4 right, class 1: 4/4
+    pruned = torch.tensor([0, 0, 1, 1, 1, 1, 0, 0])  # class 0: 2/4, class 1: 2/4; 3 of 8 predictions changed
+    metrics = measure.forgetting_metrics(dense, pruned, labels)
+    assert metrics["forget/flip_rate"] == pytest.approx(3 / 8)
+    assert metrics["forget/class_acc_change/0"] == pytest.approx(-0.25)
+    assert metrics["forget/class_acc_change/1"] == pytest.approx(-0.5)
+    assert metrics["forget/max_class_drop"] == pytest.approx(0.5)
+    same = measure.forgetting_metrics(dense, dense, labels)
+    assert same["forget/flip_rate"] == 0 and same["forget/max_class_drop"] == 0
+    assert "forget/class_acc_change/0" not in measure.forgetting_metrics(dense, pruned, labels, per_class_limit=1)
+
+
+def test_a_cell_logs_what_it_forgot_of_its_dense_parent(cfg_factory):
+    from benchmark.cell import run_cell
+
+    off = ("eval.corruptions.enabled=false", "eval.interpret.enabled=false", "threat=fgsm", "train.epochs=2")
+    unchanged = run_cell(cfg_factory("pruning=none", "finetune.epochs=0", *off)).metrics  # the dense model itself
+    assert unchanged["forget/flip_rate"] == 0 and unchanged["forget/max_class_drop"] == 0
+    assert all(unchanged[f"forget/class_acc_change/{k}"] == 0 for k in range(10))
+
+
+# ---- neurons: which they are, switching them off, the defender's rule -------------------------------------
+def test_neurons_are_batchnorm_channels_or_conv_and_hidden_units():
+    bn = build_model("seed_cnn_bn", 1, 16, 10)
+    layers = neuron_layers(bn)
+    assert [type(layer.module) for layer in layers] == [nn.BatchNorm2d, nn.BatchNorm2d]
+    assert [layer.conv for layer in layers] == [bn[0], bn[4]]
+    plain_cnn = build_model("seed_cnn", 1, 16, 10)
+    assert [layer.module for layer in neuron_layers(plain_cnn)] == [plain_cnn[0], plain_cnn[3]]  # convs, not the head
+    plain = build_model("lenet300", 1, 16, 10)
+    assert [layer.size for layer in neuron_layers(plain)] == [300, 100]  # hidden Linear units, not the head
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "seed_cnn_bn"])
+def test_switched_off_neurons_match_the_modulated_model_and_stay_off_through_finetuning(name, digits):
+    torch.manual_seed(0)
+    model = build_model(name, 1, digits.image_size, 10)
+    fit(model, digits.x_train[:512], digits.y_train[:512], epochs=1, lr=1e-3, batch_size=64, seed=0, device=CPU,
+        desc="test")
+    layers = neuron_layers(model)
+    off = [torch.arange(layer.size) % 4 == 0 for layer in layers]
+    x = digits.x_test[:64]
+    for zero_bias in (False, True):
+        keep = [(~o).float() for o in off]
+        with torch.no_grad(), Modulation(layers, keep, keep if zero_bias else [torch.ones_like(k) for k in keep]):
+            expected = model.eval()(x)
+        pruned = copy.deepcopy(model)
+        assert switch_off(neuron_layers(pruned), off, zero_bias) == sum(int(o.sum()) for o in off)
+        with torch.no_grad():
+            assert torch.allclose(pruned.eval()(x), expected, atol=1e-5)
+        fit(pruned, digits.x_train[:256], digits.y_train[:256], epochs=1, lr=1e-2, batch_size=64, seed=0, device=CPU,
+            desc="test")
+        finalize(pruned)
+        for layer, flags in zip(neuron_layers(pruned), off):
+            assert torch.all(layer.module.weight[flags] == 0)
+            if layer.conv is not None:  # the filter feeding the BatchNorm is zero too: it counts as sparsity
+                assert torch.all(layer.conv.weight[flags] == 0)
+            if zero_bias:
+                assert torch.all(layer.module.bias[flags] == 0)
+
+
+def test_defender_split_is_disjoint_seeded_and_fails_when_nothing_is_held_out(digits):
+    clean = (digits.x_train, digits.y_train)
+    (x_fit, _), (x_val, _) = defender_split(clean, 20, 100, seed=0)
+    assert len(x_fit) == 20 and len(x_val) == 100
+    fit_rows = {tuple(r.flatten().tolist()) for r in x_fit}
+    assert not any(tuple(r.flatten().tolist()) in fit_rows for r in x_val)
+    again = defender_split(clean, 20, 100, seed=0)
+    assert torch.equal(again[1][0], x_val)
+    with pytest.raises(ValueError, match="none left"):
+        defender_split(clean, len(digits.y_train), 10, seed=0)
+
+
+def test_largest_within_margin_takes_the_most_pruning_within_the_margin():
+    accuracies = {0.1: 0.99, 0.2: 0.985, 0.3: 0.95, 0.4: 0.975, 0.5: 0.5}
+    assert largest_within_margin(list(accuracies), accuracies.get, baseline=1.0, margin=0.03) == (0.4, 0.975)
+    assert largest_within_margin(list(accuracies), accuracies.get, baseline=1.0, margin=0.001) == (None, None)
+
+
+# ---- CLP ------------------------------------------------------------------------------------------------------
+def test_channel_lipschitz_known_answer():
+    conv = nn.Conv2d(2, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, -2.0]]).view(3, 2, 1, 1))
+    bn = nn.BatchNorm2d(3).eval()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, -2.0, 0.5]))
+        bn.running_var.copy_(torch.tensor([4.0, 1.0, 0.25]) - bn.eps)
+    layer, = batchnorm_pairs(nn.Sequential(conv, bn))[0]
+    # a 1x1 kernel over 2 inputs is a 2x1 matrix: its spectral norm is the vector norm (5, 1, 2)
+    assert torch.allclose(channel_lipschitz(layer), torch.tensor([5 * 1 / 2, 1 * 2 / 1, 2 * 0.5 / 0.5]))
+    assert above_mean_plus_std(torch.tensor([1.0, 1.1, 0.9, 1.0, 5.0]), 1.5).tolist() == [False] * 4 + [True]
+
+
+def test_clp_switches_off_a_planted_high_lipschitz_channel_and_uses_no_data_when_fixed(cfg_factory, digits):
+    torch.manual_seed(0)
+    model = build_model("seed_cnn_bn", 1, digits.image_size, 10)
+    fit(model, digits.x_train[:512], digits.y_train[:512], epochs=1, lr=1e-3, batch_size=64, seed=0, device=CPU,
+        desc="test")
+    with torch.no_grad():
+        model[4].weight[7] *= 50  # channel 7 of the second conv: a Lipschitz bound far above its layer's
+    cfg = cfg_factory("pruning=clp", "pruning.selection=fixed", "pruning.u=3", "model=seed_cnn_bn")
+    ctx = _ctx(cfg, digits)
+    ctx.clean_train = None  # data-free: it must not touch the clean data
+    outcome = prune(copy.deepcopy(model), cfg.pruning, ctx)
+    pruned = finalize(outcome.model)
+    assert outcome.info["pruning/clean_images"] == 0 and not outcome.structured
+    assert torch.all(pruned[4].weight[7] == 0) and pruned[5].weight[7] == 0 and pruned[5].bias[7] == 0
+    assert outcome.info["pruning/neurons_pruned"] >= 1
+
+
+def test_clp_compatibility_check_before_compute(cfg_factory):
+    conv_without_bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3), nn.Flatten(),
+                                    nn.Linear(4, 2))
+    assert "2" in batchnorm_after_each_conv(conv_without_bn)  # the conv without a BatchNorm is named
+    assert batchnorm_after_each_conv(build_model("seed_cnn_bn", 1, 16, 10)) is None
+    assert batchnorm_after_each_conv(build_model("seed_cnn", 1, 16, 10)) is None  # no BatchNorm at all: fine
+    assert batchnorm_after_each_conv(build_model("resnet20", 1, 16, 10)) is None
+    with pytest.raises(ConfigError, match=r"pruning\.method='clp'"):
+        validate(cfg_factory("pruning=clp", "model=lenet300"))  # no conv
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (("pruning=clp", "pruning.selection=best_asr"), "pruning.selection"),
+    (("pruning=clp", "pruning.u_grid=[]"), "pruning.u_grid"),
+    (("pruning=anp", "pruning.clean_fraction=0"), "pruning.clean_fraction"),
+    (("pruning=anp", "pruning.eps=2"), "pruning.eps"),
+    (("pruning=anp", "pruning.selection=test_asr"), "pruning.selection"),
+])
+def test_bad_defence_configs_fail_before_compute(cfg_factory, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg_factory(*overrides))
+
+
+def test_defences_ignore_sparsity():
+    assert PRUNERS["anp"].ignores_sparsity and PRUNERS["clp"].ignores_sparsity
+
+
+# ---- ANP ------------------------------------------------------------------------------------------------------
+def test_anp_is_seeded_and_switches_off_by_threshold(cfg_factory, digits, trained_seed_cnn):
+    cfg = cfg_factory("pruning=anp", "pruning.iterations=10", "pruning.selection=threshold",
+                      "pruning.threshold=0.99", "pruning.clean_fraction=0.05")
+    first = prune(copy.deepcopy(trained_seed_cnn), cfg.pruning, _ctx(cfg, digits))
+    second = prune(copy.deepcopy(trained_seed_cnn), cfg.pruning, _ctx(cfg, digits))
+    a, b = finalize(first.model).state_dict(), finalize(second.model).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first.info["pruning/clean_images"] == round(0.05 * len(digits.y_train))
+    assert first.info["pruning/neurons_pruned"] >= 1  # after 10 mask steps some mask is below 0.99
+    assert all(p.requires_grad for p in trained_seed_cnn.parameters())
+    quarter = cfg_factory("pruning=anp", "pruning.iterations=10", "pruning.selection=fraction", "pruning.fraction=0.25",
+                          "pruning.clean_fraction=0.05")
+    outcome = prune(copy.deepcopy(trained_seed_cnn), quarter.pruning, _ctx(quarter, digits))
+    assert outcome.info["pruning/neurons_pruned"] == 24  # a quarter of seed_cnn's 32 + 64 conv channels
+
+
+def test_anp_in_batchnorm_train_mode_leaves_the_running_statistics_as_they_were(cfg_factory, digits):
+    torch.manual_seed(0)
+    model = build_model("seed_cnn_bn", 1, digits.image_size, 10)
+    fit(model, digits.x_train[:256], digits.y_train[:256], epochs=1, lr=1e-3, batch_size=64, seed=0, device=CPU,
+        desc="test")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = cfg_factory("pruning=anp", "model=seed_cnn_bn", "pruning.iterations=5", "pruning.batchnorm_mode=train",
+                      "pruning.selection=threshold", "pruning.threshold=0")
+    from benchmark.pruning.anp import learn_masks
+
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    learn_masks(model, neuron_layers(model), x, y, eps=0.4, alpha=0.2, lr=0.2, iterations=5, noise_steps=1,
+                batch_size=32, seed=0, train_mode=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not model.training
+    outcome = prune(model, cfg.pruning, _ctx(cfg, digits))  # threshold 0: nothing switched off
+    assert outcome.info["pruning/neurons_pruned"] == 0
+
+
+# ---- known answers: BadNets on the dense backdoored model, small BatchNorm model --------------------------------
+@pytest.fixture(scope="module")
+def backdoored_bn_model(digits):
+    from tests.conftest import make_cfg
+
+    cfg = make_cfg("unused", "threat=badnets", "threat.subset=360", "model=seed_cnn_bn")
+    threat = build_threat(cfg.threat)
+    poisoned = threat.poison_training_set(digits, 0)
+    torch.manual_seed(0)
+    model = build_model("seed_cnn_bn", 1, digits.image_size, 10)
+    fit(model, poisoned.x_train, poisoned.y_train, epochs=8, lr=3e-3, batch_size=64, seed=0, device=CPU, desc="dense")
+    return threat, model
+
+
+def _defended(cfg_factory, digits, backdoored_bn_model, *overrides):
+    threat, model = backdoored_bn_model
+    cfg = cfg_factory("model=seed_cnn_bn", *overrides)
+    defended = finalize(prune(copy.deepcopy(model), cfg.pruning, _ctx(cfg, digits)).model)
+    before = (threat.threat_metrics(model, digits, CPU, 0)["backdoor/asr"],
+              accuracy_and_loss(model, digits.x_test, digits.y_test, CPU)[0])
+    after = (threat.threat_metrics(defended, digits, CPU, 0)["backdoor/asr"],
+             accuracy_and_loss(defended, digits.x_test, digits.y_test, CPU)[0])
+    return before, after
+
+
+KNOWN_ANSWER = "cuts BadNets ASR by at least half at <= 3 points of clean accuracy (the issue's known answer)"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(raises=AssertionError, strict=False, reason=(
+    "measured here: CLP (validation rule, u=1.5 chosen) ASR 0.99 -> 0.13 but clean acc 0.978 -> 0.931 (-4.7 "
+    "points); at the paper's u=3 ASR 0.975, acc -3.6 points (docs/defences.md)"))
+def test_clp_known_answer_on_badnets(cfg_factory, digits, backdoored_bn_model):
+    (asr, acc), (asr_after, acc_after) = _defended(cfg_factory, digits, backdoored_bn_model, "pruning=clp")
+    assert asr >= 0.8, "the backdoor must take on the dense model"
+    assert asr_after <= asr / 2 and acc - acc_after <= 0.03, (asr, acc, asr_after, acc_after)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(raises=AssertionError, strict=False, reason=(
+    "measured here: ANP (300 mask steps, 5% clean data, threshold 0.8 chosen, 3 neurons) ASR 0.991 -> 0.991, clean "
+    "acc 0.978 -> 0.958: the backdoored seed_cnn_bn barely reacts to eps=0.4 neuron noise (docs/defences.md)"))
+def test_anp_known_answer_on_badnets(cfg_factory, digits, backdoored_bn_model):
+    (asr, acc), (asr_after, acc_after) = _defended(cfg_factory, digits, backdoored_bn_model, "pruning=anp",
+                                                   "pruning.iterations=300", "pruning.clean_fraction=0.05")
+    assert asr >= 0.8, "the backdoor must take on the dense model"
+    assert asr_after <= asr / 2 and acc - acc_after <= 0.03, (asr, acc, asr_after, acc_after)
+
+
+# ---- the reinit control ---------------------------------------------------------------------------------------
+def test_reinit_false_is_the_plain_cell(cfg_factory):
+    from benchmark.cell import prepare
+
+    plain = prepare(cfg_factory("pruning=magnitude_global"))
+    assert prepare(cfg_factory("pruning=magnitude_global", "+pruning.reinit=false")) == plain
+    assert prepare(cfg_factory("pruning=magnitude_global", "+pruning.reinit=true"))[0] != plain[0]
+
+
+@pytest.mark.parametrize("method, model_name", [("magnitude_global", "seed_cnn"), ("l1_filter", "seed_cnn"),
+                                                ("clp", "seed_cnn_bn")])
+def test_reinit_keeps_the_mask_and_shapes_and_draws_fresh_weights(cfg_factory, digits, method, model_name):
+    from benchmark.cell import run_name
+    from benchmark.pruning.common import prunable_layers
+
+    torch.manual_seed(0)
+    dense = build_model(model_name, 1, digits.image_size, 10)
+    fit(dense, digits.x_train[:512], digits.y_train[:512], epochs=1, lr=1e-3, batch_size=64, seed=0, device=CPU,
+        desc="test")
+    extra = ("pruning.selection=fixed", "pruning.u=1") if method == "clp" else ("pruning.sparsity=0.7",)
+    plain_cfg = cfg_factory(f"pruning={method}", f"model={model_name}", "train.epochs=1", *extra)
+    cfg = cfg_factory(f"pruning={method}", f"model={model_name}", "train.epochs=1", "+pruning.reinit=true", *extra)
+    assert run_name(cfg).split("|")[1].endswith("+reinit") and "+reinit" not in run_name(plain_cfg)
+    ctx = _ctx(cfg, digits)
+    trained = []
+    ctx.train = lambda model, epochs: trained.append((copy.deepcopy(model), epochs))
+    plain = finalize(prune(copy.deepcopy(dense), plain_cfg.pruning, _ctx(plain_cfg, digits)).model)
+    outcome = prune(copy.deepcopy(dense), cfg.pruning, ctx)
+    (before_training, epochs), = trained  # retrained once, for the dense model's epochs, from the fresh weights
+    assert epochs == 1 and outcome.info["pruning/reinit_epochs"] == 1
+    fresh = finalize(before_training)
+    for (name, p_layer), (_, f_layer) in zip(prunable_layers(plain), prunable_layers(fresh)):
+        assert p_layer.weight.shape == f_layer.weight.shape, name  # the pruned architecture
+        assert torch.equal(p_layer.weight == 0, f_layer.weight == 0), name  # the same mask
+        survivors = p_layer.weight != 0
+        assert not torch.allclose(p_layer.weight[survivors], f_layer.weight[survivors]), name  # fresh values
+    again = []
+    ctx.train = lambda model, epochs: again.append(copy.deepcopy(model))
+    prune(copy.deepcopy(dense), cfg.pruning, ctx)
+    assert all(torch.equal(a, b) for a, b in zip(finalize(again[0]).state_dict().values(), fresh.state_dict().values()))
