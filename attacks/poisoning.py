@@ -35,6 +35,11 @@ _POISONED: dict[tuple, tuple] = {}
 _POISONED_MAX = 4
 
 
+def forget_poisoned_sets() -> None:
+    """Empty the process's memo of poisoned sets: the next cell builds its set anew."""
+    _POISONED.clear()
+
+
 class DataThreat(Threat):
     """Base of the training-data threats: the poisoned set, where it is used, its cache keys and reference."""
 
@@ -222,7 +227,7 @@ class PoisoningThreat(DataThreat):
             return x, new_y, new_y != y
         return self._feature_collision(data, seed)
 
-    def _targets(self, data: Dataset, seed: int) -> np.ndarray:
+    def targets(self, data: Dataset, seed: int) -> np.ndarray:
         """Indices of the test images of `source_class` the clean-label attack wants classified as `target_class`."""
         pool = np.flatnonzero(data.y_test.numpy() == self.cfg.source_class)
         return np.random.default_rng(seed).choice(pool, size=min(self.cfg.num_targets, len(pool)), replace=False)
@@ -240,7 +245,7 @@ class PoisoningThreat(DataThreat):
                            replace=False)
         layer = self.cfg.feature_layer % len(classifier.layer_names)  # -2: the features feeding the head
         changed = np.zeros(len(y), dtype=bool)
-        for target_idx, part in zip(self._targets(data, seed), np.array_split(bases, self.cfg.num_targets)):
+        for target_idx, part in zip(self.targets(data, seed), np.array_split(bases, self.cfg.num_targets)):
             if len(part) == 0:
                 continue
             attack = FeatureCollisionAttack(
@@ -275,7 +280,7 @@ class PoisoningThreat(DataThreat):
 
     def threat_metrics(self, model, data, device, seed) -> dict[str, float]:
         if self.cfg.attack == "feature_collision":
-            hit = predictions(model, data.x_test[self._targets(data, seed)], device) == self.cfg.target_class
+            hit = predictions(model, data.x_test[self.targets(data, seed)], device) == self.cfg.target_class
             return {"poison/targeted_success": float(hit.mean())}
         if self.cfg.mode == "targeted":  # source-class test images (of the eval subset) classified as the target
             x, y = eval_subset(data, self.cfg.subset, seed)

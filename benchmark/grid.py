@@ -239,7 +239,7 @@ class GridCallback(Callback):
 
 
         try:
-            _log_grid_artifacts(_tracking_uri(config), config.experiment_name, parent_id, cells)
+            log_grid_artifacts(_tracking_uri(config), config.experiment_name, parent_id, cells)
         except Exception as err:  # noqa: BLE001 - figures are a view of the results; they never fail the grid
             log.warning("grid figures not logged to the parent run: %s: %s", type(err).__name__, err)
         MlflowClient().set_terminated(parent_id, status)
@@ -288,7 +288,7 @@ GRID_FIGURES = ("robust_vs_sparsity", "clean_vs_sparsity", "backdoor_asr_vs_spar
 GRID_CELLS_TAG = "grid_cells"
 
 
-def _log_grid_artifacts(uri: str, experiment: str, parent_id: str, cells: list[dict]) -> None:
+def log_grid_artifacts(uri: str, experiment: str, parent_id: str, cells: list[dict]) -> None:
     """The grid's own cells (run now or skipped as already finished) as figures (robust and clean accuracy, backdoor
     ASR vs sparsity) and tables, logged to the parent run, so the MLflow UI shows the curves on the grid's run.
 

@@ -78,7 +78,7 @@ class TrainingSets:
                 for role in ("dense", "calibration", "pruning_finetune", "finetune")}
 
 
-def _prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
+def prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
     """What pruners get: inputs for torch-pruning, a clean calibration batch, every clean training image (the
     defences' own clean set) and, for methods that train inside (iterative schedules, lottery ticket, SNIP at
     init), the seeded init, a loop on the dense model's training set (retraining) and a loop on the pruning-stage
@@ -114,7 +114,7 @@ def pruned_model(cfg, dense: nn.Module, sets: TrainingSets, key: str, cache: Mod
     if hit is not None:
         state, meta = hit
         return load_state_into(fresh_model(cfg, train), state).to(device).eval(), {**meta, "cache_hit": True}
-    ctx = _prune_context(cfg, sets, device)
+    ctx = prune_context(cfg, sets, device)
     started = time.perf_counter()
     outcome = prune(copy.deepcopy(dense).cpu().to(device), cfg.pruning, ctx)
     prune_s = time.perf_counter() - started

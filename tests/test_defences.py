@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 
 
 def _ctx(cfg, data):
-    return stages._prune_context(cfg, stages.TrainingSets.clean(data), CPU)
+    return stages.prune_context(cfg, stages.TrainingSets.clean(data), CPU)
 
 
 # ---- forget/* -------------------------------------------------------------------------------------------------

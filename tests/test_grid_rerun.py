@@ -129,7 +129,7 @@ def test_a_grid_showing_the_same_cells_copies_the_figures_instead_of_drawing_the
     first, second, dirty = (client.create_run(experiment_id, tags={**tags, **extra}).info.run_id
                             for extra in ({}, {}, {"git_dirty": "true"}))
     cells = [{**cell, "status": "skipped"} for cell in store.ledger]
-    grid._log_grid_artifacts(store.uri, store.experiment, first, cells)
+    grid.log_grid_artifacts(store.uri, store.experiment, first, cells)
     drawn = sorted(a.path for d in ("figures", "tables") for a in client.list_artifacts(first, d))
     assert drawn and client.get_run(first).data.tags[grid.GRID_CELLS_TAG]
 
@@ -137,9 +137,9 @@ def test_a_grid_showing_the_same_cells_copies_the_figures_instead_of_drawing_the
         raise AssertionError("drawn again")
 
     monkeypatch.setattr(grid, "_draw_grid_artifacts", no_drawing)
-    grid._log_grid_artifacts(store.uri, store.experiment, second, cells)
+    grid.log_grid_artifacts(store.uri, store.experiment, second, cells)
     assert sorted(a.path for d in ("figures", "tables") for a in client.list_artifacts(second, d)) == drawn
     with pytest.raises(AssertionError, match="drawn again"):  # a dirty checkout may draw differently
-        grid._log_grid_artifacts(store.uri, store.experiment, dirty, cells)
+        grid.log_grid_artifacts(store.uri, store.experiment, dirty, cells)
     with pytest.raises(AssertionError, match="drawn again"):  # other cells
-        grid._log_grid_artifacts(store.uri, store.experiment, second, cells[:-1])
+        grid.log_grid_artifacts(store.uri, store.experiment, second, cells[:-1])

@@ -87,7 +87,7 @@ def test_each_stage_gets_the_data_of_its_role(cfg_factory, digits, stage, finetu
     sets = threat.plan(digits, CPU, cfg.seed).sets
     roles = sets.roles(digits)
     assert tuple(roles[f"data.{r}"] for r in ("dense", "calibration", "pruning_finetune", "finetune")) == expected
-    ctx = stages._prune_context(cfg, sets, CPU)
+    ctx = stages.prune_context(cfg, sets, CPU)
     x, y = ctx.calibration  # importance scores always see clean images and labels
     idx = [int((digits.x_train == row).flatten(1).all(1).nonzero()[0]) for row in x[:20]]
     assert torch.equal(digits.y_train[idx], y[:20])

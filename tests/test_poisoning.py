@@ -96,7 +96,7 @@ def test_feature_collision_collides(cfg_factory, digits):
     assert int(changed.sum()) == 5 and torch.equal(poisoned.y_train, digits.y_train)  # clean label
     features = poisoning.proxy_classifier(cfg.threat.proxy, digits, seed=0).model[:-1]  # the same proxy, retrained
     with torch.no_grad():
-        targets = features(digits.x_test[threat._targets(digits, seed=0)])
+        targets = features(digits.x_test[threat.targets(digits, seed=0)])
         to_target = lambda x: torch.cdist(features(x), targets).min(1).values
         poison_distance, base_distance = to_target(poisoned.x_train[changed]), to_target(digits.x_train[changed])
     assert (poison_distance < 0.25 * base_distance).all()
@@ -179,7 +179,7 @@ def test_targeted_flipping_flips_only_the_source_class():
 
 def test_poisoned_sets_are_deterministic_per_seed(cfg_factory, digits):
     def fresh(cfg, seed):
-        poisoning._POISONED.clear()  # rebuild, not the process's memoised set
+        poisoning.forget_poisoned_sets()  # rebuild, not the process's memoised set
         return _threat(cfg, digits, seed)[1]
 
     for threat_name in ("badnets", "label_flip", "blended"):

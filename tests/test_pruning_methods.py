@@ -28,7 +28,7 @@ def _cfg(cfg_factory, method, sparsity, *extra):
 
 
 def _ctx(cfg, digits):
-    return stages._prune_context(cfg, stages.TrainingSets.clean(digits), CPU)
+    return stages.prune_context(cfg, stages.TrainingSets.clean(digits), CPU)
 
 
 def _prune(model, cfg, digits):
