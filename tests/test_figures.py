@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from nbclient import NotebookClient
 
 import tiny_store
 from benchmark import figures
+from benchmark.figures.frame import INEFFECTIVE_NOTE
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +179,7 @@ def test_a_single_panel_legend_fits_inside_the_figure_with_every_method():
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y0 >= 0  # nothing cut off at an edge
     assert box.y1 <= axes_box.y0 + 1  # below the panel (its tick labels included), not over it
     assert {"threshold", "l1_filter"} <= {t.get_text() for t in legend.get_texts()}
-    figures.plt.close(fig)
+    plt.close(fig)
 
 
 def test_dense_baseline_is_a_dashed_line_across_sparsity_not_a_lone_point():
@@ -189,7 +191,7 @@ def test_dense_baseline_is_a_dashed_line_across_sparsity_not_a_lone_point():
     dense = [line for line in fig.axes[0].get_lines() if line.get_label() == "dense (none)"]
     assert len(dense) == 1 and dense[0].get_linestyle() == "--"
     assert list(dense[0].get_ydata()) == [0.88, 0.88] and list(dense[0].get_xdata()) == [0, 1]  # axes width
-    figures.plt.close(fig)
+    plt.close(fig)
 
 
 def test_collapsed_points_are_hollow_with_a_chance_line_and_left_out_of_tables():
@@ -208,7 +210,7 @@ def test_collapsed_points_are_hollow_with_a_chance_line_and_left_out_of_tables()
     chance = [line for line in lines if line.get_label() == "chance"]
     assert len(chance) == 1 and list(chance[0].get_ydata()) == pytest.approx([0.1, 0.1])
     assert "collapsed (clean acc. at chance)" in [t.get_text() for t in fig.legends[0].get_texts()]
-    figures.plt.close(fig)
+    plt.close(fig)
     trend = figures.summary_table(frame)
     assert list(zip(trend["method"], trend["target"])) == [("none", 0.0), ("threshold", 0.5)]
     everything = figures.summary_table(frame, include_collapsed=True)
@@ -220,15 +222,15 @@ def test_an_ineffective_threat_is_greyed_out_with_a_note():
             for m, s in (("none", 0.0), ("fine_pruning", 0.5), ("fine_pruning", 0.9))]
     spec = next(s for s in figures.FIGURES if s.name == "backdoor_asr_vs_sparsity")
     fig = figures.plot_spec(_cells(rows, threat="clean_label"), spec, ("seed_cnn", "mnist5k", "clean_label"))
-    assert figures.INEFFECTIVE_NOTE in [t.get_text() for t in fig.axes[0].texts]
+    assert INEFFECTIVE_NOTE in [t.get_text() for t in fig.axes[0].texts]
     curve = next(bars for bars in fig.axes[0].containers if bars.get_label() == "fine_pruning")
     red, green, blue = curve.lines[0].get_color()[:3]
     assert max(red, green, blue) - min(red, green, blue) < 0.25  # washed towards grey
-    figures.plt.close(fig)
+    plt.close(fig)
     effective = _cells([{**r, "threat/effective": 1.0} for r in rows], threat="badnets")
     fig = figures.plot_spec(effective, spec, ("seed_cnn", "mnist5k", "badnets"))
     assert not fig.axes[0].texts
-    figures.plt.close(fig)
+    plt.close(fig)
 
 
 def test_tables_give_the_binomial_interval_of_each_robust_accuracy_over_its_images():
