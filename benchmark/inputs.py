@@ -260,7 +260,10 @@ def data_identity(plain: dict) -> dict:
     location_key = DATASETS[plain["name"]].location_key if plain.get("name") in DATASETS else None
     if location_key is None:
         return plain
-    location = _existing(_Plain(plain), location_key, "your data", plain["name"] == "npz")
+    value = plain.get(location_key)
+    location = Path(str(value)).expanduser().resolve() if value else None
+    if location is None or not location.exists():
+        raise DataError(f"dataset.{location_key}={value!r} does not exist; allowed: the path of your data")
     stamp = _stamp(location) if location.is_file() else _folder_stamp(location)
     return {**{k: v for k, v in plain.items() if k != location_key}, "sha256": _content_sha256(location, stamp)}
 
