@@ -14,9 +14,10 @@ from mlflow.tracking import MlflowClient
 
 import tiny_store
 from benchmark.cell import prepare
-from benchmark.grid import SKIPS_FILE, Job, jobs_to_skip
+from benchmark.grid import SKIPS_FILE, Job, JobComposer, jobs_to_skip
 from conftest import CONF_DIR, make_cfg, write_images, write_npz
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from hydra_plugins.prunesec_grid_sweeper import runs_to_launch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,36 @@ def test_jobs_to_launch_keep_their_numbers_in_runs_of_consecutive_jobs():
     assert runs_to_launch(6, {0, 1, 2, 3, 4, 5}, None) == []
     assert runs_to_launch(7, {1, 4, 5}, None) == [range(0, 1), range(2, 4), range(6, 7)]
     assert runs_to_launch(7, {1}, 3) == [range(0, 1), range(2, 5), range(5, 7)]  # Hydra's max_batch_size
+
+
+def test_the_grid_composes_each_job_as_hydra_does_once_per_choice_of_groups(monkeypatch):
+    import hydra
+
+    jobs = [["experiment=default", "model=lenet300", "pruning=magnitude_global", "pruning.sparsity=0.9", "seed=1"],
+            ["experiment=default", "model=lenet300", "pruning=magnitude_global", "pruning.sparsity=0.5", "seed=2"],
+            ["pruning.sparsity=0.3", "pruning=random", "dataset=digits"],  # a value before its group
+            ["dataset=digits", "threat=badnets", "threat.poison_rate=0.2", "+pruning.reinit=true", "pruning=l1_filter"],
+            ["~eval.collapse_margin", "model=seed_cnn", "train={epochs: 2, lr: 0.01}", "threat.eps=[0.1]"],
+            ["pruning=no_such_method"], ["pruning.no_such_key=1"]]
+    composed = []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        expected = []
+        for overrides in jobs:
+            try:
+                expected.append(OmegaConf.to_container(compose(config_name="config", overrides=overrides)))
+            except Exception as err:  # noqa: BLE001
+                expected.append(type(err))
+        hydra_compose = hydra.compose
+        monkeypatch.setattr(hydra, "compose", lambda **kw: composed.append(kw["overrides"]) or hydra_compose(**kw))
+        composer = JobComposer("config")
+        for overrides, want in zip(jobs, expected):
+            try:
+                got = OmegaConf.to_container(composer.compose(overrides))
+            except Exception as err:  # noqa: BLE001
+                got = type(err)
+            assert got == want, overrides
+    assert composed[0] == ["experiment=default", "model=lenet300", "pruning=magnitude_global"]
+    assert len(composed) == len(jobs) - 1  # the first two jobs choose the same groups
 
 
 _TORCH_FREE_HASHES = """
