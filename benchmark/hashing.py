@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -80,9 +81,16 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
+# A GPU torch can use needs its driver's device file: NVIDIA's, WSL2's GPU, AMD ROCm's (torch.cuda on HIP builds).
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
 def device_type(name: str) -> str:
-    """`cpu` or `cuda`: what `device` (auto | cpu | cuda) computes on here."""
+    """`cpu` or `cuda`: what `device` (auto | cpu | cuda) computes on here. Without a GPU driver's device file the
+    answer is `cpu` without importing torch (seconds a grid's pre-check would pay); with one, torch decides."""
     if name == "auto":
+        if not any(os.path.exists(path) for path in GPU_DEVICE_FILES):
+            return "cpu"
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
