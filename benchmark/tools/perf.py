@@ -35,7 +35,7 @@ GRID = ["dataset=mnist5k", "model=seed_cnn", "threat=pgd", "device=cpu", "train.
         "pruning=none,magnitude_global,random", "pruning.sparsity=0.5,0.9"]  # 6 jobs, 5 cells
 
 
-def _pgd_setup(n: int):
+def pgd_setup(n: int):
     """A trained seed_cnn, 1,000 mnist5k test images and the PGD parameters of conf/threat/pgd.yaml."""
     from omegaconf import OmegaConf
 
@@ -43,7 +43,7 @@ def _pgd_setup(n: int):
     from benchmark.training import fit
     from models import build_model
 
-    data = load_dataset(OmegaConf.create({"name": "mnist5k", "test_size": 0.2}), seed=0)
+    data = load_dataset(OmegaConf.load(ROOT / "conf" / "dataset" / "mnist5k.yaml"), seed=0)
     torch.manual_seed(0)
     model = build_model("seed_cnn", 1, 28, 10)
     fit(model, data.x_train, data.y_train, epochs=2, lr=1e-3, batch_size=64, seed=0, device=torch.device("cpu"),
@@ -103,7 +103,7 @@ def _paired(fn_a, fn_b, repeats: int) -> tuple[list[float], list[float], object,
 
 
 def measure_pgd(repeats: int, profile: bool) -> dict:
-    model, x, y, params = _pgd_setup(1000)
+    model, x, y, params = pgd_setup(1000)
     eps = 0.1
     wrapper_pgd(model, x[:250], y[:250], eps, params)  # warm-up (first-call allocations, ART imports)
     torch_pgd(model, x[:250], y[:250], eps, params)
