@@ -79,11 +79,14 @@ def test_unknown_block_and_unclosed_marker_exit_2(repo, capsys):
 
 def test_perf_block_from_perf_json(repo):
     (repo / "results" / "perf.json").write_text(json.dumps({"machine": "x86_64, 2 cores", "pgd_ratio": 1.5,
-                                                            "bookkeeping_share": 0.02}))
+                                                            "bookkeeping_share": 0.02, "default_grid_first_s": 600,
+                                                            "default_grid_rerun_s": 12,
+                                                            "default_grid_rerun_ratio": 0.02}))
     (repo / "docs" / "performance.md").write_text("<!-- generated:perf -->\n<!-- /generated:perf -->\n")
     assert run(repo) == 0
     text = (repo / "docs" / "performance.md").read_text()
     assert "| 1.50× | ≤ 1.20× |" in text and "| 2.0% | ≤ 10.0% |" in text and "x86_64, 2 cores" in text
+    assert "| 2.0% | ≤ 5.0% |" in text and "default grid: first run 10.0 min, re-run 12.0 s" in text
 
 
 def test_a_source_without_the_blocks_rows_says_which_command_fills_it(repo):

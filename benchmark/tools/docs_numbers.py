@@ -95,6 +95,9 @@ def render_perf(path: Path) -> str:
             ("pgd_ratio_of_best_times", "the same, best time / best time", "{:.2f}×"),
             ("pgd_max_abs_diff", "max \\|x_adv difference\\| between the two", "{:.2g}"),
             ("bookkeeping_share", "a cell's bookkeeping (config, hashing, MLflow, cache I/O) / the cell", "{:.1%}"),
+            ("default_grid_rerun_ratio", "re-running the finished default grid / its first run, wall time",
+             "{:.1%}"),
+            ("default_grid_rerun_cpu_ratio", "the same, CPU time", "{:.1%}"),
             ("grid_rerun_ratio", "re-running the finished small grid / its first run", "{:.0%}"),
             ("grid_rerun_minus_startup_ratio", "the same, one process start-up subtracted from both", "{:.0%}"),
             ("parallel_speedup", "`hydra/launcher=parallel` (2 workers) speed-up over sequential, small grid",
@@ -113,6 +116,9 @@ def render_perf(path: Path) -> str:
                                      if load else "")
     small = (f"; small grid: {result['grid_jobs']} jobs, {result['grid_cells']} cells"
              if "grid_jobs" in result and "grid_cells" in result else "")
+    if "default_grid_first_s" in result:
+        small += (f"; default grid: first run {result['default_grid_first_s'] / 60:.1f} min, "
+                  f"re-run {result['default_grid_rerun_s']:.1f} s")
     return "\n".join(lines) + f"\n\n{where}{small}.\n"
 
 
