@@ -39,6 +39,10 @@ def check_config(cfg: DictConfig) -> None:
         if key in threat and num_classes is not None:
             in_range(f"threat.{key}", threat[key], 0, num_classes - 1)
     _check_dataset_shape(plain["dataset"])
+    if DATASETS[plain["dataset"]["name"]].summary is None:  # declared shape: its split is checked without the files
+        from benchmark.inputs import dataset_shape
+
+        dataset_shape(cfg.dataset)
     _check_dataset_files(plain["dataset"])
 
 

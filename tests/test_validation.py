@@ -153,6 +153,13 @@ def test_missing_dataset_files_are_rejected_before_compute_and_present_ones_acce
     check_config(make_cfg(tmp_path, "dataset=cifar10", f"dataset.data_root={tmp_path / 'none'}", "dataset.download=true"))
 
 
+def test_a_split_without_room_for_every_class_is_rejected_by_the_checks_without_torch(tmp_path):
+    from benchmark.validate import check_config
+
+    with pytest.raises(ConfigError, match=r"dataset.test_size=0.001 splits 1797 images into 1795 train / 2 test"):
+        check_config(make_cfg(tmp_path, "dataset=digits", "dataset.test_size=0.001"))
+
+
 def test_unknown_config_group_option_is_rejected_by_hydra_with_the_options():
     with pytest.raises(MissingConfigException) as err:
         make_cfg("unused", "model=resnet50")
