@@ -244,7 +244,7 @@ class GridCallback(Callback):
 
     @staticmethod
     def _create_store(config: DictConfig) -> None:
-        """Open the store (tracking.StoreUnavailable names why it is unusable), close runs that earlier grids left
+        """Open the store (tracking_store.StoreUnavailable names why it is unusable), close runs that earlier grids left
         RUNNING, and create this grid's parent run, holding the grid lock until the grid ends."""
         from mlflow.tracking import MlflowClient
 
@@ -311,9 +311,9 @@ def _reject(errors: list[str]) -> None:
 
 
 def _tracking_uri(config: DictConfig) -> str:
-    from benchmark import tracking
+    from benchmark.tracking_store import default_tracking_uri
 
-    return config.tracking_uri or tracking.default_tracking_uri(Path(config.results_dir).resolve())
+    return config.tracking_uri or default_tracking_uri(Path(config.results_dir).resolve())
 
 
 GRID_FIGURES = ("robust_vs_sparsity", "clean_vs_sparsity", "backdoor_asr_vs_sparsity")

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from benchmark import grid
 from benchmark.grid import EXIT_FAILED, EXIT_REJECTED, one_line
+from benchmark.tracking_store import StoreUnavailable, default_tracking_uri, probe_store
 from benchmark.validate import ConfigError, check_config, check_device
 
 log = logging.getLogger("benchmark")
@@ -44,8 +45,9 @@ def main(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        if not multirun:  # a grid checked every cell before the first one started
+        if not multirun:  # a grid checked every cell and its store before the first one started
             check_config(cfg)
+            probe_store(cfg.tracking_uri or default_tracking_uri(cfg.results_dir))
         check_device(cfg.device)  # here: the machine that computes
         from benchmark.cell import run_cell  # torch, ART, MLflow: only for a valid config
 
@@ -57,12 +59,11 @@ def main(cfg: DictConfig) -> str:
         _record(hydra_cfg, "failed", str(hydra_cfg.job.override_dirname), error=f"config error: {err}")
         return "failed"
     except Exception as err:  # noqa: BLE001 - a grid must survive one broken cell
-        from benchmark.data import DatasetUnavailable
-        from benchmark.tracking import StoreUnavailable
-
         if isinstance(err, StoreUnavailable) and not multirun:  # rejected before any compute, like a bad config
             log.error("store rejected: %s", err)
             sys.exit(EXIT_REJECTED)
+        from benchmark.data import DatasetUnavailable  # torch: after the store's rejection, which needs none
+
         if isinstance(err, (DatasetUnavailable, OSError)):  # a failed download, a full or unwritable disk
             log.error("cell failed: %s: %s", type(err).__name__, err)  # the message says it all
         else:

@@ -45,6 +45,21 @@ def test_single_run_config_mistake_exits_2_in_one_line_before_the_heavy_imports(
     assert _store_untouched(tmp_path)
 
 
+@pytest.mark.parametrize("store, reason", [
+    ("http://127.0.0.1:9", "store rejected: tracking server http://127.0.0.1:9 is unreachable"),
+    ("not_a_db", "is not an SQLite database: restore it from a backup, or move it aside"),
+])
+def test_single_run_with_an_unusable_store_exits_2_in_one_line_before_the_heavy_imports(tmp_path, store, reason):
+    if store == "not_a_db":
+        tmp_path.joinpath("mlflow.db").write_text("hello\n")
+    out = _cli(tmp_path, *([f"tracking_uri={store}"] if store.startswith("http") else []), importtime=True)
+    assert out.returncode == 2, out.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert not HEAVY & imported, sorted(HEAVY & imported)
+    said = [line for line in (out.stdout + out.stderr).splitlines() if line and not line.startswith("import time:")]
+    assert len(said) == 1 and reason in said[0], said
+
+
 @pytest.mark.parametrize("override, reason", [
     ("pruning.sparsty=0.5", "Could not override 'pruning.sparsty'"),  # Hydra: not a key of the struct
     ("model=resnet50", "Could not find 'model/resnet50'; Available options in 'model': lenet300, resnet20"),

@@ -18,7 +18,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from benchmark import hashing, stages, tracking
+from benchmark import hashing, stages, tracking, tracking_store
 from benchmark.cache import ModelCache
 from benchmark.cell import run_cell
 from conftest import ROOT, cli_env, make_cfg
@@ -143,7 +143,7 @@ def test_parallel_workers_logging_into_one_sqlite_file_lose_no_runs(tmp_path):
     processes each log runs concurrently. MLflow's SQLite busy timeout serialises the writers."""
     from benchmark import tracking
 
-    uri = tracking.default_tracking_uri(tmp_path)
+    uri = tracking_store.default_tracking_uri(tmp_path)
     experiment = tracking.setup_experiment(uri, "parallel", tmp_path / "art")
     parent = MlflowClient().create_run(experiment).info.run_id
     workers, per_worker = 3, 10
@@ -270,7 +270,7 @@ def test_processes_opening_a_fresh_store_together_all_get_it(tmp_path):
     ("duplicate column name", "table _alembic_tmp_... already exists")."""
     store, barrier, n = tmp_path / "results", tmp_path / "barrier", 3
     barrier.mkdir()
-    openers = [_python(OPENER, tracking.default_tracking_uri(store), store / "mlartifacts", barrier, i, n)
+    openers = [_python(OPENER, tracking_store.default_tracking_uri(store), store / "mlartifacts", barrier, i, n)
                for i in range(n)]
     results = [(p.wait(timeout=180), p.stdout.read().strip(), p.stderr.read()) for p in openers]
     assert [rc for rc, _, _ in results] == [0] * n, [err[-1500:] for _, _, err in results]
@@ -318,8 +318,8 @@ def tmpfs(path: Path, size: str):
 
 def test_store_creation_on_a_full_disk_leaves_nothing_and_succeeds_once_space_is_freed(tmp_path):
     with tmpfs(tmp_path / "small", "256k") as results:  # a fresh store needs ~1 MB
-        uri = tracking.default_tracking_uri(results)
-        with pytest.raises(tracking.StoreUnavailable, match="could not create .*mlflow.db .*disk is full"):
+        uri = tracking_store.default_tracking_uri(results)
+        with pytest.raises(tracking_store.StoreUnavailable, match="could not create .*mlflow.db .*disk is full"):
             tracking.setup_experiment(uri, "full", results / "mlartifacts")
         assert sorted(p.name for p in results.iterdir()) == ["mlflow.db.lock"]  # no half-made store
         subprocess.run(["mount", "-o", "remount,size=8m", str(results)], check=True)
@@ -328,11 +328,11 @@ def test_store_creation_on_a_full_disk_leaves_nothing_and_succeeds_once_space_is
 
 
 def test_read_only_store_fails_at_once_naming_the_folder(tmp_path):
-    tracking.setup_experiment(tracking.default_tracking_uri(tmp_path / "made"), "ro", tmp_path / "mlartifacts")
+    tracking.setup_experiment(tracking_store.default_tracking_uri(tmp_path / "made"), "ro", tmp_path / "mlartifacts")
     with tmpfs(tmp_path / "ro", "8m") as results:
         shutil.copy(tmp_path / "made" / "mlflow.db", results / "mlflow.db")
         subprocess.run(["mount", "-o", "remount,ro", str(results)], check=True)
         started = time.monotonic()
-        with pytest.raises(tracking.StoreUnavailable, match=f"folder {results} is not writable .Read-only file"):
-            tracking.setup_experiment(tracking.default_tracking_uri(results), "ro", results / "mlartifacts")
+        with pytest.raises(tracking_store.StoreUnavailable, match=f"folder {results} is not writable .Read-only file"):
+            tracking.setup_experiment(tracking_store.default_tracking_uri(results), "ro", results / "mlartifacts")
         assert time.monotonic() - started < 5

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import tiny_store
-from benchmark import tracking
+from benchmark import tracking, tracking_store
 from benchmark.cell import run_cell
 from conftest import cli_env, make_cfg
 
@@ -250,15 +250,15 @@ def test_unusable_store_fails_in_seconds_with_one_line_naming_it(tmp_path, store
         (tmp_path / name / "mlflow.db").write_bytes(content)
     cases["other"] = (None, "is an SQLite database but not an MLflow store")
     for name, (_, message) in cases.items():
-        uri = tracking.default_tracking_uri(tmp_path / name)
-        with pytest.raises(tracking.StoreUnavailable, match=f"^tracking store {re.escape(uri)}: .*{message}"):
+        uri = tracking_store.default_tracking_uri(tmp_path / name)
+        with pytest.raises(tracking_store.StoreUnavailable, match=f"^tracking store {re.escape(uri)}: .*{message}"):
             tracking.setup_experiment(uri, "x", tmp_path / name / "mlartifacts")
     assert (tmp_path / "not-a-db" / "mlflow.db").read_bytes() == b"results of another tool\n"  # left as it was
     uri = f"http://127.0.0.1:{closed_port}"
     started = time.monotonic()
-    with pytest.raises(tracking.StoreUnavailable, match=f"^tracking server {uri} is unreachable .*refused"):
+    with pytest.raises(tracking_store.StoreUnavailable, match=f"^tracking server {uri} is unreachable .*refused"):
         tracking.setup_experiment(uri, "x", tmp_path / "mlartifacts")
-    assert time.monotonic() - started < tracking.PROBE_TIMEOUT_S + 1
+    assert time.monotonic() - started < tracking_store.PROBE_TIMEOUT_S + 1
 
 
 def test_grid_against_an_unreachable_server_stops_before_any_cell_with_exit_code_2(tmp_path):
@@ -276,8 +276,8 @@ def test_copied_results_dir_is_refused_until_relocated_then_self_contained(store
     copy = tmp_path / "results2"
     subprocess.run(["cp", "-a", str(store.results), str(copy)], check=True)
     original = sorted(str(p) for p in (store.results / "mlartifacts").rglob("*"))
-    uri = tracking.default_tracking_uri(copy)
-    with pytest.raises(tracking.StoreUnavailable) as refused:
+    uri = tracking_store.default_tracking_uri(copy)
+    with pytest.raises(tracking_store.StoreUnavailable) as refused:
         tracking.setup_experiment(uri, store.experiment, copy / "mlartifacts")
     message = str(refused.value)
     assert (store.results / "mlartifacts").as_uri() in message and str(copy) in message
@@ -299,7 +299,7 @@ def test_copied_results_dir_is_refused_until_relocated_then_self_contained(store
 def test_runs_left_running_are_killed_only_when_their_lock_is_free(tmp_path):
     from filelock import FileLock
 
-    uri = tracking.default_tracking_uri(tmp_path)
+    uri = tracking_store.default_tracking_uri(tmp_path)
     experiment_id = tracking.setup_experiment(uri, "stale", tmp_path / "mlartifacts")
     client = MlflowClient(uri)
     (tmp_path / "locks").mkdir()

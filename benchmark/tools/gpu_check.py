@@ -45,7 +45,7 @@ def run_grid(experiment: str, device: str, results: Path, extra: list[str]) -> f
 
 def load_cells(results: Path, experiment: str) -> pd.DataFrame:
     from benchmark.figures import load_runs
-    from benchmark.tracking import default_tracking_uri
+    from benchmark.tracking_store import default_tracking_uri
 
     runs = load_runs(default_tracking_uri(results), experiment)
     if runs.empty:
