@@ -53,7 +53,7 @@ def hydra(model, cfg, ctx):
         return PruneOutcome(model, structured=False, info={})
     layers = [m for _, m in prunable_layers(model, cfg.prune_head)]
     x, y = ctx.pruning_train
-    eps = float(cfg.adv_eps)
+    eps, device = float(cfg.adv_eps), ctx.example_inputs.device
     schedules = []
 
     def sgd(params):
@@ -64,12 +64,14 @@ def hydra(model, cfg, ctx):
 
     def optimise(subnet_model):
         fit(subnet_model, x, y, epochs=epochs, lr=float(cfg.score_lr), batch_size=int(cfg.batch_size), seed=ctx.seed,
-            device=ctx.example_inputs.device, desc="hydra scores", make_optimizer=sgd,
+            device=device, desc="hydra scores", make_optimizer=sgd,
             perturb=pgd_perturbation(eps, int(cfg.adv_steps)) if eps > 0 else None,
             on_epoch_end=lambda epoch, m: schedules[0].step())
 
     initial = [scaled_scores(m.weight).abs() for m in layers]
-    scores = learn_scores(model, layers, sparsity, cfg.scope, optimise)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(ctx.seed)  # PGD's random starts: the same for every call with this seed
+        scores = learn_scores(model, layers, sparsity, cfg.scope, optimise)
     prune_by_scores(layers, [s.abs() for s in scores], sparsity, cfg.scope)
     kept_at_start = [s > t for s, t in zip(initial, thresholds(initial, sparsity, cfg.scope))]
     kept = [m.weight_mask.bool() for m in layers]
