@@ -27,10 +27,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $(STAMP)
 
-# The default grid (conf/experiment/default.yaml), then the figures from the tracking store.
+# The default grid (conf/experiment/default.yaml; with its poisoning slice) or EXPERIMENT's (apb: with its
+# structured half), then the figures from the tracking store.
 benchmark: $(STAMP)
 	$(PY) -m benchmark.run -m experiment=$(EXPERIMENT)
 	$(if $(filter default,$(EXPERIMENT)),$(PY) -m benchmark.run -m experiment=default_poisoning)
+	$(if $(filter apb,$(EXPERIMENT)),$(PY) -m benchmark.run -m experiment=apb_structured)
 	$(MAKE) figures
 
 figures: $(STAMP)

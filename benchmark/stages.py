@@ -80,9 +80,9 @@ class TrainingSets:
 
 def prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
     """What pruners get: inputs for torch-pruning, a clean calibration batch, every clean training image (the
-    defences' own clean set) and, for methods that train inside (iterative schedules, lottery ticket, SNIP at
-    init), the seeded init, a loop on the dense model's training set (retraining) and a loop on the pruning-stage
-    fine-tune set."""
+    defences' own clean set), the pruning-stage fine-tune set (HYDRA learns its scores on it) and, for methods that
+    train inside (iterative schedules, lottery ticket, SNIP at init), the seeded init, a loop on the dense model's
+    training set (retraining) and a loop on the pruning-stage fine-tune set."""
     dense, tune = sets.dense, sets.pruning_finetune
 
     def train_loop(model, epochs):
@@ -100,7 +100,7 @@ def prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
     initial = {k: v.to(device) for k, v in fresh_model(cfg, dense).state_dict().items()}
     return PruneContext(example_inputs=calib.x_train[:1].to(device),
                         calibration=(calib.x_train[idx], calib.y_train[idx]), seed=cfg.seed,
-                        clean_train=(calib.x_train, calib.y_train),
+                        clean_train=(calib.x_train, calib.y_train), pruning_train=(tune.x_train, tune.y_train),
                         initial_state=initial, train=train_loop, finetune=finetune_loop, train_epochs=cfg.train.epochs)
 
 

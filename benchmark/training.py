@@ -51,8 +51,10 @@ def fit(
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
     perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
 ) -> list[float]:
-    """Adam (the seed's optimiser) over seeded mini-batches; returns the mean training loss per epoch.
+    """Adam (the seed's optimiser) at `lr` over seeded mini-batches, or the optimizer `make_optimizer` builds from
+    the trainable parameters; returns the mean training loss per epoch.
 
     Works unchanged on models with `torch.nn.utils.prune` masks: the mask is re-applied in every forward, so
     pruned weights stay exactly zero while the surviving ones are fine-tuned.
@@ -60,7 +62,8 @@ def fit(
     model.to(device).train()
     if device.type == "cuda":  # the whole set moves once: per-batch host-to-device copies would starve the GPU
         x, y = x.to(device), y.to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=lr) if make_optimizer is None else make_optimizer(trainable)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=epochs == 0)

@@ -15,7 +15,7 @@ from benchmark.hashing import cell_hash
 from benchmark.datasets import DATASETS
 from benchmark.validate import ConfigError, validate
 
-from conftest import CONF_DIR, compose_cfg, write_images, write_npz
+from conftest import CONF_DIR, ROOT, compose_cfg, write_images, write_npz
 
 RUN_SETTINGS = {"hydra"}  # launchers: where cells run, not what they compute
 DATASET_FILES = {entry.name: entry.files for entry in DATASETS.entries() if entry.files}  # torchvision's
@@ -131,3 +131,35 @@ def test_debug_tiny_is_the_tiny_cell_given_by_hand(tmp_path):
     spelled = compose_cfg(tmp_path, "debug=tiny", "eval.corruptions.enabled=false", "eval.interpret.enabled=false",
                           "eval.latency.repeats=1")
     assert OmegaConf.to_container(fast, resolve=True) == OmegaConf.to_container(spelled, resolve=True)
+
+
+APB_SPARSITIES = {False: {0.9, 0.95, 0.99}, True: {0.5, 0.75, 0.9}}  # unstructured, structured (Piras et al. 2024)
+
+
+def test_the_apb_presets_sweep_the_adversarial_pruning_benchmarks_sparsities_per_method_kind():
+    """experiment=apb (unstructured) and apb_structured (structured) expand to exactly APB's levels for every method
+    of their kind, fine-tune adversarially, share one MLflow experiment, and `make benchmark EXPERIMENT=apb` runs
+    both sweeps."""
+    import subprocess
+
+    from benchmark.grid import job_overrides
+    from benchmark.pruning import PRUNERS
+
+    per_preset: dict[str, dict[str, set[float]]] = {}
+    for preset in ("apb", "apb_structured"):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            config = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+        assert config.finetune.adversarial and config.experiment_name == "apb", preset
+        swept = per_preset.setdefault(preset, {})
+        for overrides in job_overrides(config)[0]:
+            job = dict(o.split("=", 1) for o in overrides)
+            swept.setdefault(job["pruning"], set()).add(float(job["pruning.sparsity"]))
+    assert not set(per_preset["apb"]) & set(per_preset["apb_structured"])  # each method in one sweep
+    swept = {**per_preset["apb"], **per_preset["apb_structured"]}
+    assert {"hydra", "magnitude_global", "l1_filter"} <= set(swept)
+    for method, sparsities in swept.items():
+        if method != "none":  # the dense reference ignores sparsity
+            assert sparsities == APB_SPARSITIES[PRUNERS[method].structured], method
+    dry_run = subprocess.run(["make", "-n", "-o", ".venv/.installed", "benchmark", "EXPERIMENT=apb"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60).stdout
+    assert "experiment=apb\n" in dry_run and "experiment=apb_structured\n" in dry_run

@@ -261,7 +261,7 @@ def test_reinit_false_is_the_plain_cell(cfg_factory):
 
 
 @pytest.mark.parametrize("method, model_name", [("magnitude_global", "seed_cnn"), ("l1_filter", "seed_cnn"),
-                                                ("clp", "seed_cnn_bn")])
+                                                ("clp", "seed_cnn_bn"), ("hydra", "seed_cnn")])
 def test_reinit_keeps_the_mask_and_shapes_and_draws_fresh_weights(cfg_factory, digits, method, model_name):
     from benchmark.cell import run_name
     from benchmark.pruning.common import prunable_layers
@@ -270,7 +270,9 @@ def test_reinit_keeps_the_mask_and_shapes_and_draws_fresh_weights(cfg_factory, d
     dense = build_model(model_name, 1, digits.image_size, 10)
     fit(dense, digits.x_train[:512], digits.y_train[:512], epochs=1, lr=1e-3, batch_size=64, seed=0, device=CPU,
         desc="test")
-    extra = ("pruning.selection=fixed", "pruning.u=1") if method == "clp" else ("pruning.sparsity=0.7",)
+    extra = {"clp": ("pruning.selection=fixed", "pruning.u=1"),
+             "hydra": ("pruning.sparsity=0.7", "pruning.score_epochs=1", "pruning.adv_steps=1")}.get(
+        method, ("pruning.sparsity=0.7",))
     plain_cfg = cfg_factory(f"pruning={method}", f"model={model_name}", "train.epochs=1", *extra)
     cfg = cfg_factory(f"pruning={method}", f"model={model_name}", "train.epochs=1", "+pruning.reinit=true", *extra)
     assert run_name(cfg).split("|")[1].endswith("+reinit") and "+reinit" not in run_name(plain_cfg)

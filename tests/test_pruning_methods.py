@@ -18,13 +18,15 @@ from benchmark.validate import ConfigError, validate
 from models import build_model
 
 CPU = torch.device("cpu")
-UNSTRUCTURED = ["magnitude_global", "magnitude_layerwise", "random", "snip", "taylor", "lottery_ticket"]
+UNSTRUCTURED = ["magnitude_global", "magnitude_layerwise", "random", "snip", "taylor", "lottery_ticket", "hydra"]
 STRUCTURED = ["l1_filter", "l2_filter", "taylor_filter", "lamp", "random_filter", "fine_pruning"]
+HYDRA_FAST = ("pruning.score_epochs=1", "pruning.adv_steps=1")  # one epoch of scores on PGD-1 examples
 
 
 def _cfg(cfg_factory, method, sparsity, *extra):
-    # train.epochs=1: methods that train inside (snip at init, lottery rounds) stay fast on digits
-    return cfg_factory(f"pruning={method}", f"pruning.sparsity={sparsity}", "train.epochs=1", *extra)
+    # train.epochs=1: methods that train inside (snip at init, lottery rounds) stay fast on digits; hydra: HYDRA_FAST
+    fast = HYDRA_FAST if method == "hydra" else ()
+    return cfg_factory(f"pruning={method}", f"pruning.sparsity={sparsity}", "train.epochs=1", *fast, *extra)
 
 
 def _ctx(cfg, digits):
@@ -272,7 +274,7 @@ def test_lottery_rewind_restores_surviving_weights_exactly(trained_seed_cnn, cfg
     assert all(torch.equal(early[k], v) for k, v in replay.state_dict().items())
 
 
-@pytest.mark.parametrize("method", ["snip", "lottery_ticket", "random_filter", "fine_pruning", "taylor_filter"])
+@pytest.mark.parametrize("method", ["snip", "lottery_ticket", "random_filter", "fine_pruning", "taylor_filter", "hydra"])
 def test_same_seed_same_pruned_model(trained_seed_cnn, cfg_factory, digits, method):
     cfg = _cfg(cfg_factory, method, 0.7)
     first = finalize(_prune(trained_seed_cnn, cfg, digits).model).state_dict()
@@ -325,7 +327,102 @@ def test_cost_metrics_show_real_speedup_only_for_structured(trained_seed_cnn, cf
     (("pruning=magnitude_layerwise", "pruning.order=first_last"), "pruning.order"),
     (("train.slimming_l1=-1",), "train.slimming_l1"),
     (("finetune.adversarial=true", "finetune.adv_eps=2"), "finetune.adv_eps"),
+    (("pruning=hydra", "pruning.adv_eps=2"), "pruning.adv_eps"),
+    (("pruning=hydra", "pruning.score_epochs=-1"), "pruning.score_epochs"),
+    (("pruning=hydra", "pruning.scope=per_layer"), "pruning.scope"),
 ])
 def test_bad_pruning_configs_fail_before_compute(cfg_factory, overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(cfg_factory(*overrides))
+
+
+# ---- HYDRA: scores learned under the adversarial loss with the weights frozen -------------------------------------
+def test_hydra_without_score_epochs_is_magnitude_per_layer(trained_seed_cnn, cfg_factory, digits):
+    """The scaled initialisation ranks each layer's weights by |w|: with no score epochs, HYDRA's mask is
+    magnitude_layerwise's (the paper's LWM baseline), exactly."""
+    hydra = finalize(_prune(trained_seed_cnn, _cfg(cfg_factory, "hydra", 0.8, "pruning.score_epochs=0"), digits).model)
+    magnitude = finalize(_prune(trained_seed_cnn, _cfg(cfg_factory, "magnitude_layerwise", 0.8), digits).model)
+    assert all(torch.equal(a, b) for a, b in zip(hydra.state_dict().values(), magnitude.state_dict().values()))
+
+
+def test_hydra_forward_uses_the_top_scores_and_trains_only_them(trained_seed_cnn):
+    """While the scores learn, the model computes with w * (top-k mask of |s|) per layer, the gradient reaches the
+    scores (straight through the mask) and nothing else; afterwards the model is the plain dense one again."""
+    from benchmark.pruning.score_learning import learn_scores, scaled_scores
+
+    model = copy.deepcopy(trained_seed_cnn)
+    layers = [m for _, m in prunable_layers(model)]
+    dense_state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(8, 1, 16, 16)
+    seen = {}
+
+    def train(subnet_model):
+        out = subnet_model(x)
+        reference = copy.deepcopy(trained_seed_cnn)
+        for _, layer in prunable_layers(reference):
+            s = scaled_scores(layer.weight).abs()
+            keep = s > s.flatten().kthvalue(int(round(0.75 * s.numel()))).values
+            layer.weight.data *= keep
+        seen["max_diff"] = (out - reference(x)).abs().max().item()
+        out.sum().backward()
+        seen["trainable"] = [n for n, p in subnet_model.named_parameters() if p.requires_grad]
+        seen["score_grads"] = [float(layer.parametrizations.weight[0].scores.grad.abs().sum()) for layer in layers]
+
+    scores = learn_scores(model, layers, 0.75, "layerwise", train)
+    assert seen["max_diff"] < 1e-5
+    assert seen["trainable"] and all(n.endswith(".scores") for n in seen["trainable"])
+    assert all(g > 0 for g in seen["score_grads"])
+    assert [s.shape for s in scores] == [layer.weight.shape for layer in layers]
+    assert model.state_dict().keys() == dense_state.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in dense_state.items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_hydra_learns_a_new_mask_on_frozen_weights(trained_seed_cnn, cfg_factory, digits, scope):
+    cfg = _cfg(cfg_factory, "hydra", 0.8, f"pruning.scope={scope}")
+    outcome = _prune(trained_seed_cnn, cfg, digits)
+    model = finalize(outcome.model)
+    assert outcome.info["pruning/mask_swapped"] > 0.01  # the scores moved away from the magnitude ranking
+    for (name, dense), (_, layer) in zip(prunable_layers(trained_seed_cnn), prunable_layers(model)):
+        kept = layer.weight != 0
+        assert torch.equal(layer.weight[kept], dense.weight[kept]), name  # weights frozen: survivors unchanged
+        if scope == "layerwise":
+            assert abs((~kept).float().mean().item() - 0.8) < 0.01, name
+
+
+def test_hydra_learns_its_scores_on_the_pruning_stage_training_set(trained_seed_cnn, cfg_factory, digits):
+    import dataclasses
+
+    other = dataclasses.replace(digits, x_train=digits.x_train[:100], y_train=digits.y_train[:100])
+    sets = stages.TrainingSets(dense=digits, calibration=digits, pruning_finetune=other, finetune=digits)
+    cfg = _cfg(cfg_factory, "hydra", 0.5)
+    ctx = stages.prune_context(cfg, sets, CPU)
+    assert ctx.pruning_train[0] is other.x_train and ctx.pruning_train[1] is other.y_train
+    masks = []
+    for data in (other, digits):  # only the pruning stage's set changes: so does the learned mask
+        ctx.pruning_train = (data.x_train, data.y_train)
+        model = prune(copy.deepcopy(trained_seed_cnn), cfg.pruning, ctx).model
+        masks.append(torch.cat([m.weight_mask.flatten() for _, m in prunable_layers(model)]))
+    assert not torch.equal(*masks)
+
+
+def test_hydra_is_at_least_as_robust_as_magnitude_with_adversarial_finetuning(trained_seed_cnn, cfg_factory, digits,
+                                                                               tmp_path):
+    """Known answer (Sehwag et al. 2020): at sparsity 0.9, HYDRA's mask + adversarial fine-tuning reaches at least
+    the PGD robust accuracy of global magnitude pruning + the same adversarial fine-tuning. Equal budgets: both get
+    the cell's fine-tune (1 epoch on PGD-5 examples at eps 0.1) through stages.pruned_model; HYDRA's score epochs
+    (3, PGD-5) are extra. Evaluated with ART's PGD-10 on the whole digits test split."""
+    from attacks import build_threat
+    from benchmark.cache import ModelCache
+
+    robust = {}
+    for method in ("magnitude_global", "hydra"):
+        cfg = cfg_factory(f"pruning={method}", "pruning.sparsity=0.9", "finetune.adversarial=true", "threat=pgd",
+                          f"threat.subset={len(digits.y_test)}")
+        model, _ = stages.pruned_model(cfg, copy.deepcopy(trained_seed_cnn), stages.TrainingSets.clean(digits),
+                                       method, ModelCache(tmp_path / "cache"), CPU, use_cache=False)
+        metrics = build_threat(cfg.threat).evaluate(model, digits, CPU, seed=0).metrics
+        robust[method] = {"clean": metrics["robust/subset_clean_acc"],
+                          **{e: metrics[f"robust/pgd_linf/eps_{e}"] for e in ("0.1", "0.2")}}
+    assert robust["hydra"]["0.1"] >= robust["magnitude_global"]["0.1"], robust

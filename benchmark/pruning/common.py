@@ -20,6 +20,9 @@ class PruneContext:
     # Every clean training image (x, y): defences that draw their own clean set (ANP) and hold out data to choose
     # their amount (benchmark/pruning/neurons.defender_split). None: only `calibration` is available.
     clean_train: tuple[torch.Tensor, torch.Tensor] | None = None
+    # The pruning stage's training set (x, y), role `pruning_finetune` (what `finetune` trains on): for methods that
+    # optimise on training data inside the pruner (HYDRA's scores). None: not available.
+    pruning_train: tuple[torch.Tensor, torch.Tensor] | None = None
     # For methods with training inside (iterative schedules, lottery ticket, SNIP at init); None in plain use.
     initial_state: dict[str, torch.Tensor] | None = None  # the seeded init the dense model was trained from
     train: Callable[[nn.Module, int], list[float]] | None = None  # (model, epochs): cfg.train's loop, masks kept
