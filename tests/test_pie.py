@@ -130,3 +130,32 @@ def test_a_cell_logs_one_prediction_row_per_test_image_with_ids_shared_across_se
                                                              figures.multi_seed_runs(frame)))
     assert len(pies) == 4 and (pies["n_seeds"] == 2).all() and (pies["n_seeds_without_predictions"] == 0).all()
     assert (pies["images"] == len(shared_ids)).all()  # every point has the same two seeds' splits
+
+
+def test_a_store_whose_cells_predate_the_predictions_artifact_gives_counts(tmp_path):
+    import mlflow
+
+    from benchmark.measure import PREDICTIONS_ARTIFACT
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("old", artifact_location=(tmp_path / "artifacts").as_uri())
+    for method, seed in (("l1_filter", 0), ("l1_filter", 1), ("magnitude_global", 0), ("magnitude_global", 1)):
+        run = client.create_run(experiment, tags={"cell_hash": f"{method}{seed}"})
+        for key, value in {**{k[len("params."):]: v for k, v in SETTING.items()}, "pruning.method": method,
+                           "pruning.sparsity": "0.5", "seed": str(seed)}.items():
+            client.log_param(run.info.run_id, key, value)
+        client.log_metric(run.info.run_id, "sparsity/achieved", 0.5)
+        if (method, seed) == ("magnitude_global", 0):  # the one cell logged after the artifact existed
+            client.log_table(run.info.run_id, _predictions([("", "a", 1, 1, 1)]).drop(columns="run_id"),
+                             PREDICTIONS_ARTIFACT)
+        client.set_terminated(run.info.run_id)
+    frame = figures.tidy(figures.load_runs(uri, "old"))
+    l1_runs = list(frame.loc[frame["method"] == "l1_filter", "run_id"])
+    assert figures.load_predictions(uri, "old", l1_runs).empty  # no run has the table
+    predictions = figures.load_predictions(uri, "old", figures.multi_seed_runs(frame))
+    assert len(predictions) == 1
+    table = figures.pie_table(frame, predictions)
+    assert list(zip(table["method"], table["n_seeds"], table["n_seeds_without_predictions"])) == [
+        ("l1_filter", 0, 2), ("magnitude_global", 1, 1)]
+    assert table["pie/share"].isna().all()
