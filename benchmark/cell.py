@@ -141,7 +141,6 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     t = time.perf_counter()
     measured, per_layer_sparsity, predictions = _measure(cfg, dense, model, data, sets.dense, device)
     metrics.update(measured)
-    mlflow.log_table(predictions, measure.PREDICTIONS_ARTIFACT)
     metrics["time/measure_s"] = time.perf_counter() - t
 
     t = time.perf_counter()  # calibration, corruptions, attribution agreement
@@ -175,6 +174,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     curves += [(f"finetune/{name}", value, step)  # step 0: just pruned; step e: after fine-tune epoch e
                for step, tracked in enumerate(meta.get("tracked", [])) for name, value in tracked.items()]
     mlflow.log_dict(per_layer_sparsity, "sparsity_per_layer.json")
+    mlflow.log_table(predictions, measure.PREDICTIONS_ARTIFACT)
     mlflow.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
     return metrics, curves
 
