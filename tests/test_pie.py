@@ -152,7 +152,9 @@ def test_a_store_whose_cells_predate_the_predictions_artifact_gives_counts(tmp_p
         client.set_terminated(run.info.run_id)
     frame = figures.tidy(figures.load_runs(uri, "old"))
     l1_runs = list(frame.loc[frame["method"] == "l1_filter", "run_id"])
+    mlflow.set_tracking_uri(tmp_path.as_uri())  # elsewhere: the predictions are read from `uri` all the same
     assert figures.load_predictions(uri, "old", l1_runs).empty  # no run has the table
+    mlflow.set_tracking_uri(tmp_path.as_uri())
     predictions = figures.load_predictions(uri, "old", figures.multi_seed_runs(frame))
     assert len(predictions) == 1
     table = figures.pie_table(frame, predictions)

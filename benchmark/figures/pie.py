@@ -35,15 +35,17 @@ def load_predictions(tracking_uri: str, experiment: str, run_ids: list[str]) -> 
     """The prediction tables of the runs `run_ids` that logged one, stacked with a `run_id` column; runs without
     it (logged before the artifact existed) are simply absent."""
     empty = pd.DataFrame(columns=[IMAGE, LABEL, DENSE_PRED, PRED, RUN_ID])
-    client = mlflow.MlflowClient(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)  # load_table searches the runs through the global URI
+    client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is None or not run_ids:
         return empty
+    log.info("pie: reading the test predictions of %d cells", len(run_ids))
     with _quiet_downloads():
         try:
             return client.load_table(found.experiment_id, PREDICTIONS_ARTIFACT, run_ids, extra_columns=[RUN_ID])
-        except MlflowException as err:
-            if err.error_code != "RESOURCE_DOES_NOT_EXIST":  # no run has the table: an older store
+        except MlflowException as err:  # RESOURCE_DOES_NOT_EXIST: no run has the table (a store from before it)
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             return empty
 
