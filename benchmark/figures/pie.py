@@ -83,8 +83,7 @@ def pie_table(frame: pd.DataFrame, predictions: pd.DataFrame, include_collapsed:
             continue
         if not include_collapsed and COLLAPSED in cells and (cells[COLLAPSED] == 1).any():
             continue
-        seeds_of = dict(zip(cells[RUN_ID], cells[SEED]))
-        mine = predictions[predictions[RUN_ID].isin(list(seeds_of))]
+        mine = predictions[predictions[RUN_ID].isin(list(cells[RUN_ID]))]
         with_predictions = mine[RUN_ID].nunique()
         row = {**dict(zip(POINT, key)), "n_seeds": with_predictions,
                "n_seeds_without_predictions": len(cells) - with_predictions,
@@ -110,8 +109,9 @@ def _exemplars(predictions: pd.DataFrame) -> dict[str, float]:
     is_pie = ~seen[IMAGE].isin(shared)
     pies = seen.loc[is_pie, IMAGE].nunique()
     accuracy = lambda column, rows: float((seen.loc[rows, column] == seen.loc[rows, LABEL]).mean())  # noqa: E731
-    return {"images": len(considered), "pie/count": pies, PIE_SHARE: pies / len(considered) if len(considered)
-            else np.nan, "dense/acc_pie": accuracy(DENSE_PRED, is_pie), "dense/acc_rest": accuracy(DENSE_PRED, ~is_pie),
+    return {"images": len(considered), "pie/count": pies,
+            PIE_SHARE: pies / len(considered) if len(considered) else np.nan,
+            "dense/acc_pie": accuracy(DENSE_PRED, is_pie), "dense/acc_rest": accuracy(DENSE_PRED, ~is_pie),
             "pruned/acc_pie": accuracy(PRED, is_pie), "pruned/acc_rest": accuracy(PRED, ~is_pie)}
 
 

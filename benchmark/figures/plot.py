@@ -163,7 +163,8 @@ def write_pie_figures(table: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xlabel("achieved sparsity (fraction of prunable weights removed)", fontsize=8)
         ax.set_ylabel("share of test images that are PIEs", fontsize=8)
         ax.grid(alpha=0.3)
-        seeds = f"{sub['n_seeds'].min()}-{sub['n_seeds'].max()}" if sub["n_seeds"].nunique() > 1 else sub["n_seeds"].max()
+        low, high = sub["n_seeds"].min(), sub["n_seeds"].max()
+        seeds = f"{low}-{high}" if low < high else f"{high}"
         fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} (pruning-identified exemplars over {seeds} seeds)", 60),
                      fontsize=10)
         _legend_below(fig, axes, top=0.93)
