@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import torch
 from filelock import FileLock
 from mlflow.entities import Metric
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from attacks import build_threat
 from benchmark import hashing, measure, stages, tracking
 from benchmark.cache import ModelCache
-from benchmark.data import load_dataset, seeded_indices
+from benchmark.data import image_ids, load_dataset, seeded_indices
 from benchmark.properties import security_properties
 from benchmark.tracking_store import default_tracking_uri
 from benchmark.pruning import run_label
@@ -139,7 +140,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
                      "torch_threads.eval": str(torch.get_num_threads())})
 
     t = time.perf_counter()
-    measured, per_layer_sparsity = _measure(cfg, dense, model, data, sets.dense, device)
+    measured, per_layer_sparsity, predictions = _measure(cfg, dense, model, data, sets.dense, device)
     metrics.update(measured)
     metrics["time/measure_s"] = time.perf_counter() - t
 
@@ -174,14 +175,16 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     curves += [(f"finetune/{name}", value, step)  # step 0: just pruned; step e: after fine-tune epoch e
                for step, tracked in enumerate(meta.get("tracked", [])) for name, value in tracked.items()]
     mlflow.log_dict(per_layer_sparsity, "sparsity_per_layer.json")
+    mlflow.log_table(predictions, measure.PREDICTIONS_ARTIFACT)
     mlflow.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
     return metrics, curves
 
 
-def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, float], dict[str, float]]:
-    """Sparsity, cost, accuracy and what the pruned model forgets of its dense parent (forget/*). train/acc and
-    the generalisation gap use the clean training images (the same seeded subset in every cell); under a data
-    threat train/acc_dense_set is the accuracy on the (poisoned) labels the dense model was trained on."""
+def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, float], dict[str, float], pd.DataFrame]:
+    """Sparsity, cost, accuracy and what the pruned model forgets of its dense parent (forget/*, and the per-image
+    predictions behind it: measure.prediction_table). train/acc and the generalisation gap use the clean training
+    images (the same seeded subset in every cell); under a data threat train/acc_dense_set is the accuracy on the
+    (poisoned) labels the dense model was trained on."""
     prune_head = cfg.pruning.prune_head
     achieved, per_layer = achieved_sparsity(layer_weight_counts(dense, prune_head), model, prune_head)
     dense_params = sum(p.numel() for p in dense.parameters())
@@ -192,8 +195,9 @@ def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, fl
     subset = seeded_indices(len(data.y_train), cfg.eval.train_subset, cfg.seed)
     train_acc, train_loss = accuracy_and_loss(model, data.x_train[subset], data.y_train[subset], device)
     dense_acc, _ = accuracy_and_loss(dense, data.x_test, data.y_test, device)
-    extra = measure.forgetting_metrics(predict(dense, data.x_test, device).argmax(1),
-                                       predict(model, data.x_test, device).argmax(1), data.y_test)
+    dense_pred, pred = predict(dense, data.x_test, device).argmax(1), predict(model, data.x_test, device).argmax(1)
+    extra = measure.forgetting_metrics(dense_pred, pred, data.y_test)
+    predictions = measure.prediction_table(image_ids(data.x_test), data.y_test, dense_pred, pred)
     if dense_train is not data:
         extra["train/acc_dense_set"], _ = accuracy_and_loss(
             model, dense_train.x_train[subset], dense_train.y_train[subset], device)
@@ -206,4 +210,4 @@ def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, fl
         "cost/params": float(measure.nonzero_parameters(model)), "cost/params_dense": float(dense_params),
         "cost/macs": float(macs), "cost/macs_dense": float(macs_dense),
         **measure.cost_metrics(dense, model, data.x_test, cfg.eval.latency),  # latency, speed-up, compressed size
-    }, per_layer
+    }, per_layer, predictions

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,14 @@ def seeded_indices(n: int, size: int | None, seed: int) -> torch.Tensor:
     same subset, so subsets of one seed are nested."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order if size is None else order[:size]
+
+
+def image_ids(x: torch.Tensor) -> list[str]:
+    """Per image, an identity that holds across seeds and splits: the first 8 bytes (16 hex digits) of the sha1 of
+    its float32 pixels as the loader returns them. The seeded splits move images, never change them, so one image
+    has one id in every seed's test split; identical images share an id."""
+    pixels = x.detach().to("cpu", torch.float32).contiguous().numpy()
+    return [hashlib.sha1(image.tobytes()).hexdigest()[:16] for image in pixels]
 
 
 def stratified_split(x: np.ndarray, y: np.ndarray, test_size: float, seed: int):

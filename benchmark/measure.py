@@ -1,9 +1,14 @@
 """Measurements that do not attack: parameters, MACs, CPU latency and size (sparsity: benchmark/pruning/common.py)."""
 from __future__ import annotations
 
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+
+# Per cell, one row per test image: its content id, label, and the dense parent's and the pruned model's predicted
+# classes (MLflow table artifact; pruning-identified exemplars across seeds are computed from it in the figures).
+PREDICTIONS_ARTIFACT = "predictions/test.parquet"
 
 
 def nonzero_parameters(model: nn.Module) -> int:
@@ -87,3 +92,11 @@ def forgetting_metrics(dense_pred: torch.Tensor, pred: torch.Tensor, labels: tor
         metrics.update({f"forget/class_acc_change/{k}": change for k, change in changes.items()})
     metrics["forget/max_class_drop"] = max(-change for change in changes.values())
     return metrics
+
+
+def prediction_table(image_ids: list[str], labels: torch.Tensor, dense_pred: torch.Tensor,
+                     pred: torch.Tensor) -> pd.DataFrame:
+    """The PREDICTIONS_ARTIFACT of a cell: `image_id` (benchmark.data.image_ids), `label`, `dense_pred`, `pred`."""
+    as_int = lambda t: t.detach().cpu().numpy().astype("int32")  # noqa: E731
+    return pd.DataFrame({"image_id": image_ids, "label": as_int(labels), "dense_pred": as_int(dense_pred),
+                         "pred": as_int(pred)})

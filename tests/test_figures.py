@@ -23,14 +23,16 @@ def frame(store):
 
 
 def expected_figure_files(frame) -> set[str]:
-    """One png + pdf per spec whose metrics this store has (other areas' specs, e.g. backdoor ASR, are skipped)."""
+    """One png + pdf per spec whose metrics this store has (other areas' specs, e.g. backdoor ASR, are skipped), and
+    the PIE share figure (the store has two seeds per point)."""
     present = [spec for spec in figures.FIGURES
                if figures.matching(frame, spec.metrics, spec.exclude) and spec.x in frame]
     assert {"robust_vs_sparsity", "clean_vs_sparsity", "pareto_macs_vs_worst_robust"} <= {s.name for s in present}
     profiles = [spec for spec in figures.PROFILES
                 if ((spec.metrics in frame) if spec.history else figures.matching(frame, spec.metrics))]
     assert {"worst_robust_vs_eps", "finetune_loss_vs_epoch"} <= {s.name for s in profiles}
-    return {f"{spec.name}__seed_cnn__digits__evasion.{ext}" for spec in [*present, *profiles] for ext in ("png", "pdf")}
+    names = [spec.name for spec in [*present, *profiles]] + ["pie_share_vs_sparsity"]
+    return {f"{name}__seed_cnn__digits__evasion.{ext}" for name in names for ext in ("png", "pdf")}
 
 
 def test_ci_halfwidth_and_pareto_front_known_answers():
@@ -118,6 +120,7 @@ def test_make_figures_restores_deleted_files_from_the_store_alone(store, frame, 
     assert {p.name for p in (out / "figures").iterdir()} == expected_figure_files(frame)
     for name, content in expected_tables.items():  # another process, same bytes
         assert (out / "tables" / name).read_bytes() == content, name
+    assert {p.name for p in (out / "tables").iterdir()} == {*expected_tables, "pie.csv", "pie.md", "pie.tex"}
 
 
 def test_a_spec_is_one_line_and_absent_metrics_are_skipped(frame, tmp_path):

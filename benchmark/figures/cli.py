@@ -6,8 +6,12 @@ import logging
 from pathlib import Path
 
 from benchmark.figures.frame import load_runs, log, tidy
-from benchmark.figures.plot import write_figures, write_profiles
-from benchmark.figures.tables import write_tables
+from benchmark.figures.pie import load_predictions, multi_seed_runs, pie_table
+from benchmark.figures.plot import write_figures, write_pie_figures, write_profiles
+from benchmark.figures.tables import write_table, write_tables
+
+PIE_CAPTION = ("pruning-identified exemplars: test images whose modal prediction over the pruned models of a point's "
+               "seeds differs from the dense models'; accuracies over (image, seed) pairs")
 
 def regenerate(tracking_uri: str, experiment: str, out: Path | str,
                include_collapsed: bool = False) -> dict[str, list[Path]]:
@@ -16,8 +20,11 @@ def regenerate(tracking_uri: str, experiment: str, out: Path | str,
     if frame.empty:
         raise SystemExit(f"no FINISHED runs in experiment {experiment!r} at {tracking_uri}: run a grid first "
                          f"(python -m benchmark.run -m experiment={experiment})")
-    written = {"figures": write_figures(frame, out / "figures") + write_profiles(frame, out / "figures", tracking_uri),
-               "tables": write_tables(frame, out / "tables", include_collapsed)}
+    pies = pie_table(frame, load_predictions(tracking_uri, experiment, multi_seed_runs(frame)), include_collapsed)
+    written = {"figures": write_figures(frame, out / "figures") + write_profiles(frame, out / "figures", tracking_uri)
+               + write_pie_figures(pies, out / "figures"),
+               "tables": write_tables(frame, out / "tables", include_collapsed)
+               + write_table(pies, out / "tables", "pie", PIE_CAPTION)}
     log.info("%d cells -> %d figure files in %s, %d table files in %s", len(frame), len(written["figures"]),
              out / "figures", len(written["tables"]), out / "tables")
     return written

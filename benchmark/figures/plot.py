@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from benchmark.figures.frame import (CHANCE, COLLAPSED, DENSE, EFFECTIVE, INEFFECTIVE_NOTE, METHOD, POINT,  # noqa: E402
                                      RUN_ID, SEED, SETTING, TARGET, VARIANT, X_SPARSITY, aggregate, ci_halfwidth,
                                      ineffective_share, matching, natural_key, pareto_front, settings)
+from benchmark.figures.pie import PIE_SHARE  # noqa: E402
 from benchmark.figures.specs import FIGURES, PROFILES, FigureSpec, ProfileSpec  # noqa: E402
 
 def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
@@ -136,6 +137,39 @@ def write_figures(frame: pd.DataFrame, out: Path, specs: list[FigureSpec] | None
             if fig is None:
                 continue
             written += _save(fig, out, "__".join([spec.name, *map(_slug, setting)]))
+    return written
+
+
+def write_pie_figures(table: pd.DataFrame, out: Path) -> list[Path]:
+    """`pie_share_vs_sparsity__<setting>`: the share of PIEs (benchmark/figures/pie.py's table) against achieved
+    sparsity, a line per method, the dense model's own PIEs (fine-tuning alone) dashed; one file per setting."""
+    written = []
+    for setting in settings(table):
+        sub = table[(table[SETTING] == pd.Series(setting, index=SETTING)).all(axis=1)].dropna(subset=[PIE_SHARE])
+        if sub.empty:
+            continue
+        fig, axes = _panel_grid(1, share_y=False)
+        ax = axes[0, 0]
+        lines = sub.groupby([METHOD, VARIANT], sort=True)
+        for i, ((method, variant), line) in enumerate(lines):
+            if method == DENSE:
+                ax.axhline(line[PIE_SHARE].mean(), color="black", linestyle="--", linewidth=1,
+                           label=_line_label("dense (none), fine-tuned", variant))
+                continue
+            line = line.sort_values(X_SPARSITY)
+            ax.plot(line[X_SPARSITY], line[PIE_SHARE], color=plt.cm.tab10(i % 10), marker="o", markersize=3,
+                    label=_line_label(method, variant))
+        ax.set_ylim(bottom=0.0)
+        ax.set_xlabel("achieved sparsity (fraction of prunable weights removed)", fontsize=8)
+        ax.set_ylabel("share of test images that are PIEs", fontsize=8)
+        ax.grid(alpha=0.3)
+        low, high = sub["n_seeds"].min(), sub["n_seeds"].max()
+        seeds = f"{low}-{high}" if low < high else f"{high}"
+        fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} (pruning-identified exemplars over {seeds} seeds)", 60),
+                     fontsize=10)
+        _legend_below(fig, axes, top=0.93)
+        out.mkdir(parents=True, exist_ok=True)
+        written += _save(fig, out, "__".join(["pie_share_vs_sparsity", *map(_slug, setting)]))
     return written
 
 

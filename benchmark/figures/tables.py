@@ -67,13 +67,19 @@ def write_tables(frame: pd.DataFrame, out: Path, include_collapsed: bool = False
              f"Pareto front, MACs vs worst-case robust accuracy{left_out}"),
             ("convergence", convergence_table(frame),
              "PGD convergence gap acc(B) - acc(m B), most sparse non-collapsed point per method")):
-        if table.empty:
-            continue
-        written += [out / f"{name}.csv", out / f"{name}.md", out / f"{name}.tex"]
-        table.to_csv(written[-3], index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
-        written[-2].write_text(to_markdown(table))
-        written[-1].write_text(to_latex(table, caption=f"PruneSec Bench: {name} ({caption})",
-                                        label=f"tab:prunesec-{name}"))
+        written += write_table(table, out, name, caption)
+    return written
+
+
+def write_table(table: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:
+    """`<out>/<name>.{csv,md,tex}`; nothing for an empty table."""
+    if table.empty:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / f"{name}.csv", out / f"{name}.md", out / f"{name}.tex"]
+    table.to_csv(written[0], index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    written[1].write_text(to_markdown(table))
+    written[2].write_text(to_latex(table, caption=f"PruneSec Bench: {name} ({caption})", label=f"tab:prunesec-{name}"))
     return written
 
 
@@ -96,7 +102,7 @@ def _cells(table: pd.DataFrame, pm: str) -> tuple[list[str], list[list[str]]]:
                 if f"{c}{_BINOMIAL[0]}" in table and not np.isnan(row[f"{c}{_BINOMIAL[0]}"]):
                     text += f" [{_fmt(row[f'{c}{_BINOMIAL[0]}'])}, {_fmt(row[f'{c}{_BINOMIAL[1]}'])}]"
             else:
-                text = str(value)
+                text = "" if value is pd.NA else str(value)
             cells.append(text)
         rows.append(cells)
     return metrics, rows
