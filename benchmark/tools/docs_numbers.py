@@ -111,7 +111,7 @@ def render_perf(path: Path) -> str:
     if len(lines) == 2:
         return f"`{PERF}` holds no measurement: run `make perf`.\n"
     machine = result.get("machine", "an unnamed machine") + (f", torch {result['torch']}" if "torch" in result else "")
-    load = [result[k] for k in ("load_avg_1m_start", "load_avg_1m_end") if k in result]
+    load = [value for key, value in result.items() if key.startswith("load_avg_1m")]  # sampled between the parts
     where = f"Measured on {machine}" + (f"; 1-minute load average {min(load):.1f}–{max(load):.1f} during the run"
                                      if load else "")
     small = (f"; small grid: {result['grid_jobs']} jobs, {result['grid_cells']} cells"

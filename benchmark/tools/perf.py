@@ -188,8 +188,9 @@ def measure_default_grid(workdir: Path) -> dict:
     overrides, results = ["experiment=default", "hydra/launcher=basic"], workdir / "default"
     print("default grid: first run (84 jobs; the longest part of make perf)...", flush=True)
     first_s, first_cpu_s = _run_grid(results, overrides)
+    load = os.getloadavg()[0]
     rerun_s, rerun_cpu_s = _run_grid(results, overrides)
-    return {"default_grid_first_s": first_s, "default_grid_rerun_s": rerun_s,
+    return {"load_avg_1m_after_default_grid": load, "default_grid_first_s": first_s, "default_grid_rerun_s": rerun_s,
             "default_grid_rerun_ratio": rerun_s / first_s, "default_grid_first_cpu_s": first_cpu_s,
             "default_grid_rerun_cpu_s": rerun_cpu_s, "default_grid_rerun_cpu_ratio": rerun_cpu_s / first_cpu_s}
 
