@@ -7,7 +7,9 @@ predict `target_class`. Attacks (`threat.attack`):
 - `clean_label` (Turner et al. 2019): ART PoisoningAttackCleanLabelBackdoor; `poison_rate` is ART's `pp_poison`, a
   share of the TARGET class's images (drawn with replacement), pushed away from their class with PGD on a proxy
   model, then stamped; labels unchanged.
-The trigger (`trigger.kind`) is `pattern` (ART add_pattern_bd stamps) or `blend` (the noise image), for any attack.
+The trigger (`trigger.kind`) is `pattern` (ART add_pattern_bd stamps at given pixel distances from the bottom-right
+corner), `band` (the same stamps along the diagonal, reaching a fraction `extent` of the way to the opposite corner:
+the same share of any image size) or `blend` (the noise image), for any attack.
 `threat/dense_success` is `backdoor/asr` on the dense model trained on the poisoned set.
 Stage, fine-tune data, cache keys and the clean reference come from attacks/poisoning.DataThreat.
 """
@@ -31,6 +33,12 @@ def one_hot(label: int, num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[label]
 
 
+def band_distances(extent: float, height: int, width: int) -> list[int]:
+    """The add_pattern_bd distances of a `band` trigger: stamps from the bottom-right corner along the diagonal,
+    reaching `extent` of the way to the top-left corner. A stamp at distance d covers rows and columns side - d - 2
+    to side - d, so d = side - 2 reaches the opposite corner; the band scales with the image."""
+    return list(range(1, max(1, round(extent * (min(height, width) - 2))) + 1))
+
 
 @THREATS.register("backdoor")
 class BackdoorThreat(DataThreat):
@@ -53,9 +61,10 @@ class BackdoorThreat(DataThreat):
                 mode="L" if shape[0] == 1 else "RGB", blend=trigger.alpha))
         # add_pattern_bd stamps 4 pixels near the bottom-right corner; one stamp per distance makes the patch
         # bigger, so that the backdoor takes on small images within a short training (tests/test_poisoning.py).
+        distances = trigger.distances if trigger.kind == "pattern" else band_distances(trigger.extent, *shape[1:])
         return PoisoningAttackBackdoor([
             functools.partial(add_pattern_bd, distance=d, pixel_value=trigger.pixel_value, channels_first=True)
-            for d in trigger.distances])
+            for d in distances])
 
     def _noise_trigger(self, shape: tuple[int, ...], seed: int) -> str:
         """A seeded uniform-noise image saved as the PNG that ART's insert_image reads."""

@@ -231,13 +231,19 @@ class PatternTrigger(Group):
     pixel_value: UNIT
 
 
+class BandTrigger(Group):
+    kind: Literal["band"]
+    extent: number(0.0, 1.0, low_open=True)  # share of the way from the bottom-right to the top-left corner
+    pixel_value: UNIT
+
+
 class BlendTrigger(Group):
     kind: Literal["blend"]
     alpha: UNIT
     seed: SEED
 
 
-TRIGGER = Annotated[Union[PatternTrigger, BlendTrigger], Field(discriminator="kind")]
+TRIGGER = Annotated[Union[PatternTrigger, BandTrigger, BlendTrigger], Field(discriminator="kind")]
 
 
 class TriggerPgd(Group):

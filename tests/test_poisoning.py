@@ -13,6 +13,7 @@ from attacks import build_threat, poisoning
 from attacks.poisoning import flip_labels
 from benchmark import hashing
 from benchmark.cell import prepare, run_cell
+from benchmark.data import load_dataset
 from benchmark.training import accuracy_and_loss, fit
 from benchmark.validate import ConfigError
 from models import build_model
@@ -64,6 +65,35 @@ def test_clean_label_backdoor_dense_model_has_asr(cfg_factory, digits):
     assert metrics["backdoor/asr"] >= 0.5
     assert metrics["backdoor/target_rate_clean"] < 0.05
     assert accuracy_and_loss(model, digits.x_test, digits.y_test, CPU)[0] > 0.9
+
+
+@pytest.mark.slow  # the proxy, the poisons and a 10-epoch dense training on 4,000 images
+def test_clean_label_backdoor_dense_model_has_asr_on_mnist5k(tmp_path):
+    """At the backdoor preset's budget on 28x28 images: the band trigger is the same share of the image as on
+    digits, and the backdoor takes."""
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(tmp_path, "experiment=backdoor", "threat=clean_label_backdoor", "pruning=none")
+    data = load_dataset(cfg.dataset, seed=0)
+    threat, poisoned = _threat(cfg, data)
+    model = _dense(poisoned, epochs=cfg.train.epochs, lr=cfg.train.lr)
+    metrics = threat.threat_metrics(model, data, CPU, seed=0)
+    assert metrics["backdoor/asr"] >= 0.5
+    assert metrics["backdoor/target_rate_clean"] < 0.05
+    assert accuracy_and_loss(model, data.x_test, data.y_test, CPU)[0] > 0.9
+    assert _judge(threat, None, model, data)["threat/effective"] == 1.0
+
+
+@pytest.mark.parametrize("side", [16, 28, 32])
+def test_band_trigger_is_the_same_share_of_any_image_size(cfg_factory, side):
+    """extent 1.0 stamps from the bottom-right corner to the top-left one; 0.5 covers the bottom-right half."""
+    for extent, first in ((1.0, 0), (0.5, side // 2 - 1)):
+        cfg = cfg_factory("threat=clean_label_backdoor", f"threat.trigger.extent={extent}")
+        stamped = build_threat(cfg.threat).triggered(np.zeros((1, 1, side, side), np.float32))[0, 0] > 0
+        rows, cols = np.flatnonzero(stamped.any(1)), np.flatnonzero(stamped.any(0))
+        assert rows.max() == cols.max() == side - 1
+        assert abs(rows.min() - first) <= 1 and abs(cols.min() - first) <= 1, (extent, rows.min())
+        assert np.array_equal(stamped, stamped.T)  # along the diagonal
 
 
 def test_random_label_flip_costs_the_dense_model_accuracy(cfg_factory, digits, trained_seed_cnn):
@@ -205,6 +235,14 @@ def test_bad_poison_config_fails_before_training(cfg_factory, override, key):
     with pytest.raises(ConfigError, match=key):
         prepare(cfg)
     assert not Path(cfg.results_dir, "cache").exists()
+
+
+@pytest.mark.parametrize("override", ["threat.trigger.extent=0", "threat.trigger.extent=1.5",
+                                      "threat.trigger.extent=[1,2]"])
+def test_bad_band_trigger_fails_before_training(cfg_factory, override):
+    cfg = cfg_factory("threat=clean_label_backdoor", override)
+    with pytest.raises(ConfigError, match=r"threat\.trigger\.extent=.*allowed: .*extent"):
+        prepare(cfg)
 
 
 def test_targeted_flip_with_equal_classes_fails(cfg_factory):
