@@ -100,3 +100,17 @@ def test_the_repositorys_docs_name_only_known_blocks():
     root = Path(__file__).resolve().parents[1]
     names = [m.group(2) for path in documents(root) for m in OPEN.finditer(path.read_text())]
     assert names and set(names) <= set(BLOCKS)
+
+
+def test_engines_block_from_the_scale_tests_timings(repo):
+    engines = {"sequential": {"wall_s": 600, "cells_s": 540, "workers": 1, "overhead_per_cell_s": 5.0},
+               "slurm": {"wall_s": 420, "cells_s": 600, "workers": 2, "overhead_per_cell_s": 20.0,
+                         "queue_wait_median_s": 3.0}}
+    (repo / "results" / "perf_engines.json").write_text(json.dumps({
+        "grid": "dataset=mnist5k", "cells": 12, "cpus": 2, "engines": engines,
+        "logging_s_per_run_sqlite": 0.05, "logging_s_per_run_postgresql_server": 0.2}))
+    (repo / "docs" / "scaling.md").write_text("<!-- generated:engines -->\n<!-- /generated:engines -->\n")
+    assert run(repo) == 0
+    text = (repo / "docs" / "scaling.md").read_text()
+    assert "| sequential | 1 | 10.0 min | 9.0 min | 5.0 s |" in text and "| slurm | 2 | 7.0 min | 10.0 min | 20.0 s |" in text
+    assert "median wait from submission to start: 3 s" in text and "50 ms to a SQLite file, 200 ms through" in text

@@ -7,8 +7,8 @@ twice changes nothing. A block whose file exists but holds none of its rows says
 command that fills it. A block whose file is missing, an unknown NAME or an unclosed marker: one line, exit code 2,
 nothing written.
 
-Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with) and `results/perf.json`
-(`make perf`).
+Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with), `results/perf.json`
+(`make perf`) and `results/perf_engines.json` (`make test-scale`).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = "tables/summary.csv"
 PERF = "perf.json"
+ENGINES = "perf_engines.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells
 HEADLINE_TARGET = 0.9  # the default-grid block: every method at this requested sparsity, beside the dense model
 HEADLINE_EPS = "0.1"
@@ -122,10 +123,30 @@ def render_perf(path: Path) -> str:
     return "\n".join(lines) + f"\n\n{where}{small}.\n"
 
 
+def render_engines(path: Path) -> str:
+    """`make test-scale`'s engine timings (tests/scale/test_scale.py::test_engine_timings): one 12-cell grid on each
+    engine, every cell logging to the PostgreSQL-backed server, and the logging time per run."""
+    result = json.loads(path.read_text())
+    lines = ["| engine | workers | wall | the cells' own time | added per cell |", "|---|---|---|---|---|"]
+    for name, engine in result.get("engines", {}).items():
+        lines.append(f"| {name} | {engine['workers']} | {engine['wall_s'] / 60:.1f} min | "
+                     f"{engine['cells_s'] / 60:.1f} min | {engine['overhead_per_cell_s']:.1f} s |")
+    if len(lines) == 2:
+        return f"`{ENGINES}` holds no measurement: run `make test-scale`.\n"
+    notes = [f"grid: `{result['grid']}` ({result['cells']} cells, {result['cpus']} CPUs)"]
+    if (wait := result["engines"].get("slurm", {}).get("queue_wait_median_s")) is not None:
+        notes.append(f"Slurm's median wait from submission to start: {wait:.0f} s")
+    if "logging_s_per_run_sqlite" in result and "logging_s_per_run_postgresql_server" in result:
+        notes.append(f"MLflow logging per run, one writer: {result['logging_s_per_run_sqlite'] * 1000:.0f} ms to a "
+                     f"SQLite file, {result['logging_s_per_run_postgresql_server'] * 1000:.0f} ms through the server")
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+
+
 BLOCKS: dict[str, Block] = {
     "default-grid": Block(SUMMARY, "make figures", render_default_grid),
     "poisoning-slice": Block(SUMMARY, "make figures", render_poisoning_slice),
     "perf": Block(PERF, "make perf", render_perf),
+    "engines": Block(ENGINES, "make test-scale", render_engines),
 }
 
 

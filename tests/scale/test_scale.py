@@ -290,6 +290,66 @@ def test_ray_grid(server, ray_head):
     assert len(parents) == 1 and None not in parents, parents
 
 
+# The engines' timing grid: 12 cells (2 models x 6 sparsities) on mnist5k, short enough that the engines' own
+# costs (process start-up, submission, scheduling) show against the cells' compute.
+ENGINE_GRID = ["dataset=mnist5k", "model=lenet300,seed_cnn", "pruning=magnitude_global",
+               "pruning.sparsity=0.3,0.5,0.7,0.8,0.9,0.95", "threat=fgsm", "threat.subset=200", "train.epochs=2",
+               "finetune.epochs=1", "eval.corruptions.enabled=false", "eval.interpret.enabled=false",
+               "eval.latency.repeats=2", "device=cpu", "torch_threads=1"]
+ENGINES = {"sequential": (PY, ["hydra/launcher=basic"], {}),
+           "joblib": (PY, ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], {}),
+           "slurm": (PY, [*SLURM, "hydra.launcher.array_parallelism=2"], None),
+           "ray": (PY_RAY, RAY, RAY_LOOPBACK)}
+PERF_ENGINES = Path(os.environ.get("PRUNESEC_PERF_ENGINES", ROOT / "results" / "perf_engines.json"))
+
+
+@pytest.mark.timeout(3600)
+def test_engine_timings(server, slurm, ray_head):
+    """The same 12-cell grid on each engine, every cell logging to the PostgreSQL server, each engine with its own
+    results dir (so each trains its own dense models): wall time, the cells' own time, and what the engine adds per
+    cell; then MLflow logging time per run, one writer, SQLite file vs the server. Written to PERF_ENGINES."""
+    import statistics
+
+    result = {"grid": " ".join(ENGINE_GRID), "cells": 12, "cpus": os.cpu_count(), "engines": {}}
+    for name, (python, launcher, env) in ENGINES.items():
+        results = STATE / f"engine-{name}"
+        command = [python, "-m", "benchmark.run", "-m", *ENGINE_GRID, *launcher, f"tracking_uri={server}",
+                   f"results_dir={results}", f"experiment_name=engines_{name}",
+                   f"hydra.sweep.dir={STATE / 'sweeps' / f'engine-{name}'}"]
+        load = os.getloadavg()[0]
+        started = time.monotonic()
+        assert run_grid(command, f"engine-{name}.log", slurm if env is None else env, timeout=3000) == 0, \
+            tail(f"engine-{name}.log")
+        wall = time.monotonic() - started
+        runs = runs_of(server, f"engines_{name}")
+        assert len(runs) == 12 and {r.info.status for r in runs} == {"FINISHED"}
+        cell_s = sum(r.data.metrics["time/cell_s"] for r in runs)
+        workers = 1 if name == "sequential" else 2
+        result["engines"][name] = {
+            "wall_s": wall, "cells_s": cell_s, "workers": workers, "load_avg_1m_before": load,
+            # capacity the engine spends per cell beyond the cell's own time: process start-up and imports,
+            # submission and scheduling, the grid's pre-check and parent run, workers idle at the end
+            "overhead_per_cell_s": (wall * workers - cell_s) / 12}
+        say(f"engine {name}: {wall:.0f} s wall, cells {cell_s:.0f} s, overhead/cell "
+            f"{result['engines'][name]['overhead_per_cell_s']:.1f} s")
+    slurm_jobs = sh("sacct", "-n", "-X", "-P", "-o", "Submit,Start", "-S", "now-2hours", env=slurm).split()
+    waits = [_seconds_between(*line.split("|")) for line in slurm_jobs if "|" in line and "Unknown" not in line]
+    result["engines"]["slurm"]["queue_wait_median_s"] = statistics.median(waits) if waits else None
+    for store, uri in (("sqlite", f"sqlite:///{STATE / 'logging-timing.db'}"), ("postgresql_server", server)):
+        report = json.loads(sh(PY, str(HERE / "log_runs.py"), uri, "logging_timing", "timing", "20", str(RESULTS),
+                               env={"PYTHONPATH": str(ROOT)}).strip().splitlines()[-1])
+        result[f"logging_s_per_run_{store}"] = report["median_s_per_run"]
+    PERF_ENGINES.parent.mkdir(parents=True, exist_ok=True)
+    PERF_ENGINES.write_text(json.dumps(result, indent=1))
+    say(f"wrote {PERF_ENGINES}")
+
+
+def _seconds_between(first: str, second: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(second) - datetime.fromisoformat(first)).total_seconds()
+
+
 @pytest.mark.timeout(900)
 def test_figures_and_verify_read_the_server(server):
     """`make figures` and `make verify` with TRACKING_URI=http://... on the Slurm grid's experiment."""
