@@ -219,7 +219,22 @@ def log_datasets(dataset_name: str, data, train) -> None:
     for split, x, y, context in (("train" + ("-poisoned" if poisoned else ""), train.x_train, train.y_train, "train"),
                                  ("test", data.x_test, data.y_test, "eval")):
         dataset = mlflow.data.from_numpy(x.numpy(), targets=y.numpy(), name=f"{dataset_name}-{split}")
-        mlflow.log_input(dataset, context=context)
+        _log_input(dataset, context)
+
+
+def _log_input(dataset, context: str, attempts: int = 3) -> None:
+    """mlflow.log_input, retried: cells running at once that log the same new dataset race on the store's unique
+    key (experiment, name, digest), and all but one fail; a retry finds the dataset the other cell created."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException:
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 * attempt)
 
 
 def ui_url(tracking_uri: str, experiment: str, port: int) -> str:
