@@ -129,13 +129,13 @@ def render_engines(path: Path) -> str:
     result = json.loads(path.read_text())
     lines = ["| engine | workers | wall | the cells' own time | added per cell |", "|---|---|---|---|---|"]
     for name, engine in result.get("engines", {}).items():
-        lines.append(f"| {name} | {engine['workers']} | {engine['wall_s'] / 60:.1f} min | "
-                     f"{engine['cells_s'] / 60:.1f} min | {engine['overhead_per_cell_s']:.1f} s |")
+        lines.append(f"| {name} | {engine['workers']} | {engine['wall_s']:.0f} s | {engine['cells_s']:.0f} s | "
+                     f"{engine['overhead_per_cell_s']:.1f} s |")
     if len(lines) == 2:
         return f"`{ENGINES}` holds no measurement: run `make test-scale`.\n"
     notes = [f"grid: `{result['grid']}` ({result['cells']} cells, {result['cpus']} CPUs)"]
     if (wait := result["engines"].get("slurm", {}).get("queue_wait_median_s")) is not None:
-        notes.append(f"Slurm's median wait from submission to start: {wait:.0f} s")
+        notes.append(f"a Slurm job's median wait from submission to start: {wait:.0f} s (with waiting for a free slot)")
     if "logging_s_per_run_sqlite" in result and "logging_s_per_run_postgresql_server" in result:
         notes.append(f"MLflow logging per run, one writer: {result['logging_s_per_run_sqlite'] * 1000:.0f} ms to a "
                      f"SQLite file, {result['logging_s_per_run_postgresql_server'] * 1000:.0f} ms through the server")
