@@ -19,9 +19,9 @@ from benchmark import hashing, measure, stages, tracking
 from benchmark.cache import ModelCache
 from benchmark.data import image_ids, load_dataset, seeded_indices
 from benchmark.properties import security_properties
-from benchmark.tracking_store import default_tracking_uri
 from benchmark.pruning import run_label
 from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
+from benchmark.tracking_store import tracking_uri_of
 from benchmark.training import accuracy_and_loss, device_report, predict, resolve_device
 from benchmark.validate import check_config, validate
 
@@ -71,7 +71,7 @@ def run_cell(cfg: DictConfig, progress: str = "") -> CellResult:
 
 def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, name: str, results: Path) -> CellResult:
     experiment_id = tracking.setup_experiment(
-        cfg.tracking_uri or default_tracking_uri(results), cfg.experiment_name, results / "mlartifacts")
+        tracking_uri_of(cfg), cfg.experiment_name, results / "mlartifacts")
     finished = None if cfg.force else tracking.find_finished_run(experiment_id, cell_hash)
     if finished:
         log.info("%s %s: already finished (run %s, cell %s), skipped; force=true recomputes it",

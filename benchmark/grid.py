@@ -29,6 +29,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.tracking_store import tracking_uri_of
 from benchmark.validate import ConfigError, check_config
 
 GRID_SIZE_ENV = "PRUNESEC_GRID_SIZE"
@@ -228,7 +229,7 @@ class GridCallback(Callback):
             _reject(errors)
             from benchmark import tracking  # MLflow: imported once the configs are known to be good
 
-            finished = tracking.finished_cells(_tracking_uri(config), config.experiment_name) if jobs else {}
+            finished = tracking.finished_cells(tracking_uri_of(config), config.experiment_name) if jobs else {}
             skips = jobs_to_skip(jobs, finished)
             _reject(check_cells(config, [job for job in jobs if str(job.num) not in skips]))
             self._create_store(config)
@@ -244,14 +245,14 @@ class GridCallback(Callback):
 
     @staticmethod
     def _create_store(config: DictConfig) -> None:
-        """Open the store (tracking_store.StoreUnavailable names why it is unusable), close runs that earlier grids left
-        RUNNING, and create this grid's parent run, holding the grid lock until the grid ends."""
+        """Open the store (tracking_store.StoreUnavailable names why it is unusable), close runs that earlier grids
+        left RUNNING, and create this grid's parent run, holding the grid lock until the grid ends."""
         from mlflow.tracking import MlflowClient
 
         from benchmark import tracking
 
         results = Path(config.results_dir).resolve()
-        uri = _tracking_uri(config)
+        uri = tracking_uri_of(config)
         (results / "locks").mkdir(parents=True, exist_ok=True)
         experiment_id = tracking.setup_experiment(uri, config.experiment_name, results / "mlartifacts")
         if stale := tracking.close_stale_runs(experiment_id, results):
@@ -270,9 +271,8 @@ class GridCallback(Callback):
         """Log the grid's figures and tables to its parent run, close it, and release the grid lock."""
         from mlflow.tracking import MlflowClient
 
-
         try:
-            log_grid_artifacts(_tracking_uri(config), config.experiment_name, parent_id, cells)
+            log_grid_artifacts(tracking_uri_of(config), config.experiment_name, parent_id, cells)
         except Exception as err:  # noqa: BLE001 - figures are a view of the results; they never fail the grid
             log.warning("grid figures not logged to the parent run: %s: %s", type(err).__name__, err)
         MlflowClient().set_terminated(parent_id, status)
@@ -308,12 +308,6 @@ def _reject(errors: list[str]) -> None:
     if errors:
         log.error("grid rejected before any cell ran: %d bad cell(s)\n  %s", len(errors), "\n  ".join(errors))
         raise SystemExit(EXIT_REJECTED)
-
-
-def _tracking_uri(config: DictConfig) -> str:
-    from benchmark.tracking_store import default_tracking_uri
-
-    return config.tracking_uri or default_tracking_uri(Path(config.results_dir).resolve())
 
 
 GRID_FIGURES = ("robust_vs_sparsity", "clean_vs_sparsity", "backdoor_asr_vs_sparsity")

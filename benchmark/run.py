@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from benchmark import grid
 from benchmark.grid import EXIT_FAILED, EXIT_REJECTED, one_line
-from benchmark.tracking_store import StoreUnavailable, default_tracking_uri, probe_store
+from benchmark.tracking_store import StoreUnavailable, probe_store, tracking_uri_of
 from benchmark.validate import ConfigError, check_config, check_device
 
 log = logging.getLogger("benchmark")
@@ -47,7 +47,7 @@ def main(cfg: DictConfig) -> str:
     try:
         if not multirun:  # a grid checked every cell and its store before the first one started
             check_config(cfg)
-            probe_store(cfg.tracking_uri or default_tracking_uri(cfg.results_dir))
+            probe_store(tracking_uri_of(cfg))
         check_device(cfg.device)  # here: the machine that computes
         from benchmark.cell import run_cell  # torch, ART, MLflow: only for a valid config
 

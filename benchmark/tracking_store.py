@@ -28,6 +28,11 @@ def default_tracking_uri(results_dir: str | Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
 
 
+def tracking_uri_of(cfg) -> str:
+    """The store a cell or grid config logs to: its `tracking_uri`, else the SQLite file in its `results_dir`."""
+    return cfg.tracking_uri or default_tracking_uri(cfg.results_dir)
+
+
 def sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of a `sqlite:///...` URI, None for any other store."""
     if not tracking_uri.startswith("sqlite:///"):
