@@ -330,6 +330,12 @@ def test_cost_metrics_show_real_speedup_only_for_structured(trained_seed_cnn, cf
     (("pruning=hydra", "pruning.adv_eps=2"), "pruning.adv_eps"),
     (("pruning=hydra", "pruning.score_epochs=-1"), "pruning.score_epochs"),
     (("pruning=hydra", "pruning.scope=per_layer"), "pruning.scope"),
+    # the defences' selection rules use clean data only, never the test set's ASR
+    (("pruning=clp", "pruning.selection=best_asr"), "pruning.selection"),
+    (("pruning=clp", "pruning.u_grid=[]"), "pruning.u_grid"),
+    (("pruning=anp", "pruning.clean_fraction=0"), "pruning.clean_fraction"),
+    (("pruning=anp", "pruning.eps=2"), "pruning.eps"),
+    (("pruning=anp", "pruning.selection=test_asr"), "pruning.selection"),
 ])
 def test_bad_pruning_configs_fail_before_compute(cfg_factory, overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
