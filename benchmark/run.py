@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from benchmark import grid
 from benchmark.grid import EXIT_FAILED, EXIT_REJECTED, one_line
 from benchmark.tracking_store import StoreUnavailable, probe_store, tracking_uri_of
-from benchmark.validate import ConfigError, check_config, check_device
+from benchmark.validate import ConfigError, check_config, check_device, check_group_overrides
 
 log = logging.getLogger("benchmark")
 _job_started = False  # set once Hydra hands a composed config to `main`
@@ -83,6 +83,7 @@ def cli() -> None:
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors instead of printing them and exiting 1
     try:
+        check_group_overrides(sys.argv[1:])
         main()
     except Exception as err:  # noqa: BLE001 - every error reaches the user as one line and an exit code
         if user_wants_traceback:

@@ -5,7 +5,9 @@ Two stages, each error one line naming the key, the bad value and what is allowe
   every key (benchmark/schema.py), the values that refer to each other, and whether the dataset's files exist.
 - `validate`: the above, then the checks that need the libraries: each threat's own checks, the model built once
   from the dataset's shape (impossible combinations), each pruning method's fit to the model.
-Hydra itself rejects unknown config-group options (`model=resnet50` -> "Could not find 'model/resnet50'...").
+Hydra itself rejects unknown config-group options (`model=resnet50` -> "Could not find 'model/resnet50'...");
+`check_group_overrides` rejects a group value that is no option name at all (a number, a list of numbers), which
+Hydra reports without naming the group.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from benchmark import schema
 from benchmark.checks import ConfigError, in_range
 from benchmark.datasets import DATASETS
 
-__all__ = ["ConfigError", "check_config", "validate"]
+__all__ = ["ConfigError", "check_config", "check_group_overrides", "validate"]
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def resolved(cfg: DictConfig) -> dict:
     """The config as plain values, interpolations resolved; a broken interpolation is a config mistake."""
@@ -44,6 +48,29 @@ def check_config(cfg: DictConfig) -> None:
 
         dataset_shape(cfg.dataset)
     _check_dataset_files(plain["dataset"])
+
+
+def check_group_overrides(arguments: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Command-line overrides of a config group (a folder of `conf_dir`) name its options: strings, one or a
+    list or a sweep of them. Arguments that are no override (flags and their values) or that Hydra cannot parse are
+    left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for argument in arguments:
+        try:
+            override, = parser.parse_overrides([argument])
+        except HydraException:  # a flag, a flag's value, or a mistake Hydra reports
+            continue
+        group = conf_dir / override.key_or_group
+        if override.is_delete() or not group.is_dir():
+            continue
+        value = list(override.sweep_iterator()) if override.is_sweep_override() else override.value()
+        if not all(isinstance(choice, str) for choice in (value if isinstance(value, list) else [value])):
+            options = sorted(path.stem for path in group.glob("*.yaml"))
+            raise ConfigError(f"{override.input_line}: '{override.key_or_group}' is a config group; its value "
+                              f"names one of its options: {options}")
 
 
 def check_device(name: str) -> None:
