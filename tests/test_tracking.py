@@ -48,7 +48,7 @@ def test_grid_layout_parent_cells_params_tags_curves(store):
     parent_artifacts = {a.path for d in ("figures", "tables") for a in client.list_artifacts(parents[0].info.run_id, d)}
     setting = "seed_cnn__digits__evasion"
     assert {f"figures/{f}__{setting}.png" for f in ("robust_vs_sparsity", "clean_vs_sparsity")} <= parent_artifacts
-    assert {"tables/summary.csv", "tables/summary.md"} <= parent_artifacts
+    assert {"tables/summary.csv", "tables/summary.md", "tables/pie.csv"} <= parent_artifacts  # 2 seeds: exemplars
     summary = client.download_artifacts(parents[0].info.run_id, "tables/summary.csv")
     assert len(open(summary).read().splitlines()) == 1 + 4  # a row per method and sparsity (mean over 2 seeds)
     cells = cell_runs(client, experiment.experiment_id)

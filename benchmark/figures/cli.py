@@ -6,12 +6,9 @@ import logging
 from pathlib import Path
 
 from benchmark.figures.frame import load_runs, log, tidy
-from benchmark.figures.pie import load_predictions, multi_seed_runs, pie_table
+from benchmark.figures.pie import PIE_CAPTION, load_predictions, multi_seed_runs, pie_table
 from benchmark.figures.plot import write_figures, write_pie_figures, write_profiles
 from benchmark.figures.tables import write_table, write_tables
-
-PIE_CAPTION = ("pruning-identified exemplars: test images whose modal prediction over the pruned models of a point's "
-               "seeds differs from the dense models'; accuracies over (image, seed) pairs")
 
 def regenerate(tracking_uri: str, experiment: str, out: Path | str,
                include_collapsed: bool = False) -> dict[str, list[Path]]:

@@ -27,6 +27,8 @@ log = logging.getLogger("benchmark")
 MIN_SEEDS = 2  # an image must be in the test split of this many of a point's cells, and a point have this many
 IMAGE, LABEL, DENSE_PRED, PRED = "image_id", "label", "dense_pred", "pred"
 PIE_SHARE = "pie/share"
+PIE_CAPTION = ("pruning-identified exemplars: test images whose modal prediction over the pruned models of a point's "
+               "seeds differs from the dense models'; accuracies over (image, seed) pairs")
 COLUMNS = [*POINT, "n_seeds", "n_seeds_without_predictions", X_SPARSITY, "images", "pie/count", PIE_SHARE,
            "dense/acc_pie", "dense/acc_rest", "pruned/acc_pie", "pruned/acc_rest"]
 
