@@ -22,7 +22,8 @@ from benchmark.properties import security_properties
 from benchmark.pruning import run_label
 from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
 from benchmark.tracking_store import tracking_uri_of
-from benchmark.training import accuracy_and_loss, device_report, predict, resolve_device
+from benchmark.training import (accuracy_and_loss, device_report, logits_accuracy_and_loss, predict,
+                                resolve_device)
 from benchmark.validate import check_config, validate
 
 log = logging.getLogger("benchmark")
@@ -191,11 +192,12 @@ def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, fl
     example = data.x_test[:1].to(device)
     macs_dense, _ = measure.macs_and_params(dense, example)
     macs, _ = measure.macs_and_params(model, example)
-    test_acc, test_loss = accuracy_and_loss(model, data.x_test, data.y_test, device)
+    logits, dense_logits = predict(model, data.x_test, device), predict(dense, data.x_test, device)
+    test_acc, test_loss = logits_accuracy_and_loss(logits, data.y_test)
     subset = seeded_indices(len(data.y_train), cfg.eval.train_subset, cfg.seed)
     train_acc, train_loss = accuracy_and_loss(model, data.x_train[subset], data.y_train[subset], device)
-    dense_acc, _ = accuracy_and_loss(dense, data.x_test, data.y_test, device)
-    dense_pred, pred = predict(dense, data.x_test, device).argmax(1), predict(model, data.x_test, device).argmax(1)
+    dense_acc, _ = logits_accuracy_and_loss(dense_logits, data.y_test)
+    dense_pred, pred = dense_logits.argmax(1), logits.argmax(1)
     extra = measure.forgetting_metrics(dense_pred, pred, data.y_test)
     predictions = measure.prediction_table(image_ids(data.x_test), data.y_test, dense_pred, pred)
     if dense_train is not data:

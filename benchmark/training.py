@@ -113,5 +113,9 @@ def frozen_parameters(model: nn.Module):
 
 
 def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[float, float]:
-    logits = predict(model, x, device)
+    return logits_accuracy_and_loss(predict(model, x, device), y)
+
+
+def logits_accuracy_and_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of logits already computed (`predict`) against labels `y`."""
     return (logits.argmax(1) == y).float().mean().item(), F.cross_entropy(logits, y).item()
