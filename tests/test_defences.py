@@ -172,6 +172,23 @@ def test_anp_is_seeded_and_switches_off_by_threshold(cfg_factory, digits, traine
     assert outcome.info["pruning/neurons_pruned"] == 24  # a quarter of seed_cnn's 32 + 64 conv channels
 
 
+@pytest.mark.parametrize("noise_steps", [1, 2])
+def test_anp_masks_learn_against_the_perturbation_after_its_ascent_steps(digits, noise_steps):
+    from benchmark.pruning.anp import learn_masks
+
+    torch.manual_seed(0)
+    model = build_model("seed_cnn_bn", 1, digits.image_size, 10)
+    head_inputs = []
+    model[-1].register_forward_pre_hook(lambda module, inputs: head_inputs.append(inputs[0].detach().clone()))
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    learn_masks(model, neuron_layers(model), x, y, eps=0.4, alpha=0.2, lr=0.2, iterations=1, noise_steps=noise_steps,
+                batch_size=64, seed=0, train_mode=True)
+    # one forward per ascent step from the random start, one at the final perturbation (the robust loss), one clean
+    assert len(head_inputs) == noise_steps + 2
+    noisy = head_inputs[:-1]
+    for before, after in zip(noisy, noisy[1:]):  # every ascent step moves each neuron's noise by up to eps
+        assert not torch.allclose(before, after), "a perturbation step did not reach the model"
+
 def test_anp_in_batchnorm_train_mode_leaves_the_running_statistics_as_they_were(cfg_factory, digits):
     torch.manual_seed(0)
     model = build_model("seed_cnn_bn", 1, digits.image_size, 10)
@@ -197,7 +214,7 @@ def backdoored_bn_model(digits):
 
     cfg = make_cfg("unused", "threat=badnets", "threat.subset=360", "model=seed_cnn_bn")
     threat = build_threat(cfg.threat)
-    poisoned = threat.poison_training_set(digits, 0)
+    poisoned, _, _ = threat.poisoned_set(digits, 0)
     torch.manual_seed(0)
     model = build_model("seed_cnn_bn", 1, digits.image_size, 10)
     fit(model, poisoned.x_train, poisoned.y_train, epochs=8, lr=3e-3, batch_size=64, seed=0, device=CPU, desc="dense")
