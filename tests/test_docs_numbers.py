@@ -117,10 +117,10 @@ def test_engines_block_from_the_scale_tests_timings(repo):
 
 
 def test_defences_block_from_the_known_answers(repo):
-    rows = [{"dataset": "mnist5k", "model": "seed_cnn_bn", "defence": "clp", "overrides": ["pruning=clp"],
+    rows = [{"dataset": "mnist5k", "seed": 0, "model": "seed_cnn_bn", "defence": "clp", "overrides": ["pruning=clp"],
              "asr_before": 0.999, "asr_after": 0.181, "acc_before": 0.974, "acc_after": 0.958, "claim_holds": True,
              "defence_s": 3.0, "chosen": {"u": 1.75, "neurons_pruned": 7.0}},
-            {"dataset": "mnist5k", "model": "seed_cnn_bn", "defence": "anp",
+            {"dataset": "mnist5k", "seed": 1, "model": "seed_cnn_bn", "defence": "anp",
              "overrides": ["pruning=anp", "pruning.iterations=300"], "asr_before": 0.999, "asr_after": 0.921,
              "acc_before": 0.974, "acc_after": 0.973, "claim_holds": False, "defence_s": 50.0,
              "chosen": {"threshold": 0.9, "neurons_pruned": 7.0}}]
@@ -129,7 +129,7 @@ def test_defences_block_from_the_known_answers(repo):
     (repo / "docs" / "defences.md").write_text("<!-- generated:defences -->\n<!-- /generated:defences -->\n")
     assert run(repo) == 0
     text = (repo / "docs" / "defences.md").read_text()
-    assert ("| mnist5k | CLP | shipped defaults | u = 1.75, 7 neurons | 0.999 → 0.181 | 0.974 → 0.958 "
+    assert ("| mnist5k | 0 | CLP | shipped defaults | u = 1.75, 7 neurons | 0.999 → 0.181 | 0.974 → 0.958 "
             "(-1.6 points) | yes |") in text
-    assert "| mnist5k | ANP | `pruning.iterations=300` | threshold 0.9, 7 neurons | 0.999 → 0.921 |" in text
+    assert "| mnist5k | 1 | ANP | `pruning.iterations=300` | threshold 0.9, 7 neurons | 0.999 → 0.921 |" in text
     assert "| no |" in text and "drop ≤ 3 points" in text

@@ -1,13 +1,14 @@
 """The pruning defences' known answers (docs/defences.md): do ANP and CLP cut BadNets' attack success rate (ASR) on
 the dense backdoored model by at least half at <= 3 points of clean accuracy, as the literature reports?
 
-One small BatchNorm model per dataset (`seed_cnn_bn`, BadNets at the shipped budget, trained on the poisoned set
-with the cell's own `fit`), each defence run through `benchmark.pruning.prune` exactly as a cell runs it (shipped
-defaults, `selection=validation`: the amount is chosen on held-out clean training images, never on the test set),
-no fine-tune afterwards (as in the papers). ASR and clean accuracy are measured on the test set before and after.
+One small BatchNorm model per dataset and seed (`seed_cnn_bn`, BadNets at the shipped budget, trained on the
+poisoned set with the cell's own `fit`), each defence run through `benchmark.pruning.prune` exactly as a cell runs
+it (shipped defaults, `selection=validation`: the amount is chosen on held-out clean training images, never on the
+test set), no fine-tune afterwards (as in the papers). ASR and clean accuracy are measured on the test set before and after.
 
 `python -m benchmark.tools.defence_known_answers` writes results/defences_known_answers.json (the `defences` block
-of docs/defences.md, `make docs`); tests/test_defences.py's slow known-answer tests measure the same cases.
+of docs/defences.md, `make docs`); tests/test_defences.py's slow known-answer tests measure the same cases on
+mnist5k, seed 0.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ MAX_ACC_DROP = 0.03  # ... at a clean-accuracy drop of at most this (test set)
 CPU = torch.device("cpu")
 
 
-def compose(dataset: str, *overrides: str):
+def compose(dataset: str, seed: int, *overrides: str):
     """The cell config of a known-answer case: BadNets, `seed_cnn_bn`, `dataset`, on the CPU."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -42,7 +43,7 @@ def compose(dataset: str, *overrides: str):
     setting = SETTINGS[dataset]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=[
-            f"dataset={dataset}", f"model={MODEL}", "threat=badnets", "device=cpu", "seed=0",
+            f"dataset={dataset}", f"model={MODEL}", "threat=badnets", "device=cpu", f"seed={seed}",
             f"train.epochs={setting['epochs']}", f"train.lr={setting['lr']}", *overrides])
 
 
@@ -53,7 +54,7 @@ def backdoored_model(dataset: str, seed: int = 0):
     from benchmark.training import fit
     from models import build_model
 
-    cfg = compose(dataset)
+    cfg = compose(dataset, seed)
     data = load_dataset(cfg.dataset, seed=seed)
     threat = build_threat(cfg.threat)
     poisoned, _, _ = threat.poisoned_set(data, seed)
@@ -71,20 +72,20 @@ def asr_and_accuracy(threat, model, data) -> tuple[float, float]:
             accuracy_and_loss(model, data.x_test, data.y_test, CPU)[0])
 
 
-def defend(dataset: str, data, threat, model, defence: str) -> dict:
+def defend(dataset: str, seed: int, data, threat, model, defence: str) -> dict:
     """One defence on a copy of `model`, as a cell prunes: the test-set ASR and clean accuracy before and after, the
     amount its rule chose (`pruning/*`) and whether the literature's claim holds."""
     from benchmark import stages
     from benchmark.pruning import prune
     from benchmark.pruning.common import finalize
 
-    cfg = compose(dataset, *CASES[defence])
+    cfg = compose(dataset, seed, *CASES[defence])
     started = time.perf_counter()
     outcome = prune(copy.deepcopy(model), cfg.pruning, stages.prune_context(cfg, stages.TrainingSets.clean(data), CPU))
     seconds = time.perf_counter() - started
     (asr, acc), (asr_after, acc_after) = asr_and_accuracy(threat, model, data), asr_and_accuracy(
         threat, finalize(outcome.model), data)
-    return {"dataset": dataset, "model": MODEL, "defence": defence, "overrides": list(CASES[defence]),
+    return {"dataset": dataset, "seed": seed, "model": MODEL, "defence": defence, "overrides": list(CASES[defence]),
             "asr_before": asr, "asr_after": asr_after, "acc_before": acc, "acc_after": acc_after,
             "claim_holds": asr_after <= ASR_CUT * asr and acc - acc_after <= MAX_ACC_DROP,
             "defence_s": seconds, "chosen": {k.split("/", 1)[1]: v for k, v in outcome.info.items()}}
@@ -94,16 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "results" / "defences_known_answers.json"))
     parser.add_argument("--datasets", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one backdoored model per seed")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the numbers of one CPU thread, as the tests measure them
     rows = []
     for dataset in args.datasets:
-        data, threat, model = backdoored_model(dataset)
-        for defence in CASES:
-            rows.append(defend(dataset, data, threat, model, defence))
-            row = rows[-1]
-            print(f"{dataset} {defence}: ASR {row['asr_before']:.3f} -> {row['asr_after']:.3f}, clean accuracy "
-                  f"{row['acc_before']:.3f} -> {row['acc_after']:.3f} ({row['defence_s']:.0f} s)", flush=True)
+        for seed in args.seeds:
+            data, threat, model = backdoored_model(dataset, seed)
+            for defence in CASES:
+                row = defend(dataset, seed, data, threat, model, defence)
+                rows.append(row)
+                print(f"{dataset} seed {seed} {defence}: ASR {row['asr_before']:.3f} -> {row['asr_after']:.3f}, "
+                      f"clean accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} ({row['defence_s']:.0f} s)",
+                      flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"asr_cut": ASR_CUT, "max_acc_drop": MAX_ACC_DROP, "rows": rows}, indent=1) + "\n")

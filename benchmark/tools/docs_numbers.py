@@ -148,15 +148,15 @@ def render_defences(path: Path) -> str:
     """The pruning defences' known answers (benchmark.tools.defence_known_answers): per dataset and defence, the
     test-set ASR and clean accuracy before and after, the amount the defender's rule chose, and the verdict."""
     result = json.loads(path.read_text())
-    lines = ["| dataset | defence | settings | chosen | ASR before → after | clean accuracy before → after | "
-             "claim holds |", "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | seed | defence | settings | chosen | ASR before → after | clean accuracy before → after | "
+             "claim holds |", "|---|---|---|---|---|---|---|---|"]
     for row in result.get("rows", []):
         chosen = row["chosen"]
         amount = (f"u = {chosen['u']:g}" if "u" in chosen else f"threshold {chosen['threshold']:g}")
         amount += f", {chosen['neurons_pruned']:.0f} neurons"
         settings = ", ".join(f"`{o}`" for o in row["overrides"][1:]) or "shipped defaults"
         drop = (row["acc_before"] - row["acc_after"]) * 100
-        lines.append(f"| {row['dataset']} | {row['defence'].upper()} | {settings} | {amount} | "
+        lines.append(f"| {row['dataset']} | {row['seed']} | {row['defence'].upper()} | {settings} | {amount} | "
                      f"{row['asr_before']:.3f} → {row['asr_after']:.3f} | {row['acc_before']:.3f} → "
                      f"{row['acc_after']:.3f} ({-drop:+.1f} points) | {'yes' if row['claim_holds'] else 'no'} |")
     if len(lines) == 2:
