@@ -4,7 +4,8 @@ the dense backdoored model by at least half at <= 3 points of clean accuracy, as
 One small BatchNorm model per dataset and seed (`seed_cnn_bn`, BadNets at the shipped budget, trained on the
 poisoned set with the cell's own `fit`), each defence run through `benchmark.pruning.prune` exactly as a cell runs
 it (shipped defaults, `selection=validation`: the amount is chosen on held-out clean training images, never on the
-test set), no fine-tune afterwards (as in the papers). ASR and clean accuracy are measured on the test set before and after.
+test set), no fine-tune afterwards (as in the papers). ASR and clean accuracy are measured on the test set before
+and after.
 
 `python -m benchmark.tools.defence_known_answers` writes results/defences_known_answers.json (the `defences` block
 of docs/defences.md, `make docs`); tests/test_defences.py's slow known-answer tests measure the same cases on
