@@ -31,6 +31,9 @@ CASES = {  # defence -> pruning overrides (ANP: fewer mask steps on more clean i
     "clp": ("pruning=clp",),
     "anp": ("pruning=anp", "pruning.iterations=300", "pruning.clean_fraction=0.05"),
 }
+PREMISE_EPS = 0.4  # ANP's budget: the neuron perturbation its premise is checked at
+PREMISE_STEPS = 10
+PREMISE_IMAGES = 500  # held-out clean training images the premise is checked on
 ASR_CUT = 0.5  # the claim: ASR after <= ASR_CUT * ASR before ...
 MAX_ACC_DROP = 0.03  # ... at a clean-accuracy drop of at most this (test set)
 CPU = torch.device("cpu")
@@ -48,8 +51,9 @@ def compose(dataset: str, seed: int, *overrides: str):
             f"train.epochs={setting['epochs']}", f"train.lr={setting['lr']}", *overrides])
 
 
-def backdoored_model(dataset: str, seed: int = 0):
-    """(data, threat, model): `seed_cnn_bn` trained on the BadNets-poisoned training set of `dataset`."""
+def backdoored_model(dataset: str, seed: int = 0, poisoned: bool = True):
+    """(data, threat, model): `seed_cnn_bn` trained on the BadNets-poisoned training set of `dataset` (on the clean
+    one when not `poisoned`)."""
     from attacks import build_threat
     from benchmark.data import load_dataset
     from benchmark.training import fit
@@ -58,10 +62,10 @@ def backdoored_model(dataset: str, seed: int = 0):
     cfg = compose(dataset, seed)
     data = load_dataset(cfg.dataset, seed=seed)
     threat = build_threat(cfg.threat)
-    poisoned, _, _ = threat.poisoned_set(data, seed)
+    train = threat.poisoned_set(data, seed)[0] if poisoned else data
     torch.manual_seed(seed)
     model = build_model(MODEL, data.in_channels, data.image_size, data.num_classes)
-    fit(model, poisoned.x_train, poisoned.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
+    fit(model, train.x_train, train.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
         batch_size=cfg.train.batch_size, seed=seed, device=CPU, desc="backdoored dense")
     return data, threat, model
 
@@ -92,6 +96,47 @@ def defend(dataset: str, seed: int, data, threat, model, defence: str) -> dict:
             "defence_s": seconds, "chosen": {k.split("/", 1)[1]: v for k, v in outcome.info.items()}}
 
 
+def under_adversarial_neuron_noise(model, x: torch.Tensor, y: torch.Tensor, target: int, seed: int) -> dict:
+    """ANP's premise, measured: the error on (x, y), and the share of the non-target images predicted as `target`,
+    after PREMISE_STEPS signed-gradient ascent steps on the loss over every neuron's perturbation (delta on its
+    weight part, xi on its bias, in [-PREMISE_EPS, PREMISE_EPS], from a uniform start), as ANP perturbs them."""
+    import torch.nn.functional as F
+
+    from benchmark.pruning.neurons import Modulation, neuron_layers
+    from benchmark.training import frozen_parameters
+
+    layers = neuron_layers(model)
+    generator = torch.Generator().manual_seed(seed)
+    noise = [((torch.rand(layer.size, generator=generator) * 2 - 1) * PREMISE_EPS).requires_grad_()
+             for layer in layers for _ in range(2)]
+    with frozen_parameters(model), Modulation(layers, [1 + n for n in noise[0::2]],
+                                               [1 + n for n in noise[1::2]]) as modulation:
+        for _ in range(PREMISE_STEPS):
+            grads = torch.autograd.grad(F.cross_entropy(model(x), y), noise)
+            with torch.no_grad():
+                for n, grad in zip(noise, grads):
+                    n.add_(grad.sign(), alpha=PREMISE_EPS / 4).clamp_(-PREMISE_EPS, PREMISE_EPS)
+            modulation.weight[:] = [1 + n for n in noise[0::2]]
+            modulation.bias[:] = [1 + n for n in noise[1::2]]
+        with torch.no_grad():
+            predicted = model(x).argmax(1)
+    return {"error": float((predicted != y).float().mean()),
+            "target_rate": float((predicted[y != target] == target).float().mean())}
+
+
+def premise(dataset: str, seed: int, data, threat, backdoored) -> dict:
+    """ANP's premise on held-out clean training images: the backdoored model under adversarial neuron noise, beside
+    the same CNN trained on the clean set."""
+    from benchmark.pruning.neurons import defender_split
+
+    _, (x, y) = defender_split((data.x_train, data.y_train), 0, PREMISE_IMAGES, seed)
+    _, _, clean = backdoored_model(dataset, seed, poisoned=False)
+    target = int(threat.cfg.target_class)
+    return {"dataset": dataset, "seed": seed, "eps": PREMISE_EPS, "steps": PREMISE_STEPS,
+            "backdoored": under_adversarial_neuron_noise(backdoored, x, y, target, seed),
+            "clean": under_adversarial_neuron_noise(clean, x, y, target, seed)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "results" / "defences_known_answers.json"))
@@ -99,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one backdoored model per seed")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the numbers of one CPU thread, as the tests measure them
-    rows = []
+    rows, premises = [], []
     for dataset in args.datasets:
         for seed in args.seeds:
             data, threat, model = backdoored_model(dataset, seed)
+            premises.append(premise(dataset, seed, data, threat, model))
             for defence in CASES:
                 row = defend(dataset, seed, data, threat, model, defence)
                 rows.append(row)
@@ -111,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"asr_cut": ASR_CUT, "max_acc_drop": MAX_ACC_DROP, "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"asr_cut": ASR_CUT, "max_acc_drop": MAX_ACC_DROP, "rows": rows,
+                                "anp_premise": premises}, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
 

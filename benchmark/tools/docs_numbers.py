@@ -161,8 +161,20 @@ def render_defences(path: Path) -> str:
                      f"{row['acc_after']:.3f} ({-drop:+.1f} points) | {'yes' if row['claim_holds'] else 'no'} |")
     if len(lines) == 2:
         return f"`{DEFENCES}` holds no measurement: run `python -m benchmark.tools.defence_known_answers`.\n"
-    return "\n".join(lines) + (f"\n\nThe claim: ASR after ≤ {result['asr_cut']:g} × ASR before at a clean-accuracy "
+    text = "\n".join(lines) + (f"\n\nThe claim: ASR after ≤ {result['asr_cut']:g} × ASR before at a clean-accuracy "
                                f"drop ≤ {result['max_acc_drop'] * 100:g} points (test set).\n")
+    premise = result.get("anp_premise", [])
+    if premise:
+        first = premise[0]
+        text += (f"\nANP's premise: held-out clean training images under {first['steps']} signed-gradient steps of "
+                 f"eps = {first['eps']:g} noise on every neuron's weight part and bias, the backdoored model beside "
+                 "the same CNN trained without poison (error; share of non-target images sent to the target class)."
+                 "\n\n| dataset | seed | backdoored: error | backdoored: to the target | clean-trained: error | "
+                 "clean-trained: to the target |\n|---|---|---|---|---|---|\n")
+        text += "".join(f"| {p['dataset']} | {p['seed']} | {p['backdoored']['error']:.3f} | "
+                        f"{p['backdoored']['target_rate']:.3f} | {p['clean']['error']:.3f} | "
+                        f"{p['clean']['target_rate']:.3f} |\n" for p in premise)
+    return text
 
 
 BLOCKS: dict[str, Block] = {
