@@ -209,9 +209,9 @@ def test_anp_in_batchnorm_train_mode_leaves_the_running_statistics_as_they_were(
 # ---- known answers: BadNets on a small BatchNorm model (benchmark/tools/defence_known_answers.py) -----------
 @pytest.fixture(scope="module")
 def backdoored_mnist():
-    from benchmark.tools.defence_known_answers import backdoored_model
+    from benchmark.tools.defence_known_answers import trained_model
 
-    return backdoored_model("mnist5k", seed=0)
+    return trained_model("mnist5k", seed=0)
 
 
 def _claim(defence, backdoored_mnist):

@@ -51,7 +51,7 @@ def compose(dataset: str, seed: int, *overrides: str):
             f"train.epochs={setting['epochs']}", f"train.lr={setting['lr']}", *overrides])
 
 
-def backdoored_model(dataset: str, seed: int = 0, poisoned: bool = True):
+def trained_model(dataset: str, seed: int = 0, poisoned: bool = True):
     """(data, threat, model): `seed_cnn_bn` trained on the BadNets-poisoned training set of `dataset` (on the clean
     one when not `poisoned`)."""
     from attacks import build_threat
@@ -66,7 +66,7 @@ def backdoored_model(dataset: str, seed: int = 0, poisoned: bool = True):
     torch.manual_seed(seed)
     model = build_model(MODEL, data.in_channels, data.image_size, data.num_classes)
     fit(model, train.x_train, train.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
-        batch_size=cfg.train.batch_size, seed=seed, device=CPU, desc="backdoored dense")
+        batch_size=cfg.train.batch_size, seed=seed, device=CPU, desc="dense")
     return data, threat, model
 
 
@@ -130,7 +130,7 @@ def premise(dataset: str, seed: int, data, threat, backdoored) -> dict:
     from benchmark.pruning.neurons import defender_split
 
     _, (x, y) = defender_split((data.x_train, data.y_train), 0, PREMISE_IMAGES, seed)
-    _, _, clean = backdoored_model(dataset, seed, poisoned=False)
+    _, _, clean = trained_model(dataset, seed, poisoned=False)
     target = int(threat.cfg.target_class)
     return {"dataset": dataset, "seed": seed, "eps": PREMISE_EPS, "steps": PREMISE_STEPS,
             "backdoored": under_adversarial_neuron_noise(backdoored, x, y, target, seed),
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, premises = [], []
     for dataset in args.datasets:
         for seed in args.seeds:
-            data, threat, model = backdoored_model(dataset, seed)
+            data, threat, model = trained_model(dataset, seed)
             premises.append(premise(dataset, seed, data, threat, model))
             for defence in CASES:
                 row = defend(dataset, seed, data, threat, model, defence)
