@@ -40,10 +40,13 @@ def learn_masks(model: nn.Module, layers: list[NeuronLayer], x: torch.Tensor, y:
     model.train(train_mode)
     modulation = Modulation(layers, list(masks), [torch.ones_like(m) for m in masks])
 
-    def perturbed(on: bool) -> None:
+    def loss_on(xb: torch.Tensor, yb: torch.Tensor, noisy: bool) -> torch.Tensor:
+        """The loss with the masks, and the current perturbation when `noisy` (scales rebuilt for every forward,
+        so the ascent steps' in-place updates reach the model)."""
         for i, mask in enumerate(masks):
-            modulation.weight[i] = mask + noise_w[i] if on else mask
-            modulation.bias[i] = 1 + noise_b[i] if on else torch.ones_like(mask)
+            modulation.weight[i] = mask + noise_w[i] if noisy else mask
+            modulation.bias[i] = 1 + noise_b[i] if noisy else torch.ones_like(mask)
+        return F.cross_entropy(model(xb), yb)
 
     try:
         batches = _batches(len(y), batch_size, iterations, generator)
@@ -53,10 +56,9 @@ def learn_masks(model: nn.Module, layers: list[NeuronLayer], x: torch.Tensor, y:
                 with torch.no_grad():
                     for n in noise:
                         n.copy_((torch.rand(n.shape, generator=generator) * 2 - 1).mul_(eps))
-                perturbed(True)
                 for _ in range(noise_steps):
                     noise_opt.zero_grad()
-                    (-F.cross_entropy(model(xb), yb)).backward()
+                    (-loss_on(xb, yb, noisy=True)).backward()
                     with torch.no_grad():
                         for n in noise:
                             n.grad.sign_()
@@ -64,11 +66,10 @@ def learn_masks(model: nn.Module, layers: list[NeuronLayer], x: torch.Tensor, y:
                     with torch.no_grad():
                         for n in noise:
                             n.clamp_(-eps, eps)
-                loss_robust = F.cross_entropy(model(xb), yb)
+                loss_robust = loss_on(xb, yb, noisy=True)
             else:
                 loss_robust = torch.zeros((), device=device)
-            perturbed(False)
-            loss = alpha * F.cross_entropy(model(xb), yb) + (1 - alpha) * loss_robust
+            loss = alpha * loss_on(xb, yb, noisy=False) + (1 - alpha) * loss_robust
             mask_opt.zero_grad()
             loss.backward()
             mask_opt.step()

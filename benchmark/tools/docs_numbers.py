@@ -8,7 +8,8 @@ command that fills it. A block whose file is missing, an unknown NAME or an uncl
 nothing written.
 
 Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with), `results/perf.json`
-(`make perf`) and `results/perf_engines.json` (`make test-scale`).
+(`make perf`), `results/perf_engines.json` (`make test-scale`) and `results/defences_known_answers.json`
+(`python -m benchmark.tools.defence_known_answers`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = "tables/summary.csv"
 PERF = "perf.json"
 ENGINES = "perf_engines.json"
+DEFENCES = "defences_known_answers.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells
 HEADLINE_TARGET = 0.9  # the default-grid block: every method at this requested sparsity, beside the dense model
 HEADLINE_EPS = "0.1"
@@ -142,11 +144,45 @@ def render_engines(path: Path) -> str:
     return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
 
 
+def render_defences(path: Path) -> str:
+    """The pruning defences' known answers (benchmark.tools.defence_known_answers): per dataset and defence, the
+    test-set ASR and clean accuracy before and after, the amount the defender's rule chose, and the verdict."""
+    result = json.loads(path.read_text())
+    lines = ["| dataset | seed | defence | settings | chosen | ASR before → after | clean accuracy before → after | "
+             "claim holds |", "|---|---|---|---|---|---|---|---|"]
+    for row in result.get("rows", []):
+        chosen = row["chosen"]
+        amount = (f"u = {chosen['u']:g}" if "u" in chosen else f"threshold {chosen['threshold']:g}")
+        amount += f", {chosen['neurons_pruned']:.0f} neurons"
+        settings = ", ".join(f"`{o}`" for o in row["overrides"][1:]) or "shipped defaults"
+        drop = (row["acc_before"] - row["acc_after"]) * 100
+        lines.append(f"| {row['dataset']} | {row['seed']} | {row['defence'].upper()} | {settings} | {amount} | "
+                     f"{row['asr_before']:.3f} → {row['asr_after']:.3f} | {row['acc_before']:.3f} → "
+                     f"{row['acc_after']:.3f} ({-drop:+.1f} points) | {'yes' if row['claim_holds'] else 'no'} |")
+    if len(lines) == 2:
+        return f"`{DEFENCES}` holds no measurement: run `python -m benchmark.tools.defence_known_answers`.\n"
+    text = "\n".join(lines) + (f"\n\nThe claim: ASR after ≤ {result['asr_cut']:g} × ASR before at a clean-accuracy "
+                               f"drop ≤ {result['max_acc_drop'] * 100:g} points (test set).\n")
+    premise = result.get("anp_premise", [])
+    if premise:
+        first = premise[0]
+        text += (f"\nANP's premise: held-out clean training images under {first['steps']} signed-gradient steps of "
+                 f"eps = {first['eps']:g} noise on every neuron's weight part and bias, the backdoored model beside "
+                 "the same CNN trained without poison (error; share of non-target images sent to the target class)."
+                 "\n\n| dataset | seed | backdoored: error | backdoored: to the target | clean-trained: error | "
+                 "clean-trained: to the target |\n|---|---|---|---|---|---|\n")
+        text += "".join(f"| {p['dataset']} | {p['seed']} | {p['backdoored']['error']:.3f} | "
+                        f"{p['backdoored']['target_rate']:.3f} | {p['clean']['error']:.3f} | "
+                        f"{p['clean']['target_rate']:.3f} |\n" for p in premise)
+    return text
+
+
 BLOCKS: dict[str, Block] = {
     "default-grid": Block(SUMMARY, "make figures", render_default_grid),
     "poisoning-slice": Block(SUMMARY, "make figures", render_poisoning_slice),
     "perf": Block(PERF, "make perf", render_perf),
     "engines": Block(ENGINES, "make test-scale", render_engines),
+    "defences": Block(DEFENCES, "python -m benchmark.tools.defence_known_answers", render_defences),
 }
 
 

@@ -1,0 +1,167 @@
+"""The pruning defences' known answers (docs/defences.md): do ANP and CLP cut BadNets' attack success rate (ASR) on
+the dense backdoored model by at least half at <= 3 points of clean accuracy, as the literature reports?
+
+One small BatchNorm model per dataset and seed (`seed_cnn_bn`, BadNets at the shipped budget, trained on the
+poisoned set with the cell's own `fit`), each defence run through `benchmark.pruning.prune` exactly as a cell runs
+it (shipped defaults, `selection=validation`: the amount is chosen on held-out clean training images, never on the
+test set), no fine-tune afterwards (as in the papers). ASR and clean accuracy are measured on the test set before
+and after.
+
+`python -m benchmark.tools.defence_known_answers` writes results/defences_known_answers.json (the `defences` block
+of docs/defences.md, `make docs`); tests/test_defences.py's slow known-answer tests measure the same cases on
+mnist5k, seed 0.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = {  # dataset -> dense training of the backdoored model (Adam, the cell's fit)
+    "mnist5k": {"epochs": 10, "lr": 3e-3},
+    "digits": {"epochs": 8, "lr": 3e-3},
+}
+MODEL = "seed_cnn_bn"
+CASES = {  # defence -> pruning overrides (ANP: fewer mask steps on more clean images than the paper, for CPU time)
+    "clp": ("pruning=clp",),
+    "anp": ("pruning=anp", "pruning.iterations=300", "pruning.clean_fraction=0.05"),
+}
+PREMISE_EPS = 0.4  # ANP's budget: the neuron perturbation its premise is checked at
+PREMISE_STEPS = 10
+PREMISE_IMAGES = 500  # held-out clean training images the premise is checked on
+ASR_CUT = 0.5  # the claim: ASR after <= ASR_CUT * ASR before ...
+MAX_ACC_DROP = 0.03  # ... at a clean-accuracy drop of at most this (test set)
+CPU = torch.device("cpu")
+
+
+def compose(dataset: str, seed: int, *overrides: str):
+    """The cell config of a known-answer case: BadNets, `seed_cnn_bn`, `dataset`, on the CPU."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    setting = SETTINGS[dataset]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=[
+            f"dataset={dataset}", f"model={MODEL}", "threat=badnets", "device=cpu", f"seed={seed}",
+            f"train.epochs={setting['epochs']}", f"train.lr={setting['lr']}", *overrides])
+
+
+def trained_model(dataset: str, seed: int = 0, poisoned: bool = True):
+    """(data, threat, model): `seed_cnn_bn` trained on the BadNets-poisoned training set of `dataset` (on the clean
+    one when not `poisoned`)."""
+    from attacks import build_threat
+    from benchmark.data import load_dataset
+    from benchmark.training import fit
+    from models import build_model
+
+    cfg = compose(dataset, seed)
+    data = load_dataset(cfg.dataset, seed=seed)
+    threat = build_threat(cfg.threat)
+    train = threat.poisoned_set(data, seed)[0] if poisoned else data
+    torch.manual_seed(seed)
+    model = build_model(MODEL, data.in_channels, data.image_size, data.num_classes)
+    fit(model, train.x_train, train.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
+        batch_size=cfg.train.batch_size, seed=seed, device=CPU, desc="dense")
+    return data, threat, model
+
+
+def asr_and_accuracy(threat, model, data) -> tuple[float, float]:
+    from benchmark.training import accuracy_and_loss
+
+    return (threat.threat_metrics(model, data, CPU, 0)["backdoor/asr"],
+            accuracy_and_loss(model, data.x_test, data.y_test, CPU)[0])
+
+
+def defend(dataset: str, seed: int, data, threat, model, defence: str) -> dict:
+    """One defence on a copy of `model`, as a cell prunes: the test-set ASR and clean accuracy before and after, the
+    amount its rule chose (`pruning/*`) and whether the literature's claim holds."""
+    from benchmark import stages
+    from benchmark.pruning import prune
+    from benchmark.pruning.common import finalize
+
+    cfg = compose(dataset, seed, *CASES[defence])
+    started = time.perf_counter()
+    outcome = prune(copy.deepcopy(model), cfg.pruning, stages.prune_context(cfg, stages.TrainingSets.clean(data), CPU))
+    seconds = time.perf_counter() - started
+    (asr, acc), (asr_after, acc_after) = asr_and_accuracy(threat, model, data), asr_and_accuracy(
+        threat, finalize(outcome.model), data)
+    return {"dataset": dataset, "seed": seed, "model": MODEL, "defence": defence, "overrides": list(CASES[defence]),
+            "asr_before": asr, "asr_after": asr_after, "acc_before": acc, "acc_after": acc_after,
+            "claim_holds": asr_after <= ASR_CUT * asr and acc - acc_after <= MAX_ACC_DROP,
+            "defence_s": seconds, "chosen": {k.split("/", 1)[1]: v for k, v in outcome.info.items()}}
+
+
+def under_adversarial_neuron_noise(model, x: torch.Tensor, y: torch.Tensor, target: int, seed: int) -> dict:
+    """ANP's premise, measured: the error on (x, y), and the share of the non-target images predicted as `target`,
+    after PREMISE_STEPS signed-gradient ascent steps on the loss over every neuron's perturbation (delta on its
+    weight part, xi on its bias, in [-PREMISE_EPS, PREMISE_EPS], from a uniform start), as ANP perturbs them."""
+    import torch.nn.functional as F
+
+    from benchmark.pruning.neurons import Modulation, neuron_layers
+    from benchmark.training import frozen_parameters
+
+    layers = neuron_layers(model)
+    generator = torch.Generator().manual_seed(seed)
+    noise = [((torch.rand(layer.size, generator=generator) * 2 - 1) * PREMISE_EPS).requires_grad_()
+             for layer in layers for _ in range(2)]
+    with frozen_parameters(model), Modulation(layers, [1 + n for n in noise[0::2]],
+                                               [1 + n for n in noise[1::2]]) as modulation:
+        for _ in range(PREMISE_STEPS):
+            grads = torch.autograd.grad(F.cross_entropy(model(x), y), noise)
+            with torch.no_grad():
+                for n, grad in zip(noise, grads):
+                    n.add_(grad.sign(), alpha=PREMISE_EPS / 4).clamp_(-PREMISE_EPS, PREMISE_EPS)
+            modulation.weight[:] = [1 + n for n in noise[0::2]]
+            modulation.bias[:] = [1 + n for n in noise[1::2]]
+        with torch.no_grad():
+            predicted = model(x).argmax(1)
+    return {"error": float((predicted != y).float().mean()),
+            "target_rate": float((predicted[y != target] == target).float().mean())}
+
+
+def premise(dataset: str, seed: int, data, threat, backdoored) -> dict:
+    """ANP's premise on held-out clean training images: the backdoored model under adversarial neuron noise, beside
+    the same CNN trained on the clean set."""
+    from benchmark.pruning.neurons import defender_split
+
+    _, (x, y) = defender_split((data.x_train, data.y_train), 0, PREMISE_IMAGES, seed)
+    _, _, clean = trained_model(dataset, seed, poisoned=False)
+    target = int(threat.cfg.target_class)
+    return {"dataset": dataset, "seed": seed, "eps": PREMISE_EPS, "steps": PREMISE_STEPS,
+            "backdoored": under_adversarial_neuron_noise(backdoored, x, y, target, seed),
+            "clean": under_adversarial_neuron_noise(clean, x, y, target, seed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "results" / "defences_known_answers.json"))
+    parser.add_argument("--datasets", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one backdoored model per seed")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # the numbers of one CPU thread, as the tests measure them
+    rows, premises = [], []
+    for dataset in args.datasets:
+        for seed in args.seeds:
+            data, threat, model = trained_model(dataset, seed)
+            premises.append(premise(dataset, seed, data, threat, model))
+            for defence in CASES:
+                row = defend(dataset, seed, data, threat, model, defence)
+                rows.append(row)
+                print(f"{dataset} seed {seed} {defence}: ASR {row['asr_before']:.3f} -> {row['asr_after']:.3f}, "
+                      f"clean accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} ({row['defence_s']:.0f} s)",
+                      flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"asr_cut": ASR_CUT, "max_acc_drop": MAX_ACC_DROP, "rows": rows,
+                                "anp_premise": premises}, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
