@@ -82,6 +82,29 @@ def test_cells_differing_in_more_than_the_seed_are_separate_variants_never_avera
     assert summary.loc[summary["variant"] == "pruning.scope=layerwise", "clean/acc"].item() == pytest.approx(0.5)
 
 
+def test_runs_of_an_older_results_version_are_left_out_not_averaged_with_their_rerun(tmp_path, caplog):
+    """After a RESULTS_VERSION bump a grid re-runs every cell under a new hash; the old runs stay in the store."""
+    from mlflow import MlflowClient
+
+    from benchmark.version import RESULTS_VERSION
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("bumped", artifact_location=(tmp_path / "artifacts").as_uri())
+    for version, acc in ((RESULTS_VERSION - 1, 0.2), (RESULTS_VERSION, 0.9), (None, 0.1)):
+        tags = {"cell_hash": f"h{version}", **({} if version is None else {"results_version": str(version)})}
+        run = client.create_run(experiment, tags=tags)
+        for key, value in {"model.name": "seed_cnn", "dataset.name": "digits", "threat.name": "pgd",
+                           "pruning.method": "magnitude_global", "pruning.sparsity": "0.5", "seed": "0"}.items():
+            client.log_param(run.info.run_id, key, value)
+        client.log_metric(run.info.run_id, "clean/acc", acc)
+        client.set_terminated(run.info.run_id)
+    with caplog.at_level("WARNING", logger="benchmark"):
+        frame = figures.tidy(figures.load_runs(uri, "bumped"))
+    assert list(frame["clean/acc"]) == [0.9]
+    assert "2 of 3 FINISHED cell runs in 'bumped' were computed by an older results version" in caplog.text
+
+
 def test_profiles_read_x_from_metric_names_and_from_logged_curves(frame, store):
     by_eps = figures.profile_points(frame, next(p for p in figures.PROFILES if p.name == "worst_robust_vs_eps"))
     assert sorted(by_eps["x"].unique()) == [0.05, 0.1, 0.2, 0.3]

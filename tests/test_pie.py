@@ -9,6 +9,7 @@ import torch
 
 from benchmark import figures
 from benchmark.figures.pie import pie_table
+from benchmark.version import RESULTS_VERSION
 from conftest import make_cfg
 
 SETTING = {"params.model.name": "seed_cnn", "params.dataset.name": "digits", "params.threat.name": "pgd"}
@@ -141,7 +142,8 @@ def test_a_store_whose_cells_predate_the_predictions_artifact_gives_counts(tmp_p
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("old", artifact_location=(tmp_path / "artifacts").as_uri())
     for method, seed in (("l1_filter", 0), ("l1_filter", 1), ("magnitude_global", 0), ("magnitude_global", 1)):
-        run = client.create_run(experiment, tags={"cell_hash": f"{method}{seed}"})
+        run = client.create_run(experiment, tags={"cell_hash": f"{method}{seed}",
+                                                  "results_version": str(RESULTS_VERSION)})
         for key, value in {**{k[len("params."):]: v for k, v in SETTING.items()}, "pruning.method": method,
                            "pruning.sparsity": "0.5", "seed": str(seed)}.items():
             client.log_param(run.info.run_id, key, value)

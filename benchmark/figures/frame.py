@@ -11,6 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from benchmark.hashing import DATASET_RUN_ONLY_KEYS, RUN_ONLY_KEYS
+from benchmark.version import RESULTS_VERSION
 
 log = logging.getLogger("benchmark")
 
@@ -36,7 +37,9 @@ CONFIDENCE = 0.95
 
 # ---------------------------------------------------------------------------------------------------- loading
 def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """FINISHED cell runs of an experiment (grid parent runs dropped), as MLflow's frame."""
+    """FINISHED cell runs of an experiment computed by this results version (grid parent runs dropped), as MLflow's
+    frame. A run of an older results version was computed by code that a later fix changed (benchmark/version.py):
+    it is left out, with a warning, rather than averaged with the re-run of the same cell."""
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'",
                               output_format="pandas")
@@ -44,7 +47,12 @@ def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
         return runs
     if "tags.grid" in runs:
         runs = runs[runs["tags.grid"] != "true"]
-    return runs[runs.get("tags.cell_hash", pd.Series(index=runs.index)).notna()].reset_index(drop=True)
+    runs = runs[runs.get("tags.cell_hash", pd.Series(index=runs.index)).notna()]
+    current = runs.get("tags.results_version", pd.Series(index=runs.index)) == str(RESULTS_VERSION)
+    if stale := int((~current).sum()):
+        log.warning("%d of %d FINISHED cell runs in %r were computed by an older results version than %d and are "
+                    "left out: re-run their grid to include them", stale, len(runs), experiment, RESULTS_VERSION)
+    return runs[current].reset_index(drop=True)
 
 
 def tidy(runs: pd.DataFrame) -> pd.DataFrame:
