@@ -10,12 +10,13 @@ from benchmark.tools.docs_numbers import BLOCKS, OPEN, documents, main
 
 COLUMNS = ("model,dataset,threat,method,variant,target,n_seeds,sparsity/achieved,clean/acc,clean/acc ci95,"
            "robust/worst/eps_0.1,robust/worst/eps_0.1 ci95,robust/worst/eps_0.1 binom95 low,"
-           "robust/worst/eps_0.1 binom95 high")
+           "robust/worst/eps_0.1 binom95 high,backdoor/asr,backdoor/asr ci95")
 ROWS = [
-    "seed_cnn,mnist5k,evasion,none,,0.0000,1,0.0000,0.9620,0.0000,0.7640,0.0000,0.7240,0.8010",
-    "seed_cnn,mnist5k,evasion,magnitude_global,,0.5000,1,0.5000,0.9640,0.0000,0.7540,0.0000,0.7140,0.7910",
-    "seed_cnn,mnist5k,evasion,magnitude_global,,0.9000,1,0.9000,0.7340,0.0000,0.2880,0.0000,0.2490,0.3300",
-    "seed_cnn,mnist5k,badnets|r=0.1|poison_then_prune|ft=clean,fine_pruning,,0.9000,1,0.8987,0.9370,0.0000,,,,",
+    "seed_cnn,mnist5k,evasion,none,,0.0000,1,0.0000,0.9620,0.0000,0.7640,0.0000,0.7240,0.8010,,",
+    "seed_cnn,mnist5k,evasion,magnitude_global,,0.5000,1,0.5000,0.9640,0.0000,0.7540,0.0000,0.7140,0.7910,,",
+    "seed_cnn,mnist5k,evasion,magnitude_global,,0.9000,1,0.9000,0.7340,0.0000,0.2880,0.0000,0.2490,0.3300,,",
+    "seed_cnn,mnist5k,badnets|r=0.1|poison_then_prune|ft=clean,fine_pruning,,0.9000,1,0.8987,0.9370,0.0000,,,,,"
+    "0.1330,0.0000",
 ]
 DOC = """# Title
 
@@ -56,7 +57,8 @@ def test_fills_blocks_from_the_summary_table_and_is_idempotent(repo):
     assert "| seed_cnn | magnitude_global | 0.900 | 1 | 0.900 | 0.734 | 0.288 [0.249, 0.330] |" in text
     assert "0.754" not in text
     # the data-threat rows, the `|` of the threat name escaped so the table keeps its columns
-    assert "| badnets\\|r=0.1\\|poison_then_prune\\|ft=clean | fine_pruning | 0.900 | 1 | 0.899 | 0.937 |" in text
+    # with the backdoor's success beside the clean accuracy
+    assert "| badnets\\|r=0.1\\|poison_then_prune\\|ft=clean | fine_pruning | 0.900 | 1 | 0.899 | 0.937 | 0.133 |" in text
     assert "`results/tables/summary.csv`" in text
     assert run(repo) == 0 and (repo / "docs" / "results.md").read_text() == text  # idempotent
     assert run(repo, "--check") == 0

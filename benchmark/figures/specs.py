@@ -114,6 +114,9 @@ SUMMARY_COLUMNS: list[Column] = [
     Column("clean/acc"),
     Column("gap/acc"),
     Column("robust/worst/eps_*", binomial=True),
+    Column("backdoor/asr"),  # the data threats' success: what a defence must bring down
+    Column("poison/targeted_success"),
+    Column("poison/acc_drop"),
     Column("cost/macs", ci=False),
 ]
 

@@ -29,6 +29,7 @@ PERF = "perf.json"
 ENGINES = "perf_engines.json"
 DEFENCES = "defences_known_answers.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells
+THREAT_SUCCESS = ("backdoor/asr", "poison/targeted_success", "poison/acc_drop")  # the poisoning slice's columns
 HEADLINE_TARGET = 0.9  # the default-grid block: every method at this requested sparsity, beside the dense model
 HEADLINE_EPS = "0.1"
 MARKER = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
@@ -80,12 +81,15 @@ def render_default_grid(path: Path) -> str:
 
 
 def render_poisoning_slice(path: Path) -> str:
-    """The data-threat cells of the summary table: clean accuracy per threat, method and sparsity."""
+    """The data-threat cells of the summary table per threat, method and sparsity: clean accuracy and each
+    threat's success (backdoor ASR, targeted poisoning success, the accuracy poisoning costs) where measured."""
     table = _summary(path)
     rows = table[table["threat"] != EVASION]
     if rows.empty:
         return f"No poisoning or backdoor cell in `{SUMMARY}`: run `make benchmark`.\n"
-    columns = ["threat", "method", "target", "n_seeds", "sparsity/achieved", *_with_intervals(rows, ["clean/acc"])]
+    success = [m for m in THREAT_SUCCESS if m in rows and rows[m].notna().any()]
+    columns = ["threat", "method", "target", "n_seeds", "sparsity/achieved",
+               *_with_intervals(rows, ["clean/acc", *success])]
     return _markdown(rows[columns].sort_values(["threat", "target", "method"]).reset_index(drop=True))
 
 
