@@ -278,3 +278,20 @@ def test_reinit_keeps_the_mask_and_shapes_and_draws_fresh_weights(cfg_factory, d
     ctx.train = lambda model, epochs: again.append(copy.deepcopy(model))
     prune(copy.deepcopy(dense), cfg.pruning, ctx)
     assert all(torch.equal(a, b) for a, b in zip(finalize(again[0]).state_dict().values(), fresh.state_dict().values()))
+
+
+def test_known_answers_merge_replaces_only_the_cases_measured_now():
+    from benchmark.tools.defence_known_answers import merged
+
+    def entry(model, dataset, seed, value):
+        return {"model": model, "dataset": dataset, "seed": seed, "value": value}
+
+    earlier = {"rows": [entry("seed_cnn_bn", "mnist5k", 0, "old"), entry("seed_cnn_bn", "digits", 0, "old"),
+                        entry("resnet20", "mnist5k", 0, "old")],
+               "anp_premise": [{"dataset": "mnist5k", "seed": 0, "value": "old"}]}  # before premises named a model
+    rows, premises = merged(earlier, [entry("resnet20", "mnist5k", 0, "new"), entry("seed_cnn_bn", "mnist5k", 1, "new")],
+                            [])
+    assert [(r["model"], r["dataset"], r["seed"], r["value"]) for r in rows] == [
+        ("seed_cnn_bn", "mnist5k", 0, "old"), ("seed_cnn_bn", "mnist5k", 1, "new"), ("seed_cnn_bn", "digits", 0, "old"),
+        ("resnet20", "mnist5k", 0, "new")]
+    assert premises == [{"dataset": "mnist5k", "seed": 0, "value": "old", "model": "seed_cnn_bn"}]

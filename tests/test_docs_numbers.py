@@ -128,14 +128,14 @@ def test_defences_block_from_the_known_answers(repo):
              "chosen": {"threshold": 0.9, "neurons_pruned": 7.0}}]
     (repo / "results" / "defences_known_answers.json").write_text(json.dumps(
         {"asr_cut": 0.5, "max_acc_drop": 0.03, "rows": rows,
-         "anp_premise": [{"dataset": "mnist5k", "seed": 0, "eps": 0.4, "steps": 10,
+         "anp_premise": [{"dataset": "mnist5k", "seed": 0, "model": "seed_cnn_bn", "eps": 0.4, "steps": 10,
                           "backdoored": {"error": 0.574, "target_rate": 0.0},
                           "clean": {"error": 0.498, "target_rate": 0.01}}]}))
     (repo / "docs" / "defences.md").write_text("<!-- generated:defences -->\n<!-- /generated:defences -->\n")
     assert run(repo) == 0
     text = (repo / "docs" / "defences.md").read_text()
-    assert ("| mnist5k | 0 | CLP | shipped defaults | u = 1.75, 7 neurons | 0.999 → 0.181 | 0.974 → 0.958 "
+    assert ("| seed_cnn_bn | mnist5k | 0 | CLP | shipped defaults | u = 1.75, 7 neurons | 0.999 → 0.181 | 0.974 → 0.958 "
             "(-1.6 points) | yes |") in text
-    assert "| mnist5k | 1 | ANP | `pruning.iterations=300` | threshold 0.9, 7 neurons | 0.999 → 0.921 |" in text
+    assert "| seed_cnn_bn | mnist5k | 1 | ANP | `pruning.iterations=300` | threshold 0.9, 7 neurons | 0.999 → 0.921 |" in text
     assert "| no |" in text and "drop ≤ 3 points" in text
-    assert "10 signed-gradient steps of eps = 0.4" in text and "| mnist5k | 0 | 0.574 | 0.000 | 0.498 | 0.010 |" in text
+    assert "10 signed-gradient steps of eps = 0.4" in text and "| seed_cnn_bn | mnist5k | 0 | 0.574 | 0.000 | 0.498 | 0.010 |" in text

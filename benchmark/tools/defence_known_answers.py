@@ -1,15 +1,16 @@
 """The pruning defences' known answers (docs/defences.md): do ANP and CLP cut BadNets' attack success rate (ASR) on
 the dense backdoored model by at least half at <= 3 points of clean accuracy, as the literature reports?
 
-One small BatchNorm model per dataset and seed (`seed_cnn_bn`, BadNets at the shipped budget, trained on the
-poisoned set with the cell's own `fit`), each defence run through `benchmark.pruning.prune` exactly as a cell runs
+One BatchNorm model per model name, dataset and seed (`seed_cnn_bn` by default, `--models resnet20` for a deeper
+one; BadNets at the shipped budget, trained on the poisoned set with the cell's own `fit`), each defence run through `benchmark.pruning.prune` exactly as a cell runs
 it (shipped defaults, `selection=validation`: the amount is chosen on held-out clean training images, never on the
 test set), no fine-tune afterwards (as in the papers). ASR and clean accuracy are measured on the test set before
 and after.
 
 `python -m benchmark.tools.defence_known_answers` writes results/defences_known_answers.json (the `defences` block
-of docs/defences.md, `make docs`); tests/test_defences.py's slow known-answer tests measure the same cases on
-mnist5k, seed 0.
+of docs/defences.md, `make docs`); `--merge` replaces only the measured (model, dataset, seed) cases in it, so a
+slow model can be added on its own. tests/test_defences.py's slow known-answer tests measure the same cases on
+mnist5k, seed 0, `seed_cnn_bn`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ SETTINGS = {  # dataset -> dense training of the backdoored model (Adam, the cel
     "mnist5k": {"epochs": 10, "lr": 3e-3},
     "digits": {"epochs": 8, "lr": 3e-3},
 }
-MODEL = "seed_cnn_bn"
+MODEL = "seed_cnn_bn"  # the default model: 96 BatchNorm channels, seconds per defence
 CASES = {  # defence -> pruning overrides (ANP: fewer mask steps on more clean images than the paper, for CPU time)
     "clp": ("pruning=clp",),
     "anp": ("pruning=anp", "pruning.iterations=300", "pruning.clean_fraction=0.05"),
@@ -39,32 +40,32 @@ MAX_ACC_DROP = 0.03  # ... at a clean-accuracy drop of at most this (test set)
 CPU = torch.device("cpu")
 
 
-def compose(dataset: str, seed: int, *overrides: str):
-    """The cell config of a known-answer case: BadNets, `seed_cnn_bn`, `dataset`, on the CPU."""
+def compose(dataset: str, seed: int, *overrides: str, model: str = MODEL):
+    """The cell config of a known-answer case: BadNets, `model`, `dataset`, on the CPU."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     setting = SETTINGS[dataset]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=[
-            f"dataset={dataset}", f"model={MODEL}", "threat=badnets", "device=cpu", f"seed={seed}",
+            f"dataset={dataset}", f"model={model}", "threat=badnets", "device=cpu", f"seed={seed}",
             f"train.epochs={setting['epochs']}", f"train.lr={setting['lr']}", *overrides])
 
 
-def trained_model(dataset: str, seed: int = 0, poisoned: bool = True):
-    """(data, threat, model): `seed_cnn_bn` trained on the BadNets-poisoned training set of `dataset` (on the clean
+def trained_model(dataset: str, seed: int = 0, poisoned: bool = True, model_name: str = MODEL):
+    """(data, threat, model): `model_name` trained on the BadNets-poisoned training set of `dataset` (on the clean
     one when not `poisoned`)."""
     from attacks import build_threat
     from benchmark.data import load_dataset
     from benchmark.training import fit
     from models import build_model
 
-    cfg = compose(dataset, seed)
+    cfg = compose(dataset, seed, model=model_name)
     data = load_dataset(cfg.dataset, seed=seed)
     threat = build_threat(cfg.threat)
     train = threat.poisoned_set(data, seed)[0] if poisoned else data
     torch.manual_seed(seed)
-    model = build_model(MODEL, data.in_channels, data.image_size, data.num_classes)
+    model = build_model(model_name, data.in_channels, data.image_size, data.num_classes)
     fit(model, train.x_train, train.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
         batch_size=cfg.train.batch_size, seed=seed, device=CPU, desc="dense")
     return data, threat, model
@@ -77,20 +78,20 @@ def asr_and_accuracy(threat, model, data) -> tuple[float, float]:
             accuracy_and_loss(model, data.x_test, data.y_test, CPU)[0])
 
 
-def defend(dataset: str, seed: int, data, threat, model, defence: str) -> dict:
+def defend(dataset: str, seed: int, data, threat, model, defence: str, model_name: str = MODEL) -> dict:
     """One defence on a copy of `model`, as a cell prunes: the test-set ASR and clean accuracy before and after, the
     amount its rule chose (`pruning/*`) and whether the literature's claim holds."""
     from benchmark import stages
     from benchmark.pruning import prune
     from benchmark.pruning.common import finalize
 
-    cfg = compose(dataset, seed, *CASES[defence])
+    cfg = compose(dataset, seed, *CASES[defence], model=model_name)
     started = time.perf_counter()
     outcome = prune(copy.deepcopy(model), cfg.pruning, stages.prune_context(cfg, stages.TrainingSets.clean(data), CPU))
     seconds = time.perf_counter() - started
     (asr, acc), (asr_after, acc_after) = asr_and_accuracy(threat, model, data), asr_and_accuracy(
         threat, finalize(outcome.model), data)
-    return {"dataset": dataset, "seed": seed, "model": MODEL, "defence": defence, "overrides": list(CASES[defence]),
+    return {"dataset": dataset, "seed": seed, "model": model_name, "defence": defence, "overrides": list(CASES[defence]),
             "asr_before": asr, "asr_after": asr_after, "acc_before": acc, "acc_after": acc_after,
             "claim_holds": asr_after <= ASR_CUT * asr and acc - acc_after <= MAX_ACC_DROP,
             "defence_s": seconds, "chosen": {k.split("/", 1)[1]: v for k, v in outcome.info.items()}}
@@ -124,15 +125,15 @@ def under_adversarial_neuron_noise(model, x: torch.Tensor, y: torch.Tensor, targ
             "target_rate": float((predicted[y != target] == target).float().mean())}
 
 
-def premise(dataset: str, seed: int, data, threat, backdoored) -> dict:
+def premise(dataset: str, seed: int, data, threat, backdoored, model_name: str = MODEL) -> dict:
     """ANP's premise on held-out clean training images: the backdoored model under adversarial neuron noise, beside
-    the same CNN trained on the clean set."""
+    the same model trained on the clean set."""
     from benchmark.pruning.neurons import defender_split
 
     _, (x, y) = defender_split((data.x_train, data.y_train), 0, PREMISE_IMAGES, seed)
-    _, _, clean = trained_model(dataset, seed, poisoned=False)
+    _, _, clean = trained_model(dataset, seed, poisoned=False, model_name=model_name)
     target = int(threat.cfg.target_class)
-    return {"dataset": dataset, "seed": seed, "eps": PREMISE_EPS, "steps": PREMISE_STEPS,
+    return {"dataset": dataset, "seed": seed, "model": model_name, "eps": PREMISE_EPS, "steps": PREMISE_STEPS,
             "backdoored": under_adversarial_neuron_noise(backdoored, x, y, target, seed),
             "clean": under_adversarial_neuron_noise(clean, x, y, target, seed)}
 
@@ -140,27 +141,50 @@ def premise(dataset: str, seed: int, data, threat, backdoored) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "results" / "defences_known_answers.json"))
+    parser.add_argument("--models", nargs="+", default=[MODEL], help="BatchNorm models (conf/model/)")
     parser.add_argument("--datasets", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one backdoored model per seed")
+    parser.add_argument("--no-premise", action="store_true",
+                        help="skip ANP's premise (it trains a second, clean model per case)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other cases already in --out; replace only the ones measured now")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the numbers of one CPU thread, as the tests measure them
     rows, premises = [], []
-    for dataset in args.datasets:
-        for seed in args.seeds:
-            data, threat, model = trained_model(dataset, seed)
-            premises.append(premise(dataset, seed, data, threat, model))
-            for defence in CASES:
-                row = defend(dataset, seed, data, threat, model, defence)
-                rows.append(row)
-                print(f"{dataset} seed {seed} {defence}: ASR {row['asr_before']:.3f} -> {row['asr_after']:.3f}, "
-                      f"clean accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} ({row['defence_s']:.0f} s)",
-                      flush=True)
+    for model_name in args.models:
+        for dataset in args.datasets:
+            for seed in args.seeds:
+                data, threat, model = trained_model(dataset, seed, model_name=model_name)
+                if not args.no_premise:
+                    premises.append(premise(dataset, seed, data, threat, model, model_name))
+                for defence in CASES:
+                    row = defend(dataset, seed, data, threat, model, defence, model_name)
+                    rows.append(row)
+                    print(f"{model_name} {dataset} seed {seed} {defence}: ASR {row['asr_before']:.3f} -> "
+                          f"{row['asr_after']:.3f}, clean accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} "
+                          f"({row['defence_s']:.0f} s)", flush=True)
     out = Path(args.out)
+    if args.merge and out.exists():
+        rows, premises = merged(json.loads(out.read_text()), rows, premises)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"asr_cut": ASR_CUT, "max_acc_drop": MAX_ACC_DROP, "rows": rows,
                                 "anp_premise": premises}, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
+
+
+def merged(earlier: dict, rows: list[dict], premises: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The earlier result's rows and premises, those of the cases measured now replaced, in a stable order (an
+    earlier premise without a model was measured on the default model)."""
+    case = lambda entry: (entry["model"], entry["dataset"], entry["seed"])
+    measured = {case(entry) for entry in rows}
+    order = lambda entry: (entry["model"] != MODEL, entry["model"], entry["dataset"] != "mnist5k", entry["dataset"],
+                           entry["seed"])
+    keep = lambda entries: [entry for entry in entries if case(entry) not in measured]
+    for entry in earlier.get("anp_premise", []):
+        entry.setdefault("model", MODEL)
+    return (sorted(keep(earlier.get("rows", [])) + rows, key=order),
+            sorted(keep(earlier.get("anp_premise", [])) + premises, key=order))
 
 
 if __name__ == "__main__":

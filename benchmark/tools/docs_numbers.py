@@ -152,15 +152,15 @@ def render_defences(path: Path) -> str:
     """The pruning defences' known answers (benchmark.tools.defence_known_answers): per dataset and defence, the
     test-set ASR and clean accuracy before and after, the amount the defender's rule chose, and the verdict."""
     result = json.loads(path.read_text())
-    lines = ["| dataset | seed | defence | settings | chosen | ASR before → after | clean accuracy before → after | "
-             "claim holds |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | dataset | seed | defence | settings | chosen | ASR before → after | "
+             "clean accuracy before → after | claim holds |", "|---|---|---|---|---|---|---|---|---|"]
     for row in result.get("rows", []):
         chosen = row["chosen"]
         amount = (f"u = {chosen['u']:g}" if "u" in chosen else f"threshold {chosen['threshold']:g}")
         amount += f", {chosen['neurons_pruned']:.0f} neurons"
         settings = ", ".join(f"`{o}`" for o in row["overrides"][1:]) or "shipped defaults"
         drop = (row["acc_before"] - row["acc_after"]) * 100
-        lines.append(f"| {row['dataset']} | {row['seed']} | {row['defence'].upper()} | {settings} | {amount} | "
+        lines.append(f"| {row['model']} | {row['dataset']} | {row['seed']} | {row['defence'].upper()} | {settings} | {amount} | "
                      f"{row['asr_before']:.3f} → {row['asr_after']:.3f} | {row['acc_before']:.3f} → "
                      f"{row['acc_after']:.3f} ({-drop:+.1f} points) | {'yes' if row['claim_holds'] else 'no'} |")
     if len(lines) == 2:
@@ -172,10 +172,10 @@ def render_defences(path: Path) -> str:
         first = premise[0]
         text += (f"\nANP's premise: held-out clean training images under {first['steps']} signed-gradient steps of "
                  f"eps = {first['eps']:g} noise on every neuron's weight part and bias, the backdoored model beside "
-                 "the same CNN trained without poison (error; share of non-target images sent to the target class)."
-                 "\n\n| dataset | seed | backdoored: error | backdoored: to the target | clean-trained: error | "
-                 "clean-trained: to the target |\n|---|---|---|---|---|---|\n")
-        text += "".join(f"| {p['dataset']} | {p['seed']} | {p['backdoored']['error']:.3f} | "
+                 "the same model trained without poison (error; share of non-target images sent to the target "
+                 "class).\n\n| model | dataset | seed | backdoored: error | backdoored: to the target | "
+                 "clean-trained: error | clean-trained: to the target |\n|---|---|---|---|---|---|---|\n")
+        text += "".join(f"| {p['model']} | {p['dataset']} | {p['seed']} | {p['backdoored']['error']:.3f} | "
                         f"{p['backdoored']['target_rate']:.3f} | {p['clean']['error']:.3f} | "
                         f"{p['clean']['target_rate']:.3f} |\n" for p in premise)
     return text
