@@ -288,10 +288,13 @@ def test_known_answers_merge_replaces_only_the_cases_measured_now():
 
     earlier = {"rows": [entry("seed_cnn_bn", "mnist5k", 0, "old"), entry("seed_cnn_bn", "digits", 0, "old"),
                         entry("resnet20", "mnist5k", 0, "old")],
-               "anp_premise": [{"dataset": "mnist5k", "seed": 0, "value": "old"}]}  # before premises named a model
-    rows, premises = merged(earlier, [entry("resnet20", "mnist5k", 0, "new"), entry("seed_cnn_bn", "mnist5k", 1, "new")],
-                            [])
+               "anp_premise": [{"dataset": "mnist5k", "seed": 0, "value": "old"},  # before premises named a model
+                               entry("seed_cnn_bn", "digits", 0, "old")]}
+    rows, premises = merged(earlier, [entry("resnet20", "mnist5k", 0, "new"), entry("seed_cnn_bn", "mnist5k", 1, "new"),
+                                      entry("seed_cnn_bn", "digits", 0, "new")],
+                            [entry("seed_cnn_bn", "digits", 0, "new")])  # mnist5k seed 0's premise not measured now
     assert [(r["model"], r["dataset"], r["seed"], r["value"]) for r in rows] == [
-        ("seed_cnn_bn", "mnist5k", 0, "old"), ("seed_cnn_bn", "mnist5k", 1, "new"), ("seed_cnn_bn", "digits", 0, "old"),
+        ("seed_cnn_bn", "mnist5k", 0, "old"), ("seed_cnn_bn", "mnist5k", 1, "new"), ("seed_cnn_bn", "digits", 0, "new"),
         ("resnet20", "mnist5k", 0, "new")]
-    assert premises == [{"dataset": "mnist5k", "seed": 0, "value": "old", "model": "seed_cnn_bn"}]
+    assert premises == [{"dataset": "mnist5k", "seed": 0, "value": "old", "model": "seed_cnn_bn"},
+                        entry("seed_cnn_bn", "digits", 0, "new")]

@@ -174,17 +174,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def merged(earlier: dict, rows: list[dict], premises: list[dict]) -> tuple[list[dict], list[dict]]:
-    """The earlier result's rows and premises, those of the cases measured now replaced, in a stable order (an
+    """The earlier result's rows and premises, each replaced where its case was measured now, in a stable order (an
     earlier premise without a model was measured on the default model)."""
     case = lambda entry: (entry["model"], entry["dataset"], entry["seed"])
-    measured = {case(entry) for entry in rows}
     order = lambda entry: (entry["model"] != MODEL, entry["model"], entry["dataset"] != "mnist5k", entry["dataset"],
                            entry["seed"])
-    keep = lambda entries: [entry for entry in entries if case(entry) not in measured]
+
+    def replace(entries: list[dict], now: list[dict]) -> list[dict]:
+        measured = {case(entry) for entry in now}
+        return sorted([entry for entry in entries if case(entry) not in measured] + now, key=order)
+
     for entry in earlier.get("anp_premise", []):
         entry.setdefault("model", MODEL)
-    return (sorted(keep(earlier.get("rows", [])) + rows, key=order),
-            sorted(keep(earlier.get("anp_premise", [])) + premises, key=order))
+    return replace(earlier.get("rows", []), rows), replace(earlier.get("anp_premise", []), premises)
 
 
 if __name__ == "__main__":
