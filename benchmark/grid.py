@@ -317,7 +317,8 @@ GRID_CELLS_TAG = "grid_cells"
 
 def log_grid_artifacts(uri: str, experiment: str, parent_id: str, cells: list[dict]) -> None:
     """The grid's own cells (run now or skipped as already finished) as figures (robust and clean accuracy, backdoor
-    ASR vs sparsity) and tables (pruning-identified exemplars among them), logged to the parent run, so the MLflow UI shows the curves on the grid's run.
+    ASR vs sparsity) and tables (pruning-identified exemplars among them), logged to the parent run, so the MLflow
+    UI shows the curves on the grid's run.
 
     When an earlier grid's parent run shows the same cell runs and was made by the same commit of a clean checkout
     (a re-run whose cells were all skipped), its figures and tables are copied instead of drawn again."""
@@ -360,6 +361,5 @@ def _draw_grid_artifacts(uri: str, experiment: str, run_ids: list[str], out: Pat
         return False
     figures.write_figures(frame, out / "figures", [spec for spec in figures.FIGURES if spec.name in GRID_FIGURES])
     figures.write_tables(frame, out / "tables")
-    pies = figures.pie_table(frame, figures.load_predictions(uri, experiment, figures.multi_seed_runs(frame)))
-    figures.write_table(pies, out / "tables", "pie", figures.PIE_CAPTION)
+    figures.write_table(figures.exemplar_table(frame, uri, experiment), out / "tables", "pie", figures.PIE_CAPTION)
     return True

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from benchmark.figures.frame import load_runs, log, tidy
-from benchmark.figures.pie import PIE_CAPTION, load_predictions, multi_seed_runs, pie_table
+from benchmark.figures.pie import PIE_CAPTION, exemplar_table
 from benchmark.figures.plot import write_figures, write_pie_figures, write_profiles
 from benchmark.figures.tables import write_table, write_tables
 
@@ -17,7 +17,7 @@ def regenerate(tracking_uri: str, experiment: str, out: Path | str,
     if frame.empty:
         raise SystemExit(f"no FINISHED runs in experiment {experiment!r} at {tracking_uri}: run a grid first "
                          f"(python -m benchmark.run -m experiment={experiment})")
-    pies = pie_table(frame, load_predictions(tracking_uri, experiment, multi_seed_runs(frame)), include_collapsed)
+    pies = exemplar_table(frame, tracking_uri, experiment, include_collapsed)
     written = {"figures": write_figures(frame, out / "figures") + write_profiles(frame, out / "figures", tracking_uri)
                + write_pie_figures(pies, out / "figures"),
                "tables": write_tables(frame, out / "tables", include_collapsed)

@@ -72,6 +72,12 @@ def multi_seed_runs(frame: pd.DataFrame) -> list[str]:
     return sorted(frame.loc[seeds >= MIN_SEEDS, RUN_ID])
 
 
+def exemplar_table(frame: pd.DataFrame, tracking_uri: str, experiment: str,
+                   include_collapsed: bool = False) -> pd.DataFrame:
+    """`pie_table` of the cells in `frame`, with the predictions of its multi-seed points read from the store."""
+    return pie_table(frame, load_predictions(tracking_uri, experiment, multi_seed_runs(frame)), include_collapsed)
+
+
 def pie_table(frame: pd.DataFrame, predictions: pd.DataFrame, include_collapsed: bool = False) -> pd.DataFrame:
     """One row per point with at least MIN_SEEDS seeds: the seeds whose cells logged predictions (`n_seeds`) and
     those that did not (`n_seeds_without_predictions`: cells logged before the artifact existed, left out), the
