@@ -188,6 +188,7 @@ def test_anp_masks_learn_against_the_perturbation_after_its_ascent_steps(digits,
     for before, after in zip(noisy, noisy[1:]):  # every ascent step moves each neuron's noise by up to eps
         assert not torch.allclose(before, after), "a perturbation step did not reach the model"
 
+
 def test_anp_in_batchnorm_train_mode_leaves_the_running_statistics_as_they_were(cfg_factory, digits):
     torch.manual_seed(0)
     model = build_model("seed_cnn_bn", 1, digits.image_size, 10)

@@ -2,10 +2,10 @@
 the dense backdoored model by at least half at <= 3 points of clean accuracy, as the literature reports?
 
 One BatchNorm model per model name, dataset and seed (`seed_cnn_bn` by default, `--models resnet20` for a deeper
-one; BadNets at the shipped budget, trained on the poisoned set with the cell's own `fit`), each defence run through `benchmark.pruning.prune` exactly as a cell runs
-it (shipped defaults, `selection=validation`: the amount is chosen on held-out clean training images, never on the
-test set), no fine-tune afterwards (as in the papers). ASR and clean accuracy are measured on the test set before
-and after.
+one; BadNets at the shipped budget, trained on the poisoned set with the cell's own `fit`), each defence run
+through `benchmark.pruning.prune` exactly as a cell runs it (shipped defaults, `selection=validation`: the amount
+is chosen on held-out clean training images, never on the test set), no fine-tune afterwards (as in the papers).
+ASR and clean accuracy are measured on the test set before and after.
 
 `python -m benchmark.tools.defence_known_answers` writes results/defences_known_answers.json (the `defences` block
 of docs/defences.md, `make docs`); `--merge` replaces only the measured (model, dataset, seed) cases in it, so a
@@ -91,7 +91,8 @@ def defend(dataset: str, seed: int, data, threat, model, defence: str, model_nam
     seconds = time.perf_counter() - started
     (asr, acc), (asr_after, acc_after) = asr_and_accuracy(threat, model, data), asr_and_accuracy(
         threat, finalize(outcome.model), data)
-    return {"dataset": dataset, "seed": seed, "model": model_name, "defence": defence, "overrides": list(CASES[defence]),
+    return {"dataset": dataset, "seed": seed, "model": model_name, "defence": defence,
+            "overrides": list(CASES[defence]),
             "asr_before": asr, "asr_after": asr_after, "acc_before": acc, "acc_after": acc_after,
             "claim_holds": asr_after <= ASR_CUT * asr and acc - acc_after <= MAX_ACC_DROP,
             "defence_s": seconds, "chosen": {k.split("/", 1)[1]: v for k, v in outcome.info.items()}}

@@ -160,8 +160,8 @@ def render_defences(path: Path) -> str:
         amount += f", {chosen['neurons_pruned']:.0f} neurons"
         settings = ", ".join(f"`{o}`" for o in row["overrides"][1:]) or "shipped defaults"
         drop = (row["acc_before"] - row["acc_after"]) * 100
-        lines.append(f"| {row['model']} | {row['dataset']} | {row['seed']} | {row['defence'].upper()} | {settings} | {amount} | "
-                     f"{row['asr_before']:.3f} → {row['asr_after']:.3f} | {row['acc_before']:.3f} → "
+        lines.append(f"| {row['model']} | {row['dataset']} | {row['seed']} | {row['defence'].upper()} | {settings} | "
+                     f"{amount} | {row['asr_before']:.3f} → {row['asr_after']:.3f} | {row['acc_before']:.3f} → "
                      f"{row['acc_after']:.3f} ({-drop:+.1f} points) | {'yes' if row['claim_holds'] else 'no'} |")
     if len(lines) == 2:
         return f"`{DEFENCES}` holds no measurement: run `python -m benchmark.tools.defence_known_answers`.\n"
