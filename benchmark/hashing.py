@@ -3,7 +3,7 @@
 Key chain (docs/pipeline.md, "Hashing"): dense = H(code, device type, dataset, model, train, seed,
 training-data threat part); pruned = H(code, device type, dense, pruning, finetune, fine-tune data);
 cell = H(code, device type, resolved config minus run-only keys). `code` is benchmark.version.code_identity():
-the results version and the versions of torch, torch-pruning and ART, so a change that alters numbers makes
+the results version and the versions of the libraries that compute numbers or data splits, so a change that alters numbers makes
 every older cache entry and finished cell stale instead of silently reused.
 """
 from __future__ import annotations

