@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmark.datasets import DATASETS
 from benchmark.inputs import builtin_content_sha256, data_identity, model_identity, split_sizes
-from benchmark.pruning import PRUNERS
+from benchmark.pruning import ignores_sparsity
 from benchmark.version import code_identity
 
 log = logging.getLogger("benchmark")
@@ -34,10 +34,13 @@ DATASET_RUN_ONLY_KEYS = {"data_root", "download", "eps", "eps_l2"}
 def canonicalize(cfg: DictConfig) -> None:
     """One computation, one config: values that compute the same thing are written one way before validation
     and hashing (the logged config.yaml shows the values the cell used)."""
-    if PRUNERS[cfg.pruning.method].ignores_sparsity and cfg.pruning.sparsity != 0:
+    if ignores_sparsity(cfg.pruning) and cfg.pruning.sparsity != 0:
         log.info("pruning=%s: sparsity %s normalised to 0 (it ignores sparsity)", cfg.pruning.method,
                  cfg.pruning.sparsity)
         cfg.pruning.sparsity = 0.0
+    rate = cfg.threat.get("poison_rate")
+    if isinstance(rate, float) and rate.is_integer():  # `r=0` and `r=0.0` in the threat's name: one setting
+        cfg.threat.poison_rate = int(rate)
     if cfg.pruning.get("reinit") is False:  # the default: `+pruning.reinit=false` is the same cell
         with open_dict(cfg):
             del cfg.pruning["reinit"]

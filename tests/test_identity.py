@@ -147,3 +147,21 @@ def test_torchvision_files_under_data_root_enter_every_key(cfg_factory, tmp_path
     original = keys(data_root("a"))
     assert keys(data_root("b")) == original  # the same files elsewhere: data_root is where, not what
     assert all(a != b for a, b in zip(original, keys(data_root("c", extra=b"\1"))))
+
+
+def test_a_rate_written_two_ways_is_one_setting(cfg_factory):
+    """The poisoning threats' names carry the rate: `r=0` and `r=0.0` must not split one setting in two."""
+    whole = cfg_factory("threat=badnets", "threat.poison_rate=0")
+    written_as_float = cfg_factory("threat=badnets", "threat.poison_rate=0.0")
+    assert prepare(whole)[0] == prepare(written_as_float)[0]
+    assert whole.threat.name == written_as_float.threat.name
+
+
+def test_fine_pruning_with_a_channel_fraction_is_one_cell_per_fraction(cfg_factory):
+    """With `channel_fraction` set the swept sparsity changes nothing: one cell, not one per sparsity."""
+    def cell(*overrides):
+        return prepare(cfg_factory("model=seed_cnn", "pruning=fine_pruning", *overrides))[0]
+
+    assert cell("pruning.channel_fraction=0.5", "pruning.sparsity=0.5") == \
+        cell("pruning.channel_fraction=0.5", "pruning.sparsity=0.9")
+    assert cell("pruning.sparsity=0.5") != cell("pruning.sparsity=0.9")

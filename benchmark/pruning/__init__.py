@@ -32,11 +32,18 @@ def run_label(cfg) -> str:
     return PRUNERS[cfg.method].variant_label(cfg) + ("+reinit" if cfg.get("reinit") else "")
 
 
+def ignores_sparsity(cfg) -> bool:
+    """Whether the pruning config `cfg` computes the same model whatever its `sparsity`."""
+    ignores = PRUNERS[cfg.method].ignores_sparsity
+    return bool(ignores(cfg) if callable(ignores) else ignores)
+
+
 PRUNERS = Registry("pruning.method", "benchmark.pruning.methods", metadata={
     "structured": False,  # removes whole channels (the model shrinks) rather than masking weights
     "needs_conv": False,  # needs a conv layer in the model
     "needs_batchnorm": False,  # ranks BatchNorm scales
-    "ignores_sparsity": False,  # `sparsity` does not change what it computes: normalised to 0 before hashing
+    # `sparsity` does not change what it computes (normalised to 0 before hashing): a bool, or pruning cfg -> bool
+    "ignores_sparsity": False,
     "variant_label": variant_label,  # pruning cfg -> run-name suffix
     "model_check": None,  # model -> None, or what the method needs that the model lacks (checked before compute)
 })

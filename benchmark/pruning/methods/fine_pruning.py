@@ -32,7 +32,8 @@ def head_reads_last_conv(model) -> str | None:
     return None
 
 
-@PRUNERS.register("fine_pruning", config=FinePruning, structured=True, needs_conv=True, model_check=head_reads_last_conv)
+@PRUNERS.register("fine_pruning", config=FinePruning, structured=True, needs_conv=True, model_check=head_reads_last_conv,
+                  ignores_sparsity=lambda cfg: cfg.get("channel_fraction") is not None)
 def fine_pruning(model, cfg, ctx):
     from benchmark.pruning.common import PruneOutcome
     from benchmark.pruning.dormant import (channels_for_sparsity, last_conv, last_conv_activations,
