@@ -42,6 +42,11 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("target_class", "source_class"):
         if key in threat and num_classes is not None:
             in_range(f"threat.{key}", threat[key], 0, num_classes - 1)
+    if plain["model"].get("checkpoint") and threat.get("kind") in ("poisoning", "backdoor"):
+        raise ConfigError(f"model.checkpoint={plain['model']['checkpoint']!r} with threat.kind={threat['kind']!r}: "
+                          "the checkpoint would replace the poisoned dense training, so the attack would never "
+                          "reach the model; allowed: model.checkpoint=null with a data threat, or an evasion "
+                          "threat with a checkpoint")
     _check_dataset_shape(plain["dataset"])
     if DATASETS[plain["dataset"]["name"]].summary is None:  # declared shape: its split is checked without the files
         from benchmark.inputs import dataset_shape

@@ -161,6 +161,17 @@ def test_checkpoint_content_not_path_enters_the_dense_key(tmp_path, npz32):
     assert hashing.dense_key(trained, None) != keys("a.pt")[0]
 
 
+@pytest.mark.parametrize("threat", ["badnets", "label_flip"])
+def test_a_checkpoint_with_a_data_threat_is_rejected_before_compute(tmp_path, threat):
+    """The checkpoint replaces dense training, so the poisoned training set would never reach the model."""
+    torch.manual_seed(0)
+    torch.save(build_model("seed_cnn", 1, 16, 10).state_dict(), tmp_path / "cnn.pt")
+    cfg = compose_cfg(tmp_path, "debug=tiny", "model=seed_cnn", f"model.checkpoint={tmp_path / 'cnn.pt'}",
+                      f"threat={threat}")
+    with pytest.raises(ConfigError, match=rf"^model.checkpoint=.*threat.kind=.*allowed: model.checkpoint=null"):
+        prepare(cfg)
+
+
 def test_checkpoint_of_another_architecture_fails_before_compute_listing_keys(tmp_path, npz32):
     torch.manual_seed(0)
     torch.save(build_model("torchvision", 3, 32, 10, arch="resnet34").state_dict(), tmp_path / "r34.pt")
