@@ -82,6 +82,23 @@ def test_cells_differing_in_more_than_the_seed_are_separate_variants_never_avera
     assert summary.loc[summary["variant"] == "pruning.scope=layerwise", "clean/acc"].item() == pytest.approx(0.5)
 
 
+def test_one_config_and_seed_on_another_device_or_library_is_not_another_seed(caplog):
+    """Device type and library versions are in the cell hash, not the params: two such runs of one seed are the
+    same seed, and the point's interval counts seeds, not rows."""
+    def run(i, seed, acc):
+        return {"tags.cell_hash": f"h{i}", "start_time": i, "params.model.name": "seed_cnn",
+                "params.dataset.name": "digits", "params.threat.name": "pgd", "params.pruning.method": "random",
+                "params.pruning.sparsity": "0.5", "params.seed": str(seed), "metrics.clean/acc": acc}
+
+    with caplog.at_level("WARNING", logger="benchmark"):
+        frame = figures.tidy(pd.DataFrame([run(0, 0, 0.2), run(1, 1, 0.6), run(2, 0, 0.4)]))
+    assert sorted(zip(frame["seed"], frame["clean/acc"])) == [(0, 0.4), (1, 0.6)]  # seed 0: the newest run
+    assert "1 FINISHED cell runs repeat a config and seed of a newer run" in caplog.text
+    summary = figures.summary_table(frame)
+    assert summary["n_seeds"].item() == 2 and summary["clean/acc"].item() == pytest.approx(0.5)
+    assert summary["clean/acc ci95"].item() == pytest.approx(figures.ci_halfwidth(pd.Series([0.4, 0.6])))
+
+
 def test_runs_of_an_older_results_version_are_left_out_not_averaged_with_their_rerun(tmp_path, caplog):
     """After a RESULTS_VERSION bump a grid re-runs every cell under a new hash; the old runs stay in the store."""
     from mlflow import MlflowClient
@@ -233,6 +250,9 @@ def test_collapsed_points_are_hollow_with_a_chance_line_and_left_out_of_tables()
     lines = fig.axes[0].get_lines()
     hollow = [line for line in lines if line.get_markerfacecolor() == "white"]
     assert len(hollow) == 1 and list(zip(hollow[0].get_xdata(), hollow[0].get_ydata())) == [(0.99, 0.104)]
+    assert hollow[0].get_linestyle() == "None"
+    joined = [line for line in lines if line.get_linestyle() == "-"]
+    assert joined and all(0.99 not in list(line.get_xdata()) for line in joined)  # no line runs into it
     chance = [line for line in lines if line.get_label() == "chance"]
     assert len(chance) == 1 and list(chance[0].get_ydata()) == pytest.approx([0.1, 0.1])
     assert "collapsed (clean acc. at chance)" in [t.get_text() for t in fig.legends[0].get_texts()]
@@ -282,3 +302,25 @@ def test_convergence_table_picks_the_dense_model_and_the_sparsest_non_collapsed_
     table = figures.convergence_table(frame)
     assert list(zip(table["method"], table["target"], table["robust/convergence_gap/eps_0.1"])) == [
         ("none", 0.0, 0.004), ("taylor", 0.9, 0.02)]
+
+
+def test_a_collapsed_seed_is_never_averaged_into_a_point_or_joined_in_a_profile():
+    rows = [{"method": "random", "target": 0.9, "seed": 0, "sparsity/achieved": 0.9, "clean/acc": 0.8,
+             "robust/worst/eps_0.1": 0.5, "robust/worst/eps_0.2": 0.3, "clean/collapsed": 0.0},
+            {"method": "random", "target": 0.9, "seed": 1, "sparsity/achieved": 0.9, "clean/acc": 0.1,
+             "robust/worst/eps_0.1": 0.1, "robust/worst/eps_0.2": 0.1, "clean/collapsed": 1.0}]
+    frame = _cells(rows)
+    spec = next(s for s in figures.FIGURES if s.name == "clean_vs_sparsity")
+    fig = figures.plot_spec(frame, spec, ("seed_cnn", "mnist5k", "evasion"))
+    drawn = [(tuple(line.get_ydata()), line.get_markerfacecolor()) for line in fig.axes[0].get_lines()
+             if 0.9 in list(line.get_xdata())]
+    assert ((0.1,), "white") in drawn  # the collapsed seed on its own
+    assert all(0.45 not in ys for ys, _ in drawn)  # never the mean of 0.8 and 0.1
+    plt.close(fig)
+    profile = next(p for p in figures.PROFILES if p.name == "worst_robust_vs_eps")
+    fig = figures.plot_profile(figures.profile_points(frame, profile), profile, ("seed_cnn", "mnist5k", "evasion"))
+    lines = fig.axes[0].get_lines()
+    hollow = [line for line in lines if line.get_markerfacecolor() == "white"]
+    assert hollow and all(line.get_linestyle() == "None" for line in hollow)
+    assert all(list(line.get_ydata()) != [0.3, 0.2] for line in lines)  # no mean over the two seeds
+    plt.close(fig)

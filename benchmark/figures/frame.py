@@ -58,7 +58,9 @@ def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
 def tidy(runs: pd.DataFrame) -> pd.DataFrame:
     """Group keys with short names and typed values, plus every `metrics.*` column under its metric name.
 
-    A cell re-run with force=true has several FINISHED runs: keep the newest per cell hash."""
+    One row per seed of a point: a cell re-run with force=true has several FINISHED runs, and one config and seed
+    computed on another device type or with other library versions (both in the cell hash, neither a param) is
+    another run of the same seed, not another seed; the newest is kept, with a warning counting the others."""
     if runs.empty:
         return pd.DataFrame(columns=[*PARAMS, VARIANT, RUN_ID])
     runs = runs.sort_values("start_time").drop_duplicates("tags.cell_hash", keep="last")
@@ -69,7 +71,11 @@ def tidy(runs: pd.DataFrame) -> pd.DataFrame:
     frame.insert(list(PARAMS).index(METHOD) + 1, VARIANT, variants(runs, frame))
     metrics = runs[[c for c in runs.columns if c.startswith("metrics.")]]
     frame = pd.concat([frame, metrics.rename(columns=lambda c: c[len("metrics."):])], axis=1)
-    return frame.sort_values([*POINT, SEED]).reset_index(drop=True)
+    newest = ~frame.duplicated([*POINT, SEED], keep="last")  # rows are in start-time order
+    if repeats := int((~newest).sum()):
+        log.warning("%d FINISHED cell runs repeat a config and seed of a newer run (another device type or library "
+                    "versions): only the newest run per seed is used, so seeds are never counted twice", repeats)
+    return frame[newest].sort_values([*POINT, SEED]).reset_index(drop=True)
 
 
 def variants(runs: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:

@@ -23,17 +23,21 @@ from benchmark.figures.specs import FIGURES, PROFILES, FigureSpec, ProfileSpec  
 def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
     """The figure of one spec for one (model, dataset, threat); None when no metric matches.
 
-    Points where a seed's model collapsed to chance are hollow; accuracies show the chance level; against
-    sparsity the dense baseline is a dashed line; a data threat that failed on the dense model is greyed out."""
+    A cell whose model collapsed to chance is no result: it is a hollow marker of its own, never joined by a line
+    or averaged into a mean; accuracies show the chance level; against sparsity the dense baseline is a dashed
+    line; a data threat that failed on the dense model is greyed out."""
     sub = frame[(frame[SETTING] == pd.Series(setting, index=SETTING)).all(axis=1)]
     panels = matching(sub, spec.metrics, spec.exclude)
     if not panels or spec.x not in sub:
         return None
-    agg = aggregate(sub, sorted({*panels, spec.x}))
+    is_collapsed = sub[COLLAPSED] == 1 if COLLAPSED in sub else pd.Series(False, index=sub.index)
+    collapsed_cells = sub[is_collapsed]
+    agg = aggregate(sub[~is_collapsed], sorted({*panels, spec.x}))
     by_sparsity = spec.x == X_SPARSITY
     ineffective = ineffective_share(sub) if spec.threat_metric else 0.0
     fig, axes = _panel_grid(len(panels), share_y=spec.ylim is not None)
-    lines = sorted(agg[[METHOD, VARIANT]].drop_duplicates().itertuples(index=False, name=None))
+    lines = sorted({*agg[[METHOD, VARIANT]].itertuples(index=False, name=None),
+                    *collapsed_cells[[METHOD, VARIANT]].itertuples(index=False, name=None)})
     colors = {line: _greyed(plt.cm.tab10(i % 10), ineffective == 1.0) for i, line in enumerate(lines)}
     for ax, metric in zip(axes.flat, panels):
         for method, variant in lines:
@@ -44,9 +48,10 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
             ax.errorbar(line[spec.x], line[metric], yerr=line[f"{metric} ci95"], color=colors[method, variant],
                         label=_line_label(method, variant),
                         marker="o", markersize=3, capsize=2, linestyle="-" if by_sparsity else "none")
-            _hollow_collapsed(ax, line, spec.x, metric, colors[method, variant])
+            cells = collapsed_cells[(collapsed_cells[METHOD] == method) & (collapsed_cells[VARIANT] == variant)]
+            _hollow_collapsed(ax, cells, spec.x, metric, colors[method, variant])
         if not by_sparsity and spec.front:  # a cost axis: the Pareto front over all methods (collapsed: no result)
-            front = pareto_front(agg[agg["n_collapsed"] == 0], spec.x, metric)
+            front = pareto_front(agg, spec.x, metric)
             ax.step(front[spec.x], front[metric], where="post", color="black", linewidth=0.8, marker="s",
                     markersize=7, markerfacecolor="none", label="Pareto front")
         if spec.accuracy:
@@ -64,8 +69,8 @@ def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
         if spec.ylim:
             ax.set_ylim(*spec.ylim)
         ax.grid(alpha=0.3)
-    _suptitle(fig, setting, int(agg["n_seeds"].max()), columns=axes.shape[1])
-    _legend_below(fig, axes, top=0.95 if axes.shape[0] == 1 else 0.96, collapsed=bool((agg["n_collapsed"] > 0).any()))
+    _suptitle(fig, setting, int(sub[SEED].nunique()), columns=axes.shape[1])
+    _legend_below(fig, axes, top=0.95 if axes.shape[0] == 1 else 0.96, collapsed=not collapsed_cells.empty)
     return fig
 
 
@@ -79,11 +84,11 @@ def _dense_baseline(ax, line: pd.DataFrame, metric: str, variant: str) -> None:
         ax.axhspan(value - ci, value + ci, color="black", alpha=0.08, linewidth=0)
 
 
-def _hollow_collapsed(ax, line: pd.DataFrame, x: str, metric: str, color) -> None:
-    """Points where a seed's model sits at chance (`clean/collapsed`): a hollow marker over the filled one."""
-    collapsed = line[line["n_collapsed"] > 0]
-    if not collapsed.empty:
-        ax.plot(collapsed[x], collapsed[metric], linestyle="none", marker="o", markersize=7,
+def _hollow_collapsed(ax, cells: pd.DataFrame, x: str, metric: str, color) -> None:
+    """Cells whose model sits at chance (`clean/collapsed`): one hollow marker per cell, no line, no mean."""
+    cells = cells.dropna(subset=[x, metric]) if metric in cells and x in cells else cells.iloc[0:0]
+    if not cells.empty:
+        ax.plot(cells[x], cells[metric], linestyle="none", marker="o", markersize=7,
                 markerfacecolor="white", markeredgecolor=color, zorder=3)
 
 
@@ -196,30 +201,33 @@ def profile_points(frame: pd.DataFrame, spec: ProfileSpec, tracking_uri: str | N
 
 
 def plot_profile(points: pd.DataFrame, spec: ProfileSpec, setting: tuple, chance: float | None = None):
-    """The profile figure of one (model, dataset, threat); None without data. A sparsity whose model collapsed to
-    chance in any seed is drawn dotted with hollow markers; `chance` (accuracies) is drawn as a dotted grey line."""
+    """The profile figure of one (model, dataset, threat); None without data. A model that collapsed to chance is
+    no result: its points are hollow markers of their own, never joined by a line or averaged with other seeds;
+    `chance` (accuracies) is drawn as a dotted grey line."""
     sub = points[(points[SETTING] == pd.Series(setting, index=SETTING)).all(axis=1)]
     if sub.empty:
         return None
-    stats_ = sub.groupby([METHOD, VARIANT, TARGET, "x"]).agg(
-        mean=("value", "mean"), ci=("value", ci_halfwidth), n=(SEED, "nunique"),
-        collapsed=("collapsed", lambda v: bool((v == 1).any()))).reset_index()
+    is_collapsed = sub["collapsed"] == 1
+    collapsed_points = sub[is_collapsed]
+    stats_ = sub[~is_collapsed].groupby([METHOD, VARIANT, TARGET, "x"]).agg(
+        mean=("value", "mean"), ci=("value", ci_halfwidth), n=(SEED, "nunique")).reset_index()
     ineffective = ineffective_share(sub.rename(columns={"effective": EFFECTIVE})) if spec.threat_metric else 0.0
     dense = stats_[stats_[METHOD] == DENSE]
-    panels = sorted(stats_[stats_[METHOD] != DENSE][[METHOD, VARIANT]].drop_duplicates()
+    panels = sorted(sub[sub[METHOD] != DENSE][[METHOD, VARIANT]].drop_duplicates()
                     .itertuples(index=False, name=None)) or [(DENSE, "")]
     fig, axes = _panel_grid(len(panels), share_y=spec.ylim is not None)
-    targets = sorted(stats_[TARGET].unique())  # evenly spaced colours by rank: 0.9/0.95/0.99 stay apart
+    targets = sorted(sub[TARGET].unique())  # evenly spaced colours by rank: 0.9/0.95/0.99 stay apart
     color = {t: _greyed(plt.cm.viridis(0.9 * i / max(len(targets) - 1, 1)), ineffective == 1.0)
              for i, t in enumerate(targets)}
     for ax, (method, variant) in zip(axes.flat, panels):
         panel = stats_[(stats_[METHOD] == method) & (stats_[VARIANT] == variant)]
         for target, line in panel.groupby(TARGET):
-            collapsed = bool(line["collapsed"].any())
-            ax.errorbar(line["x"], line["mean"], yerr=line["ci"], color=color[target], marker="o",
-                        markersize=5 if collapsed else 3, capsize=2, linestyle=":" if collapsed else "-",
-                        markerfacecolor="white" if collapsed else color[target],
-                        label=f"s={target:g}" + (" (collapsed)" if collapsed else ""))
+            ax.errorbar(line["x"], line["mean"], yerr=line["ci"], color=color[target], marker="o", markersize=3,
+                        capsize=2, linestyle="-", label=f"s={target:g}")
+        lost = collapsed_points[(collapsed_points[METHOD] == method) & (collapsed_points[VARIANT] == variant)]
+        for target, cells in lost.groupby(TARGET):
+            ax.plot(cells["x"], cells["value"], linestyle="none", marker="o", markersize=5,
+                    markerfacecolor="white", markeredgecolor=color[target], label=f"s={target:g} (collapsed)")
         if method != DENSE:
             for _, line in dense.groupby([VARIANT, TARGET]):
                 ax.plot(line["x"], line["mean"], color="black", linestyle="--", linewidth=1, label="dense (none)")
