@@ -324,3 +324,13 @@ def test_a_collapsed_seed_is_never_averaged_into_a_point_or_joined_in_a_profile(
     assert hollow and all(line.get_linestyle() == "None" for line in hollow)
     assert all(list(line.get_ydata()) != [0.3, 0.2] for line in lines)  # no mean over the two seeds
     plt.close(fig)
+
+
+def test_the_summary_shows_each_threat_success_beside_its_baseline():
+    """ASR 1.0 means little when the model picks the target class on a third of clean images already."""
+    rows = [{"method": "magnitude_global", "target": 0.9, "sparsity/achieved": 0.9, "backdoor/asr": 1.0,
+             "backdoor/target_rate_clean": 0.34, "poison/targeted_success": 0.5,
+             "poison/targeted_success_ref": 0.4}]
+    columns = list(figures.summary_table(_cells(rows, threat="badnets")).columns)
+    assert columns.index("backdoor/target_rate_clean") > columns.index("backdoor/asr")
+    assert columns.index("poison/targeted_success_ref") > columns.index("poison/targeted_success")

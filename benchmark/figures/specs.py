@@ -114,8 +114,10 @@ SUMMARY_COLUMNS: list[Column] = [
     Column("clean/acc"),
     Column("gap/acc"),
     Column("robust/worst/eps_*", binomial=True),
-    Column("backdoor/asr"),  # the data threats' success: what a defence must bring down
+    Column("backdoor/asr"),  # the data threats' success: what a defence must bring down, beside its baseline:
+    Column("backdoor/target_rate_clean"),  # how often the model picks the target class without the trigger
     Column("poison/targeted_success"),
+    Column("poison/targeted_success_ref"),  # the same success against the clean model (same method and sparsity)
     Column("poison/acc_drop"),
     Column("cost/macs", ci=False),
 ]

@@ -29,7 +29,8 @@ PERF = "perf.json"
 ENGINES = "perf_engines.json"
 DEFENCES = "defences_known_answers.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells
-THREAT_SUCCESS = ("backdoor/asr", "poison/targeted_success", "poison/acc_drop")  # the poisoning slice's columns
+THREAT_SUCCESS = ("backdoor/asr", "backdoor/target_rate_clean", "poison/targeted_success",  # the poisoning slice:
+                  "poison/targeted_success_ref", "poison/acc_drop")  # each success beside its baseline
 HEADLINE_TARGET = 0.9  # the default-grid block: every method at this requested sparsity, beside the dense model
 HEADLINE_EPS = "0.1"
 MARKER = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
