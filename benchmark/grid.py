@@ -361,5 +361,7 @@ def _draw_grid_artifacts(uri: str, experiment: str, run_ids: list[str], out: Pat
         return False
     figures.write_figures(frame, out / "figures", [spec for spec in figures.FIGURES if spec.name in GRID_FIGURES])
     figures.write_tables(frame, out / "tables")
-    figures.write_table(figures.exemplar_table(frame, uri, experiment), out / "tables", "pie", figures.PIE_CAPTION)
+    pies, class_impact = figures.forgetting_tables(frame, uri, experiment)
+    figures.write_table(pies, out / "tables", "pie", figures.PIE_CAPTION)
+    figures.write_table(class_impact, out / "tables", "class_impact", figures.CLASS_IMPACT_CAPTION)
     return True

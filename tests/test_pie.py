@@ -59,7 +59,7 @@ CELLS = [("r0", "magnitude_global", 0.5, 0, False), ("r1", "magnitude_global", 0
 
 
 def test_pies_are_images_whose_modal_predictions_share_no_class_known_answer():
-    table = pie_table(_frame(CELLS), KNOWN)
+    table = pie_table(_frame(CELLS), KNOWN, min_seeds=2)
     assert list(zip(table["method"], table["target"])) == [("l1_filter", 0.5), ("magnitude_global", 0.5)]
     row = table.set_index("method").loc["magnitude_global"]
     assert (row["n_seeds"], row["n_seeds_without_predictions"]) == (3, 0)
@@ -68,35 +68,37 @@ def test_pies_are_images_whose_modal_predictions_share_no_class_known_answer():
     # accuracies over (image, seed) pairs: PIEs a (3 pairs) and c (2); the rest b (3), d, f, h (2 each)
     assert row["dense/acc_pie"] == pytest.approx(4 / 5) and row["pruned/acc_pie"] == pytest.approx(1 / 5)
     assert row["dense/acc_rest"] == pytest.approx(7 / 9) and row["pruned/acc_rest"] == pytest.approx(6 / 9)
+    # the null: dense parents r0, r2 vs r1 over the images both halves saw (a, b, c, d, f, h): c, d and h differ
+    assert row["pie/share_null"] == pytest.approx(3 / 6)
 
 
 def test_cells_without_predictions_are_counted_and_leave_no_values():
-    table = pie_table(_frame(CELLS), KNOWN).set_index("method")
+    table = pie_table(_frame(CELLS), KNOWN, min_seeds=2).set_index("method")
     l1 = table.loc["l1_filter"]
     assert (l1["n_seeds"], l1["n_seeds_without_predictions"]) == (1, 1)
     assert l1["images"] is pd.NA and np.isnan(l1["pie/share"])
-    older = pie_table(_frame(CELLS), _predictions([]))  # a store from before the artifact: counts, no crash
+    older = pie_table(_frame(CELLS), _predictions([]), min_seeds=2)  # a store from before the artifact: counts, no crash
     assert list(older["n_seeds_without_predictions"]) == [2, 3] and older["pie/share"].isna().all()
     markdown = figures.to_markdown(older)
     assert "<NA>" not in markdown and "nan" not in markdown
 
 
 def test_collapsed_points_are_left_out_unless_asked_for():
-    with_collapsed = pie_table(_frame(CELLS), KNOWN, include_collapsed=True).set_index("method")
+    with_collapsed = pie_table(_frame(CELLS), KNOWN, include_collapsed=True, min_seeds=2).set_index("method")
     random = with_collapsed.loc["random"]
     assert (random["images"], random["pie/count"]) == (1, 1)  # a: dense {1}, pruned {0}
-    assert "random" not in set(pie_table(_frame(CELLS), KNOWN)["method"])
+    assert "random" not in set(pie_table(_frame(CELLS), KNOWN, min_seeds=2)["method"])
 
 
 def test_pie_table_and_figure_files(tmp_path):
-    table = pie_table(_frame(CELLS), KNOWN)
+    table = pie_table(_frame(CELLS), KNOWN, min_seeds=2)
     tables = figures.write_table(table, tmp_path / "tables", "pie", "caption")
     assert [p.name for p in tables] == ["pie.csv", "pie.md", "pie.tex"]
     assert pd.read_csv(tables[0])["pie/count"].tolist()[1] == 2
     drawn = figures.write_pie_figures(table, tmp_path / "figures")
     assert sorted(p.name for p in drawn) == ["pie_share_vs_sparsity__seed_cnn__digits__pgd.pdf",
                                              "pie_share_vs_sparsity__seed_cnn__digits__pgd.png"]
-    assert figures.write_pie_figures(pie_table(_frame(CELLS), _predictions([])), tmp_path / "none") == []
+    assert figures.write_pie_figures(pie_table(_frame(CELLS), _predictions([]), min_seeds=2), tmp_path / "none") == []
 
 
 def test_a_cell_logs_one_prediction_row_per_test_image_with_ids_shared_across_seeds(store):
@@ -128,7 +130,8 @@ def test_a_cell_logs_one_prediction_row_per_test_image_with_ids_shared_across_se
         i, j = ids0.index(image_id), ids1.index(image_id)
         assert torch.equal(data0.x_test[i], data1.x_test[j]) and data0.y_test[i] == data1.y_test[j]
     pies = figures.pie_table(frame, figures.load_predictions(store.uri, store.experiment,
-                                                             figures.multi_seed_runs(frame)))
+                                                             figures.multi_seed_runs(frame, min_seeds=2)),
+                             min_seeds=2)
     assert len(pies) == 4 and (pies["n_seeds"] == 2).all() and (pies["n_seeds_without_predictions"] == 0).all()
     assert (pies["images"] == len(shared_ids)).all()  # every point has the same two seeds' splits
 
@@ -157,9 +160,57 @@ def test_a_store_whose_cells_predate_the_predictions_artifact_gives_counts(tmp_p
     mlflow.set_tracking_uri(tmp_path.as_uri())  # elsewhere: the predictions are read from `uri` all the same
     assert figures.load_predictions(uri, "old", l1_runs).empty  # no run has the table
     mlflow.set_tracking_uri(tmp_path.as_uri())
-    predictions = figures.load_predictions(uri, "old", figures.multi_seed_runs(frame))
+    predictions = figures.load_predictions(uri, "old", figures.multi_seed_runs(frame, min_seeds=2))
     assert len(predictions) == 1
-    table = figures.pie_table(frame, predictions)
+    table = figures.pie_table(frame, predictions, min_seeds=2)
     assert list(zip(table["method"], table["n_seeds"], table["n_seeds_without_predictions"])) == [
         ("l1_filter", 0, 2), ("magnitude_global", 1, 1)]
     assert table["pie/share"].isna().all()
+
+
+def test_forgetting_needs_populations_of_five_seeds_and_the_figure_says_why(tmp_path, monkeypatch):
+    """Hooker et al.'s statistics compare populations of models: three seeds give counts, no values."""
+    from benchmark.figures import plot
+    from benchmark.figures.pie import MIN_SEEDS
+
+    assert MIN_SEEDS >= 5
+    table = pie_table(_frame(CELLS), KNOWN)
+    row = table.set_index("method").loc["magnitude_global"]
+    assert row["n_seeds"] == 3 and np.isnan(row["pie/share"]) and np.isnan(row["pie/share_null"])
+    assert figures.class_impact_table(_frame(CELLS), KNOWN).empty
+    texts = []
+    save = plot._save
+    monkeypatch.setattr(plot, "_save", lambda fig, *args: (texts.extend(t.get_text() for ax in fig.axes
+                                                                         for t in ax.texts), save(fig, *args))[1])
+    assert figures.write_pie_figures(table, tmp_path)  # a figure that says why, not a silent absence
+    assert any(f"at least {MIN_SEEDS} seeds" in text and "at most 3" in text for text in texts)
+
+
+def _five_seeds():
+    """Five seeds of one point; ten test images each, five of class 0 and five of class 1. Dense run k misses
+    k % 2 class-1 images; pruned run k misses 2 + k % 2 class-0 images and nothing else."""
+    cells = [(f"r{k}", "magnitude_global", 0.5, k, False) for k in range(5)]
+    rows = []
+    for k in range(5):
+        for i in range(10):
+            label = i // 5
+            dense = 1 - label if (label == 1 and i - 5 < k % 2) else label
+            pruned = 1 - label if (label == 0 and i < 2 + k % 2) else label
+            rows.append((f"r{k}", f"img{i}", label, dense, pruned))
+    return _frame(cells), _predictions(rows)
+
+
+def test_class_level_impact_is_normalised_recall_with_a_welch_test_known_answer():
+    from scipy import stats
+
+    frame, predictions = _five_seeds()
+    table = figures.class_impact_table(frame, predictions).set_index("class")
+    dense_acc = [1 - (k % 2) / 10 for k in range(5)]
+    pruned_acc = [1 - (2 + k % 2) / 10 for k in range(5)]
+    dense0 = [1.0 / a for a in dense_acc]
+    pruned0 = [(1 - (2 + k % 2) / 5) / a for k, a in enumerate(pruned_acc)]
+    assert table.loc[0, "impact"] == pytest.approx(np.mean(pruned0) - np.mean(dense0))
+    assert table.loc[0, "p_value"] == pytest.approx(stats.ttest_ind(pruned0, dense0, equal_var=False).pvalue)
+    assert table.loc[0, "impact"] < 0 and bool(table.loc[0, "significant"])
+    assert table.loc[1, "impact"] > 0  # class 1 lost nothing: above the overall change once normalised
+    assert (table["n_seeds"] == 5).all()

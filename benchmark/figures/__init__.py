@@ -13,7 +13,8 @@ from benchmark.figures.frame import (CHANCE, COLLAPSED, DATASET, EFFECTIVE, METH
                                      SETTING, TARGET, THREAT, VARIANT, X_SPARSITY, aggregate, binomial_interval,
                                      ci_halfwidth, ineffective_share, load_runs, matching, pareto_front,
                                      pooled_binomial_interval, settings, subset_size_metric, tidy, variants)
-from benchmark.figures.pie import PIE_CAPTION, exemplar_table, load_predictions, multi_seed_runs, pie_table
+from benchmark.figures.pie import (CLASS_IMPACT_CAPTION, PIE_CAPTION, class_impact_table,
+                                   forgetting_tables, load_predictions, multi_seed_runs, pie_table)
 from benchmark.figures.plot import (plot_profile, plot_spec, profile_points, write_figures, write_pie_figures,
                                     write_profiles)
 from benchmark.figures.specs import FIGURES, PROFILES, SUMMARY_COLUMNS, Column, FigureSpec, ProfileSpec
@@ -21,8 +22,9 @@ from benchmark.figures.tables import (convergence_table, pareto_table, summary_t
                                       write_table, write_tables)
 
 __all__ = ["CHANCE", "COLLAPSED", "DATASET", "EFFECTIVE", "FIGURES", "METHOD", "MODEL", "POINT", "PROFILES", "RUN_ID",
-           "PIE_CAPTION", "SEED", "SETTING", "SUMMARY_COLUMNS", "TARGET", "THREAT", "VARIANT", "X_SPARSITY",
-           "aggregate", "binomial_interval", "ci_halfwidth", "Column", "convergence_table", "exemplar_table",
+           "CLASS_IMPACT_CAPTION", "PIE_CAPTION", "SEED", "SETTING", "SUMMARY_COLUMNS", "TARGET", "THREAT", "VARIANT", "X_SPARSITY",
+           "aggregate", "binomial_interval", "ci_halfwidth", "class_impact_table", "Column", "convergence_table",
+           "forgetting_tables",
            "FigureSpec",
            "ineffective_share", "load_predictions", "load_runs", "main", "matching", "multi_seed_runs",
            "pareto_front", "pareto_table", "pie_table",

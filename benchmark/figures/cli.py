@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from benchmark.figures.frame import load_runs, log, tidy
-from benchmark.figures.pie import PIE_CAPTION, exemplar_table
+from benchmark.figures.pie import CLASS_IMPACT_CAPTION, PIE_CAPTION, forgetting_tables
 from benchmark.figures.plot import write_figures, write_pie_figures, write_profiles
 from benchmark.figures.tables import write_table, write_tables
 
@@ -17,11 +17,12 @@ def regenerate(tracking_uri: str, experiment: str, out: Path | str,
     if frame.empty:
         raise SystemExit(f"no FINISHED runs in experiment {experiment!r} at {tracking_uri}: run a grid first "
                          f"(python -m benchmark.run -m experiment={experiment})")
-    pies = exemplar_table(frame, tracking_uri, experiment, include_collapsed)
+    pies, class_impact = forgetting_tables(frame, tracking_uri, experiment, include_collapsed)
     written = {"figures": write_figures(frame, out / "figures") + write_profiles(frame, out / "figures", tracking_uri)
                + write_pie_figures(pies, out / "figures"),
                "tables": write_tables(frame, out / "tables", include_collapsed)
-               + write_table(pies, out / "tables", "pie", PIE_CAPTION)}
+               + write_table(pies, out / "tables", "pie", PIE_CAPTION)
+               + write_table(class_impact, out / "tables", "class_impact", CLASS_IMPACT_CAPTION)}
     log.info("%d cells -> %d figure files in %s, %d table files in %s", len(frame), len(written["figures"]),
              out / "figures", len(written["tables"]), out / "tables")
     return written

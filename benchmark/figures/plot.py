@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from benchmark.figures.frame import (CHANCE, COLLAPSED, DENSE, EFFECTIVE, INEFFECTIVE_NOTE, METHOD, POINT,  # noqa: E402
                                      RUN_ID, SEED, SETTING, TARGET, VARIANT, X_SPARSITY, aggregate, ci_halfwidth,
                                      ineffective_share, matching, natural_key, pareto_front, settings)
-from benchmark.figures.pie import PIE_SHARE  # noqa: E402
+from benchmark.figures.pie import MIN_SEEDS, PIE_NULL, PIE_SHARE  # noqa: E402
 from benchmark.figures.specs import FIGURES, PROFILES, FigureSpec, ProfileSpec  # noqa: E402
 
 def plot_spec(frame: pd.DataFrame, spec: FigureSpec, setting: tuple):
@@ -147,14 +147,23 @@ def write_figures(frame: pd.DataFrame, out: Path, specs: list[FigureSpec] | None
 
 def write_pie_figures(table: pd.DataFrame, out: Path) -> list[Path]:
     """`pie_share_vs_sparsity__<setting>`: the share of PIEs (benchmark/figures/pie.py's table) against achieved
-    sparsity, a line per method, the dense model's own PIEs (fine-tuning alone) dashed; one file per setting."""
+    sparsity, a line per method, the dense model's own PIEs (fine-tuning alone) dashed, the null (two dense
+    populations) dotted; one file per setting. A setting whose points have predictions from too few seeds gets a
+    figure that says so instead of a curve."""
     written = []
     for setting in settings(table):
-        sub = table[(table[SETTING] == pd.Series(setting, index=SETTING)).all(axis=1)].dropna(subset=[PIE_SHARE])
-        if sub.empty:
-            continue
+        rows = table[(table[SETTING] == pd.Series(setting, index=SETTING)).all(axis=1)]
+        sub = rows.dropna(subset=[PIE_SHARE])
+        if sub.empty and not (rows["n_seeds"] > 0).any():
+            continue  # no cell logged predictions: nothing to say
         fig, axes = _panel_grid(1, share_y=False)
         ax = axes[0, 0]
+        if sub.empty:
+            ax.text(0.5, 0.5, f"not drawn: PIEs need populations of at least {MIN_SEEDS} seeds per point\n"
+                              f"(Hooker et al. 2019); this grid has at most {int(rows['n_seeds'].max())}",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=8, color="dimgrey")
+            ax.set_xticks([])
+            ax.set_yticks([])
         lines = sub.groupby([METHOD, VARIANT], sort=True)
         for i, ((method, variant), line) in enumerate(lines):
             if method == DENSE:
@@ -164,11 +173,14 @@ def write_pie_figures(table: pd.DataFrame, out: Path) -> list[Path]:
             line = line.sort_values(X_SPARSITY)
             ax.plot(line[X_SPARSITY], line[PIE_SHARE], color=plt.cm.tab10(i % 10), marker="o", markersize=3,
                     label=_line_label(method, variant))
+        if not sub.empty and sub[PIE_NULL].notna().any():
+            ax.axhline(sub[PIE_NULL].mean(), color="grey", linestyle=":", linewidth=1,
+                       label="null: dense vs dense (seeds split in two)")
         ax.set_ylim(bottom=0.0)
         ax.set_xlabel("achieved sparsity (fraction of prunable weights removed)", fontsize=8)
         ax.set_ylabel("share of test images that are PIEs", fontsize=8)
         ax.grid(alpha=0.3)
-        low, high = sub["n_seeds"].min(), sub["n_seeds"].max()
+        low, high = rows["n_seeds"].min(), rows["n_seeds"].max()
         seeds = f"{low}-{high}" if low < high else f"{high}"
         fig.suptitle(_wrap(f"{' / '.join(map(str, setting))} (pruning-identified exemplars over {seeds} seeds)", 60),
                      fontsize=10)
