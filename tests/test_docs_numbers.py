@@ -139,3 +139,22 @@ def test_defences_block_from_the_known_answers(repo):
     assert "| seed_cnn_bn | mnist5k | 1 | ANP | `pruning.iterations=300` | threshold 0.9, 7 neurons | 0.999 → 0.921 |" in text
     assert "| no |" in text and "drop ≤ 3 points" in text
     assert "10 signed-gradient steps of eps = 0.4" in text and "| seed_cnn_bn | mnist5k | 0 | 0.574 | 0.000 | 0.498 | 0.010 |" in text
+
+
+def test_grid_sizes_are_counted_from_the_presets_not_typed():
+    """Jobs: the product of the preset's swept values; cells: less the repeats of a method that ignores sparsity
+    (it computes one cell per model whatever the swept sparsity)."""
+    import yaml
+
+    from benchmark.pruning import PRUNERS
+    from benchmark.tools.docs_numbers import ROOT, grid_size, render_grid_sizes
+
+    params = yaml.safe_load((ROOT / "conf/experiment/default.yaml").read_text())["hydra"]["sweeper"]["params"]
+    values = {key: str(value).split(",") for key, value in params.items()}
+    jobs = 1
+    for choices in values.values():
+        jobs *= len(choices)
+    ignoring = [m for m in values["pruning"] if PRUNERS[m].ignores_sparsity is True]
+    repeats = len(values["model"]) * len(ignoring) * (len(values["pruning.sparsity"]) - 1)
+    assert grid_size("default") == (jobs, jobs - repeats)
+    assert f"| `default` | {jobs} | {jobs - repeats} |" in render_grid_sizes(None)
