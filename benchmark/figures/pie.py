@@ -1,5 +1,5 @@
 """Pruning-identified exemplars (PIEs, Hooker et al. 2019) from the per-image test predictions each cell logs
-(`benchmark.measure.PREDICTIONS_ARTIFACT`), across the seeds of one point.
+(`benchmark.artifacts.PREDICTIONS_ARTIFACT`), across the seeds of one point.
 
 A point (model, dataset, threat, method, variant, target sparsity) with at least two seeds has two populations of
 models: the dense parents of its cells and the pruned, fine-tuned models. An image counts when it is in the test
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from benchmark.artifacts import PREDICTIONS_ARTIFACT
 from benchmark.figures.frame import COLLAPSED, POINT, RUN_ID, SEED, X_SPARSITY
-from benchmark.measure import PREDICTIONS_ARTIFACT
 
 log = logging.getLogger("benchmark")
 
