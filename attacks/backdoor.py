@@ -1,15 +1,7 @@
 """Backdoor threats (`threat.kind: backdoor`) with ART's poisoning module: a trigger in the input makes the model
-predict `target_class`. Attacks (`threat.attack`):
-- `badnets` (Gu et al. 2017): ART PoisoningAttackBackdoor + add_pattern_bd; `round(poison_rate * N)` training
-  images (N = the whole training set), drawn from those not of the target class, are stamped and relabelled.
-- `blended` (Chen et al. 2017): the same draw, with a seeded noise image blended in with weight `trigger.alpha`
-  (ART insert_image).
-- `clean_label` (Turner et al. 2019): ART PoisoningAttackCleanLabelBackdoor; `poison_rate` is ART's `pp_poison`, a
-  share of the TARGET class's images (drawn with replacement), pushed away from their class with PGD on a proxy
-  model, then stamped; labels unchanged.
-The trigger (`trigger.kind`) is `pattern` (ART add_pattern_bd stamps at given pixel distances from the bottom-right
-corner), `band` (the same stamps along the diagonal, reaching a fraction `extent` of the way to the opposite corner:
-the same share of any image size) or `blend` (the noise image), for any attack.
+predict `target_class`. The attacks that build the poisoned set (`threat.attack`: badnets, blended, clean_label)
+are plugins in attacks/backdoor_attacks/, which also describes the triggers (`threat.trigger`); this module is the
+threat around them: the trigger, and the attack success rate on triggered test images.
 `threat/dense_success` is `backdoor/asr` on the dense model trained on the poisoned set.
 Stage, fine-tune data, cache keys and the clean reference come from attacks/poisoning.DataThreat.
 """
@@ -20,17 +12,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from art.attacks.poisoning import PoisoningAttackBackdoor, PoisoningAttackCleanLabelBackdoor
+from art.attacks.poisoning import PoisoningAttackBackdoor
 from art.attacks.poisoning.perturbations import add_pattern_bd, insert_image
 
 from attacks import THREATS
-from attacks.evasion import eval_subset
-from attacks.poisoning import DataThreat, predictions, proxy_classifier
-from benchmark.data import Dataset
-
-
-def one_hot(label: int, num_classes: int) -> np.ndarray:
-    return np.eye(num_classes, dtype=np.float32)[label]
+from attacks.backdoor_attacks import BACKDOOR_ATTACKS
+from attacks.poisoning import DataThreat, predictions
+from benchmark.data import Dataset, eval_subset
 
 
 def band_distances(extent: float, height: int, width: int) -> list[int]:
@@ -42,7 +30,6 @@ def band_distances(extent: float, height: int, width: int) -> list[int]:
 
 @THREATS.register("backdoor")
 class BackdoorThreat(DataThreat):
-    ATTACKS = ("badnets", "blended", "clean_label")
     SUCCESS_METRIC = "backdoor/asr"
 
     def __init__(self, cfg):
@@ -82,37 +69,7 @@ class BackdoorThreat(DataThreat):
 
     # ---- poisoning ----------------------------------------------------------------------------------------
     def _poison(self, data: Dataset, seed: int):
-        if self.cfg.attack == "clean_label":
-            return self._clean_label(data, seed)
-        x, y = data.x_train.numpy().copy(), data.y_train.numpy().copy()
-        target = self.cfg.target_class
-        rng = np.random.default_rng(seed)
-        pool = np.flatnonzero(y != target)
-        count = int(round(self.cfg.poison_rate * len(y)))  # poison_rate is a share of the whole training set
-        if count > len(pool):
-            raise ValueError(f"threat.poison_rate={self.cfg.poison_rate} asks for {count} poisoned images but only "
-                             f"{len(pool)} of the {len(y)} training images are not of target_class {target}; "
-                             f"allowed: poison_rate <= {len(pool) / len(y):.3f}")
-        chosen = np.sort(rng.choice(pool, size=count, replace=False))
-        changed = np.zeros(len(y), dtype=bool)
-        if len(chosen):
-            x[chosen] = self.triggered(x[chosen])
-            y[chosen] = target
-            changed[chosen] = True
-        return x, y, changed
-
-    def _clean_label(self, data: Dataset, seed: int):
-        pgd = self.cfg.pgd
-        attack = PoisoningAttackCleanLabelBackdoor(
-            self.backdoor(tuple(data.x_train.shape[1:])), proxy_classifier(self.cfg.proxy, data, seed),
-            one_hot(self.cfg.target_class, data.num_classes), pp_poison=min(self.cfg.poison_rate, 0.999),
-            eps=pgd.eps, eps_step=pgd.eps_step, max_iter=pgd.max_iter)
-        attack.attack.set_params(verbose=False)
-        x, y = data.x_train.numpy(), data.y_train.numpy()
-        np.random.seed(seed)  # ART draws the poisoned indices (with replacement) and PGD starts from numpy's global RNG
-        x_poisoned, _ = attack.poison(x, np.eye(data.num_classes, dtype=np.float32)[y])
-        changed = np.any(x_poisoned.reshape(len(y), -1) != x.reshape(len(y), -1), axis=1)
-        return np.clip(x_poisoned, 0.0, 1.0), y, changed  # clean label: labels unchanged
+        return BACKDOOR_ATTACKS[self.cfg.attack].target(self, data, seed)
 
     # ---- evaluation ---------------------------------------------------------------------------------------
     def threat_metrics(self, model, data, device, seed) -> dict[str, float]:

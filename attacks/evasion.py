@@ -1,5 +1,8 @@
 """Adversarial evasion with ART: each attack in `threat.attacks` at each eps of its norm.
 
+The attacks are plugins, one module each in attacks/evasion_attacks/ (its builder, its config model, its norm and
+role); this module is the threat that runs them and reads robust accuracy off their outputs.
+
 Robust accuracy means one thing for every attack: image i is robust at eps when the model is right on the clean
 image AND on the attack's output (an attack that "fixes" a misclassified image does not make it robust).
 
@@ -15,160 +18,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
-from art.attacks.evasion import (
-    AutoAttack,
-    AutoProjectedGradientDescent,
-    CarliniL2Method,
-    DeepFool,
-    FastGradientMethod,
-    ProjectedGradientDescent,
-    SquareAttack,
-)
 from omegaconf import OmegaConf
 
 from attacks import THREATS
 from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
 from attacks.base import Threat, ThreatReport
+from attacks.evasion_attacks import ATTACKS, NORM_ORDER, AttackSpec, eps_key
 from benchmark.checks import ConfigError
-from benchmark.data import Dataset, seeded_indices
+from benchmark.data import Dataset, eval_subset
 
-_NORM = {"linf": np.inf, "l2": 2}
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    build: Callable  # (classifier, eps or None, params) -> ART evasion attack
-    norm: str  # "linf" | "l2": which eps list it runs at
-    role: str  # "iterative" (white-box, the reference), "single_step", "black_box", "ensemble", "minimal"
-    query_budget: Callable | None = None  # params -> model queries per image allowed (black-box attacks)
-
-    @property
-    def minimal(self) -> bool:
-        return self.role == "minimal"
+_NORM = NORM_ORDER  # the norms attacks run at, with their ART order
 
 
-def _fgsm(classifier, eps, p):
-    return FastGradientMethod(classifier, norm=np.inf, eps=eps, batch_size=p.batch_size)
-
-
-def _pgd(norm: str):
-    def build(classifier, eps, p):
-        return ProjectedGradientDescent(classifier, norm=_NORM[norm], eps=eps, eps_step=eps * p.step_fraction,
-                                        max_iter=p.max_iter, num_random_init=p.random_restarts,
-                                        batch_size=p.batch_size, verbose=False)
-    return build
-
-
-def _square(norm: str):
-    def build(classifier, eps, p):
-        return SquareAttack(classifier, norm=_NORM[norm], eps=eps, max_iter=p.max_iter, p_init=p.p_init,
-                            nb_restarts=p.restarts, batch_size=p.batch_size, verbose=False)
-    return build
-
-
-def _cw_l2(classifier, _eps, p):
-    return CarliniL2Method(classifier, confidence=0.0, learning_rate=p.learning_rate,
-                           binary_search_steps=p.binary_search_steps, max_iter=p.max_iter,
-                           initial_const=p.initial_const, batch_size=p.batch_size, verbose=False)
-
-
-def _deepfool(classifier, _eps, p):
-    return DeepFool(classifier, max_iter=p.max_iter, epsilon=p.overshoot, nb_grads=p.nb_grads,
-                    batch_size=p.batch_size, verbose=False)
-
-
-def _autoattack(norm: str):
-    def build(classifier, eps, p):
-        """ART's AutoAttack is NOT the reference AutoAttack (Croce & Hein 2020): ART's default list is APGD-CE,
-        APGD-DLR, DeepFool and Square-5000, with its own step sizes and no targeted APGD-T/FAB-T; here the
-        component list and budgets come from the config (CPU-sized), so numbers are not comparable to RobustBench."""
-        parts = {
-            "apgd_ce": lambda: AutoProjectedGradientDescent(
-                classifier, norm=_NORM[norm], eps=eps, eps_step=eps * p.step_fraction, max_iter=p.max_iter,
-                nb_random_init=p.random_restarts, batch_size=p.batch_size, loss_type="cross_entropy", verbose=False),
-            "apgd_dlr": lambda: AutoProjectedGradientDescent(
-                classifier, norm=_NORM[norm], eps=eps, eps_step=eps * p.step_fraction, max_iter=p.max_iter,
-                nb_random_init=p.random_restarts, batch_size=p.batch_size, loss_type="difference_logits_ratio",
-                verbose=False),
-            "square": lambda: SquareAttack(classifier, norm=_NORM[norm], eps=eps, max_iter=p.square_queries,
-                                           nb_restarts=1, batch_size=p.batch_size, verbose=False),
-        }
-        return AutoAttack(classifier, norm=_NORM[norm], eps=eps, eps_step=eps * p.step_fraction,
-                          attacks=[parts[name]() for name in p.components], batch_size=p.batch_size)
-    return build
-
-
-class StandardAutoAttack:
-    """The reference AutoAttack's composition (Croce & Hein 2020, "standard" version) from ART's parts: APGD-CE,
-    targeted APGD-DLR against each of the `targets` most likely non-true classes (by the clean logits), and
-    Square with `square_queries` queries, each run on the images the previous ones left robust (the per-image
-    worst case). FAB-T, the fourth attack of the reference, is absent from ART and so from this ensemble. ART's own
-    AutoAttack runs every listed attack untargeted and then targeted over all classes in index order, which is
-    not this composition, hence the loop here."""
-
-    def __init__(self, classifier, eps: float, p):
-        self.classifier, self.eps, self.p = classifier, eps, p
-
-    def _apgd(self, loss_type: str, targeted: bool):
-        p = self.p
-        return AutoProjectedGradientDescent(
-            self.classifier, norm=np.inf, eps=self.eps, eps_step=self.eps * p.step_fraction, max_iter=p.max_iter,
-            targeted=targeted, nb_random_init=p.random_restarts, batch_size=p.batch_size, loss_type=loss_type,
-            verbose=False)
-
-    def generate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        x_adv = x.copy()
-        logits = self.classifier.predict(x, batch_size=self.p.batch_size)
-        robust = logits.argmax(1) == y
-        ranked = np.argsort(-logits, axis=1)
-        others = np.stack([row[row != label] for row, label in zip(ranked, y)])  # non-true classes, likeliest first
-        steps = [(self._apgd("cross_entropy", False), None)]
-        steps += [(self._apgd("difference_logits_ratio", True), others[:, k]) for k in range(min(self.p.targets, others.shape[1]))]
-        steps.append((SquareAttack(self.classifier, norm=np.inf, eps=self.eps, max_iter=self.p.square_queries,
-                                   p_init=0.8, nb_restarts=1, batch_size=self.p.batch_size, verbose=False), None))
-        for attack, target in steps:
-            idx = np.flatnonzero(robust)
-            if len(idx) == 0:
-                break
-            attacked = attack.generate(x=x[idx], y=y[idx] if target is None else target[idx])
-            fooled = self.classifier.predict(attacked, batch_size=self.p.batch_size).argmax(1) != y[idx]
-            x_adv[idx[fooled]] = attacked[fooled]
-            robust[idx[fooled]] = False
-        return x_adv
-
-
-ATTACKS: dict[str, AttackSpec] = {
-    "fgsm": AttackSpec(_fgsm, "linf", "single_step"),
-    "pgd_linf": AttackSpec(_pgd("linf"), "linf", "iterative"),
-    "pgd_l2": AttackSpec(_pgd("l2"), "l2", "iterative"),
-    "square_linf": AttackSpec(_square("linf"), "linf", "black_box", lambda p: p.max_iter * p.restarts),
-    "square_l2": AttackSpec(_square("l2"), "l2", "black_box", lambda p: p.max_iter * p.restarts),
-    "autoattack_linf": AttackSpec(_autoattack("linf"), "linf", "ensemble"),
-    "autoattack_l2": AttackSpec(_autoattack("l2"), "l2", "ensemble"),
-    "autoattack_standard": AttackSpec(StandardAutoAttack, "linf", "ensemble"),
-    "cw_l2": AttackSpec(_cw_l2, "l2", "minimal"),
-    "deepfool": AttackSpec(_deepfool, "l2", "minimal"),
-}
 # A weaker attack (single step, or gradient-free) beating the iterative white-box attack at the same eps means the
 # gradients mislead PGD: gradient masking (Athalye et al. 2018; Carlini et al. 2019, "On evaluating robustness").
 MASKING_WEAKER_ROLES = ("single_step", "black_box")
-
-
-def eval_subset(data: Dataset, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed, seeded subset of the test set on which every attack of a cell is run.
-
-    A smaller size gives a prefix of the same permutation, so per-attack subsets are nested."""
-    idx = seeded_indices(len(data.y_test), size, seed)
-    return data.x_test[idx], data.y_test[idx]
-
-
-def eps_key(eps: float) -> str:
-    return f"eps_{eps:g}"  # MLflow metric names may not contain '='
 
 
 def worst_key(norm: str, family: str = "worst") -> str:

@@ -1,5 +1,6 @@
-"""Threats that change the training data (`threat.kind: poisoning`): label flipping and clean-label feature
-collision. `DataThreat` is the shared base, also used by attacks/backdoor.py.
+"""Threats that change the training data (`threat.kind: poisoning`). `DataThreat` is the shared base, also used by
+attacks/backdoor.py. The attacks that build the poisoned set are plugins in attacks/poisoning_attacks/ (label
+flipping, clean-label feature collision); this module is the threat around them.
 
 Where pruning meets poison (`threat.stage`):
 - `poison_then_prune`: the dense model trains on the poisoned set (its cache key includes the poison config);
@@ -18,11 +19,11 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from attacks import THREATS
-from attacks.art_classifier import art_classifier, to_numpy
+from attacks.art_classifier import art_classifier
 from attacks.base import Threat, ThreatReport, TrainingPlan
-from attacks.evasion import eval_subset
+from attacks.poisoning_attacks import POISONING_ATTACKS
 from benchmark.checks import ConfigError
-from benchmark.data import Dataset
+from benchmark.data import Dataset, eval_subset
 from benchmark.hashing import stable_hash
 from benchmark.stages import TrainingSets
 from benchmark.training import accuracy_and_loss, fit, predict, seed_everything
@@ -42,8 +43,6 @@ def forget_poisoned_sets() -> None:
 
 class DataThreat(Threat):
     """Base of the training-data threats: the poisoned set, where it is used, its cache keys and reference."""
-
-    ATTACKS: tuple[str, ...] = ()
 
     # ---- identity and cache keys -------------------------------------------------------------------------
     def poison_identity(self) -> dict | None:
@@ -198,63 +197,15 @@ def examples_figure(images: np.ndarray, captions: list[str]):
     return fig
 
 
-# ---- label flipping ------------------------------------------------------------------------------------------
-def flip_labels(y: np.ndarray, rate: float, num_classes: int, seed: int, mode: str = "random",
-                source: int | None = None, target: int | None = None) -> np.ndarray:
-    """Hand-written (ART has no label-flipping attack). `random`: a fraction `rate` of ALL labels, each moved to
-    a uniformly drawn different class. `targeted`: a fraction `rate` of the SOURCE class's labels set to `target`."""
-    rng = np.random.default_rng(seed)
-    y = np.array(y, copy=True)
-    pool = np.arange(len(y)) if mode == "random" else np.flatnonzero(y == source)
-    chosen = rng.choice(pool, size=int(round(rate * len(pool))), replace=False)
-    if mode == "random":
-        y[chosen] = (y[chosen] + rng.integers(1, num_classes, size=len(chosen))) % num_classes
-    else:
-        y[chosen] = target
-    return y
-
-
 @THREATS.register("poisoning")
 class PoisoningThreat(DataThreat):
-    ATTACKS = ("label_flip", "feature_collision")
-
     def _poison(self, data: Dataset, seed: int):
-        x, y = data.x_train.numpy(), data.y_train.numpy()
-        if self.cfg.attack == "label_flip":
-            targeted = self.cfg.mode == "targeted"
-            new_y = flip_labels(y, self.cfg.poison_rate, data.num_classes, seed, self.cfg.mode,
-                                self.cfg.source_class if targeted else None, self.cfg.target_class if targeted else None)
-            return x, new_y, new_y != y
-        return self._feature_collision(data, seed)
+        return POISONING_ATTACKS[self.cfg.attack].target(self, data, seed)
 
     def targets(self, data: Dataset, seed: int) -> np.ndarray:
         """Indices of the test images of `source_class` the clean-label attack wants classified as `target_class`."""
         pool = np.flatnonzero(data.y_test.numpy() == self.cfg.source_class)
         return np.random.default_rng(seed).choice(pool, size=min(self.cfg.num_targets, len(pool)), replace=False)
-
-    def _feature_collision(self, data: Dataset, seed: int):
-        """ART FeatureCollisionAttack (Shafahi et al. 2018): training images of `target_class` are perturbed to
-        collide in feature space with a target test image; their labels stay correct (clean label)."""
-        from art.attacks.poisoning import FeatureCollisionAttack
-
-        classifier = proxy_classifier(self.cfg.proxy, data, seed)
-        x, y = data.x_train.numpy().copy(), data.y_train.numpy()
-        rng = np.random.default_rng(seed)
-        bases = rng.choice(np.flatnonzero(y == self.cfg.target_class),
-                           size=min(int(round(self.cfg.poison_rate * len(y))), int((y == self.cfg.target_class).sum())),
-                           replace=False)
-        layer = self.cfg.feature_layer % len(classifier.layer_names)  # -2: the features feeding the head
-        changed = np.zeros(len(y), dtype=bool)
-        for target_idx, part in zip(self.targets(data, seed), np.array_split(bases, self.cfg.num_targets)):
-            if len(part) == 0:
-                continue
-            attack = FeatureCollisionAttack(
-                classifier, to_numpy(data.x_test[target_idx : target_idx + 1]), layer, max_iter=self.cfg.max_iter,
-                learning_rate=self.cfg.learning_rate, similarity_coeff=self.cfg.similarity_coeff,
-                watermark=self.cfg.watermark, verbose=False)
-            x[part], _ = attack.poison(x[part])  # ART returns the proxy's predictions as labels: keep the true ones
-            changed[part] = True
-        return np.clip(x, 0.0, 1.0), y, changed
 
     SUCCESS_METRIC = "poison/targeted_success"
 

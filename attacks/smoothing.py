@@ -18,8 +18,7 @@ from art.estimators.certification.randomized_smoothing import PyTorchRandomizedS
 from attacks import THREATS
 from attacks.art_classifier import frozen_parameters, to_numpy
 from attacks.base import Threat, ThreatReport
-from attacks.evasion import eval_subset
-from benchmark.data import Dataset
+from benchmark.data import Dataset, eval_subset
 
 
 def radius_key(radius: float) -> str:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks import build_threat
 from benchmark import hashing, measure, stages, tracking
+from benchmark.artifacts import PREDICTIONS_ARTIFACT
 from benchmark.cache import ModelCache
 from benchmark.data import image_ids, load_dataset, seeded_indices
 from benchmark.properties import security_properties
@@ -176,7 +177,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     curves += [(f"finetune/{name}", value, step)  # step 0: just pruned; step e: after fine-tune epoch e
                for step, tracked in enumerate(meta.get("tracked", [])) for name, value in tracked.items()]
     mlflow.log_dict(per_layer_sparsity, "sparsity_per_layer.json")
-    mlflow.log_table(predictions, measure.PREDICTIONS_ARTIFACT)
+    mlflow.log_table(predictions, PREDICTIONS_ARTIFACT)
     mlflow.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
     return metrics, curves
 

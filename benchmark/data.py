@@ -56,6 +56,14 @@ def seeded_indices(n: int, size: int | None, seed: int) -> torch.Tensor:
     return order if size is None else order[:size]
 
 
+def eval_subset(data: Dataset, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed, seeded subset of the test set on which every attack and threat metric of a cell is measured.
+
+    A smaller size gives a prefix of the same permutation, so per-attack subsets are nested."""
+    idx = seeded_indices(len(data.y_test), size, seed)
+    return data.x_test[idx], data.y_test[idx]
+
+
 def image_ids(x: torch.Tensor) -> list[str]:
     """Per image, an identity that holds across seeds and splits: the first 8 bytes (16 hex digits) of the sha1 of
     its float32 pixels as the loader returns them. The seeded splits move images, never change them, so one image

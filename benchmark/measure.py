@@ -6,10 +6,6 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-# Per cell, one row per test image: its content id, label, and the dense parent's and the pruned model's predicted
-# classes (MLflow table artifact; pruning-identified exemplars across seeds are computed from it in the figures).
-PREDICTIONS_ARTIFACT = "predictions/test.parquet"
-
 
 def nonzero_parameters(model: nn.Module) -> int:
     return sum(int(torch.count_nonzero(p)) for p in model.parameters())
@@ -96,7 +92,7 @@ def forgetting_metrics(dense_pred: torch.Tensor, pred: torch.Tensor, labels: tor
 
 def prediction_table(image_ids: list[str], labels: torch.Tensor, dense_pred: torch.Tensor,
                      pred: torch.Tensor) -> pd.DataFrame:
-    """The PREDICTIONS_ARTIFACT of a cell: `image_id` (benchmark.data.image_ids), `label`, `dense_pred`, `pred`."""
+    """The benchmark.artifacts.PREDICTIONS_ARTIFACT of a cell: `image_id` (benchmark.data.image_ids), `label`, `dense_pred`, `pred`."""
     as_int = lambda t: t.detach().cpu().numpy().astype("int32")  # noqa: E731
     return pd.DataFrame({"image_id": image_ids, "label": as_int(labels), "dense_pred": as_int(dense_pred),
                          "pred": as_int(pred)})

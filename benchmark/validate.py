@@ -115,7 +115,7 @@ def validate(cfg: DictConfig) -> None:
     check_config(cfg)
     from attacks import THREATS
     from benchmark.inputs import dataset_shape
-    from models import MODELS
+    from models import MODELS, model_config
 
     threat = THREATS[cfg.threat.kind].target
     threat.check_config(cfg.threat)
@@ -125,6 +125,7 @@ def validate(cfg: DictConfig) -> None:
     for key, name in (("model.name", cfg.model.name), ("threat.proxy.model", (cfg.threat.get("proxy") or {}).get("model"))):
         if name is not None and name not in MODELS:
             raise ConfigError(f"{key}={name!r} is unknown; allowed: {', '.join(map(repr, MODELS.names()))}")
+    schema.check_group("model", model_config(cfg.model.name), resolved(cfg.model))  # the model's own options
     _model_fits_dataset(cfg, shape)
 
 

@@ -2,16 +2,30 @@
 
 A model is a module of this package that registers its builder with `@MODELS.register(name)` (the modules are
 discovered), plus conf/model/<name>.yaml. Every builder adapts to the dataset's channels, image size and number
-of classes. The `model` config group holds the name, the builder's options (e.g. `torchvision`'s `arch`,
-`cifar_stem`) and `checkpoint` (models/checkpoint.py).
+of classes. The `model` config group holds the name, `checkpoint` (models/checkpoint.py) and the builder's
+options, which a model that has any declares beside its builder: `@MODELS.register(name, config=...)` with a
+`ModelConfig` that adds them and a `name: Literal[name]` field (`torchvision_models.py`: `arch`, `cifar_stem`);
+benchmark/validate.py checks the group against it before any compute. This file imports no torch (the config
+checks import `ModelConfig`); the model modules do.
 """
 from __future__ import annotations
 
-import torch.nn as nn
+from typing import Annotated
 
+from pydantic import Field
+
+from benchmark.checks import Group
 from benchmark.registry import Registry
 
 MODELS = Registry("model.name", "models")
+
+
+class ModelConfig(Group):
+    """Keys every model has; a model with builder options declares a subclass with them."""
+    name: Annotated[str, Field(min_length=1)]
+    checkpoint: str | None = None  # trained weights that replace dense training
+
+
 NOT_BUILDER_OPTIONS = {"name", "checkpoint"}  # model config keys that are not builder arguments
 
 
@@ -30,8 +44,15 @@ def build_from_config(model_cfg, in_channels: int, image_size: int, num_classes:
     return build_model(model_cfg.name, in_channels, image_size, num_classes, **model_options(model_cfg))
 
 
+def model_config(name: str) -> type[ModelConfig]:
+    """The config model of a registered model's group: its own, or the keys every model has."""
+    return MODELS[name].config or ModelConfig
+
+
 def classifier_head(model: nn.Module) -> nn.Module:
     """The last Linear layer: the class logits, which structured pruning must never shrink."""
+    import torch.nn as nn
+
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError("the model has no Linear layer to serve as its classifier head")

@@ -8,9 +8,11 @@ GoogLeNet, ShuffleNet call it `maxpool`); for the other families the first conv'
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch.nn as nn
 
-from models import MODELS
+from models import MODELS, ModelConfig
 
 SMALL_IMAGE = 64  # `cifar_stem: auto` uses the CIFAR stem at or below this many pixels per side
 _NO_AUX = {"googlenet", "inception_v3"}  # auxiliary heads return tuples in training mode: built without them
@@ -56,7 +58,13 @@ def use_cifar_stem(option, image_size: int) -> bool:
     raise ValueError(f"model.cifar_stem={option!r} is not allowed; allowed: auto, true, false")
 
 
-@MODELS.register("torchvision")
+class Torchvision(ModelConfig):
+    name: Literal["torchvision"]
+    arch: str  # the torchvision.models builder (classification_archs)
+    cifar_stem: Literal["auto"] | bool = "auto"  # 3x3 stride-1 stem, no max-pool
+
+
+@MODELS.register("torchvision", config=Torchvision)
 def torchvision_model(in_channels: int, image_size: int, num_classes: int, *, arch: str,
                       cifar_stem="auto") -> nn.Module:
     """`torchvision.models.get_model(arch, weights=None, num_classes=...)`, adapted to the data (module docstring).

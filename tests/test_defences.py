@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from benchmark import measure, stages
 from benchmark.pruning import PRUNERS, prune
-from benchmark.pruning.clp import above_mean_plus_std, channel_lipschitz
+from benchmark.pruning.methods.clp import above_mean_plus_std, channel_lipschitz
 from benchmark.pruning.common import finalize
 from benchmark.pruning.methods.clp import batchnorm_after_each_conv
 from benchmark.pruning.neurons import (Modulation, batchnorm_pairs, defender_split,
@@ -173,7 +173,7 @@ def test_anp_is_seeded_and_switches_off_by_threshold(cfg_factory, digits, traine
 
 @pytest.mark.parametrize("noise_steps", [1, 2])
 def test_anp_masks_learn_against_the_perturbation_after_its_ascent_steps(digits, noise_steps):
-    from benchmark.pruning.anp import learn_masks
+    from benchmark.pruning.methods.anp import learn_masks
 
     torch.manual_seed(0)
     model = build_model("seed_cnn_bn", 1, digits.image_size, 10)
@@ -197,7 +197,7 @@ def test_anp_in_batchnorm_train_mode_leaves_the_running_statistics_as_they_were(
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = cfg_factory("pruning=anp", "model=seed_cnn_bn", "pruning.iterations=5", "pruning.batchnorm_mode=train",
                       "pruning.selection=threshold", "pruning.threshold=0")
-    from benchmark.pruning.anp import learn_masks
+    from benchmark.pruning.methods.anp import learn_masks
 
     x, y = digits.x_train[:64], digits.y_train[:64]
     learn_masks(model, neuron_layers(model), x, y, eps=0.4, alpha=0.2, lr=0.2, iterations=5, noise_steps=1,

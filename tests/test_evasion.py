@@ -12,7 +12,7 @@ import torch.nn as nn
 from scipy.stats import norm
 
 from attacks import build_threat
-from attacks.evasion import ATTACKS, minimal_robust_correct
+from attacks.evasion import minimal_robust_correct
 from benchmark.training import accuracy_and_loss
 from benchmark.validate import ConfigError, validate
 
@@ -74,7 +74,7 @@ def test_standard_autoattack_is_the_worst_case_of_its_steps_within_the_ball(trai
     from omegaconf import OmegaConf
 
     from attacks.art_classifier import art_classifier, to_numpy
-    from attacks.evasion import StandardAutoAttack
+    from attacks.evasion_attacks.autoattack_standard import StandardAutoAttack
 
     p = OmegaConf.create({"max_iter": 10, "step_fraction": 2.0, "random_restarts": 1, "targets": 3,
                           "square_queries": 20, "batch_size": 100})
@@ -148,18 +148,22 @@ def _stub_evaluation(monkeypatch, clean_labels, true_labels, attacks: dict[str, 
     name -> (subset, outcome); the cell's subset is every test image, in a seeded order that the stub sees."""
     from omegaconf import OmegaConf
 
-    from attacks.evasion import AttackSpec
+    from attacks.evasion_attacks import EVASION_ATTACKS
     from benchmark.data import Dataset
 
-    for name, (_, outcome) in attacks.items():
-        monkeypatch.setitem(ATTACKS, name, AttackSpec(lambda _c, _e, _p, o=outcome: _Relabel(o), "linf", "iterative"))
+    for name, (_, outcome) in attacks.items():  # temporary plugins, removed below
+        EVASION_ATTACKS.register(name, norm="linf", role="iterative")(lambda _c, _e, _p, o=outcome: _Relabel(o))
     x = _label_image(clean_labels)
     y = torch.as_tensor(true_labels)
     data = Dataset("stub", x, y, x, y, 10)
     cfg = OmegaConf.create({"name": "stub", "kind": "evasion", "subset": len(y), "eps": [0.1], "attacks": [
         {"name": name, "subset": subset, "batch_size": 50, "max_iter": 1} for name, (subset, _) in attacks.items()]})
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))  # eval_subset's seeded order
-    return build_threat(cfg).evaluate(_ReadsLabelPixels(), data, CPU, seed=0).metrics, order
+    try:
+        return build_threat(cfg).evaluate(_ReadsLabelPixels(), data, CPU, seed=0).metrics, order
+    finally:
+        for name in attacks:
+            EVASION_ATTACKS.unregister(name)
 
 
 def test_an_attack_that_fixes_a_misclassified_image_does_not_make_it_robust(monkeypatch):
@@ -261,7 +265,7 @@ def test_smoothing_certifies_a_constant_model_with_the_clopper_pearson_radius(cf
     assert (pred == 3).all()
     assert radius == pytest.approx(np.full(30, 0.25 * norm.ppf(0.001 ** (1 / 50))), rel=1e-6)
     report = threat.evaluate(_Constant(3), digits, CPU, seed=0)
-    from attacks.evasion import eval_subset
+    from benchmark.data import eval_subset
 
     share = float((eval_subset(digits, 30, 0)[1] == 3).float().mean())
     assert report.metrics["certified/acc/r_0"] == pytest.approx(share)

@@ -139,7 +139,7 @@ def test_a_cell_logs_one_prediction_row_per_test_image_with_ids_shared_across_se
 def test_a_store_whose_cells_predate_the_predictions_artifact_gives_counts(tmp_path):
     import mlflow
 
-    from benchmark.measure import PREDICTIONS_ARTIFACT
+    from benchmark.artifacts import PREDICTIONS_ARTIFACT
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attacks import build_threat, poisoning
-from attacks.poisoning import flip_labels
+from attacks.poisoning_attacks.label_flip import flip_labels
 from benchmark import hashing
 from benchmark.cell import prepare, run_cell
 from benchmark.data import load_dataset

@@ -354,7 +354,7 @@ def test_hydra_without_score_epochs_is_magnitude_per_layer(trained_seed_cnn, cfg
 def test_hydra_forward_uses_the_top_scores_and_trains_only_them(trained_seed_cnn):
     """While the scores learn, the model computes with w * (top-k mask of |s|) per layer, the gradient reaches the
     scores (straight through the mask) and nothing else; afterwards the model is the plain dense one again."""
-    from benchmark.pruning.score_learning import learn_scores, scaled_scores
+    from benchmark.pruning.methods.hydra import learn_scores, scaled_scores
 
     model = copy.deepcopy(trained_seed_cnn)
     layers = [m for _, m in prunable_layers(model)]

@@ -84,3 +84,34 @@ def test_no_module_imports_another_modules_private_names():
     private = [(name, target, taken) for name, path in modules.items() for target, names in _imports(path, modules)
                for taken in names if taken.startswith("_") and target != name]
     assert private == []
+
+
+# Modules that the config checks, the figures and the tools that read a store import: torch and ART load only
+# where a model is built or attacked, so a config mistake is reported within a second and tables need no torch.
+LIGHT = ("benchmark.schema", "benchmark.config_messages", "benchmark.validate", "benchmark.figures",
+         "benchmark.artifacts", "attacks.evasion_attacks", "attacks.poisoning_attacks", "attacks.backdoor_attacks",
+         "models")
+HEAVY = ("torch", "art", "torchvision", "torch_pruning")
+
+
+def heavy_imports(module: str, discover: bool = False) -> list[str]:
+    """The heavy packages that importing `module` in a fresh interpreter loads (with `discover`, after its plugin
+    registries imported every plugin module, as the config checks do)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, importlib; m = importlib.import_module({module!r}); "
+            + ("[v.discover() for v in list(vars(m).values()) if type(v).__name__ == 'Registry']; " if discover else "")
+            + f"print(' '.join(sorted({{n.split('.')[0] for n in sys.modules}} & set({HEAVY!r}))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
+def test_config_checks_figures_and_plugin_declarations_import_no_torch_or_art():
+    found = {module: heavy_imports(module, discover=module.startswith("attacks.")) for module in LIGHT}
+    assert {module: heavy for module, heavy in found.items() if heavy} == {}
+
+
+def test_the_heavy_import_check_sees_a_heavy_import():
+    assert "torch" in heavy_imports("benchmark.measure") and "art" in heavy_imports("attacks.evasion")

@@ -99,26 +99,30 @@ def test_edges_of_the_ranges_are_accepted(tmp_path):
 
 
 def test_schema_names_are_the_registries():
-    """The schema names threats and attacks without importing their registries (which import torch); pruning methods
-    and datasets declare their own config models, one name each."""
+    """Every plugin kind declares its own config model, whose discriminator names it (one model may serve several
+    names, as PGD's serves pgd_linf and pgd_l2); the schema's unions are assembled from the registries."""
     import typing
 
     from attacks import THREATS
-    from attacks.backdoor import BackdoorThreat
-    from attacks.evasion import ATTACKS
-    from attacks.poisoning import PoisoningThreat
+    from attacks.backdoor_attacks import BACKDOOR_ATTACKS
+    from attacks.evasion_attacks import EVASION_ATTACKS
+    from attacks.poisoning_attacks import POISONING_ATTACKS
     from benchmark import schema
+    from benchmark.config_messages import names
     from benchmark.datasets import DATASETS
     from benchmark.interpretability import METHODS
     from benchmark.pruning import PRUNERS
+    from models import MODELS
 
-    assert schema.names(schema.PRUNING) == set(PRUNERS) and schema.names(schema.DATASET) == set(DATASETS)
+    assert names(schema.PRUNING) == set(PRUNERS) and names(schema.DATASET) == set(DATASETS)
     assert all(entry.config.model_fields["method"].annotation == typing.Literal[entry.name] for entry in PRUNERS.entries())
-    assert all(entry.name in typing.get_args(entry.config.model_fields["name"].annotation) for entry in DATASETS.entries())
-    assert schema.names(schema.THREAT) == set(THREATS)
-    assert schema.names(schema.ATTACK) == set(ATTACKS)
-    assert schema.names(schema.POISONING) == set(PoisoningThreat.ATTACKS)
-    assert schema.names(schema.BACKDOOR) == set(BackdoorThreat.ATTACKS)
+    for registry, field in ((DATASETS, "name"), (EVASION_ATTACKS, "name"), (POISONING_ATTACKS, "attack"),
+                            (BACKDOOR_ATTACKS, "attack"), (MODELS, "name")):
+        declared = [entry for entry in registry.entries() if entry.config is not None]
+        assert all(entry.name in typing.get_args(entry.config.model_fields[field].annotation) for entry in declared)
+    assert names(schema.THREAT) == set(THREATS)
+    assert names(schema.ATTACK) == set(EVASION_ATTACKS) and len(EVASION_ATTACKS.names()) >= 10
+    assert names(schema.POISONING) == set(POISONING_ATTACKS) and names(schema.BACKDOOR) == set(BACKDOOR_ATTACKS)
     assert set(typing.get_args(typing.get_args(schema.Interpret.model_fields["methods"].annotation)[0])) == set(METHODS)
 
 

@@ -1,5 +1,5 @@
 """What pruning makes a model forget, as Hooker et al. (2019) measure it, from the per-image test predictions each
-cell logs (`benchmark.measure.PREDICTIONS_ARTIFACT`), across the seeds of one point.
+cell logs (`benchmark.artifacts.PREDICTIONS_ARTIFACT`), across the seeds of one point.
 
 A point (model, dataset, threat, method, variant, target sparsity) has two populations of models: the dense
 parents of its cells and the pruned, fine-tuned models, one of each per seed. Both statistics need populations of
@@ -29,8 +29,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from scipy import stats
 
+from benchmark.artifacts import PREDICTIONS_ARTIFACT
 from benchmark.figures.frame import COLLAPSED, POINT, RUN_ID, SEED, X_SPARSITY
-from benchmark.measure import PREDICTIONS_ARTIFACT
 
 log = logging.getLogger("benchmark")
 

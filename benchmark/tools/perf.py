@@ -53,12 +53,11 @@ def pgd_setup(n: int):
 
 
 def wrapper_pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, params) -> np.ndarray:
-    """Our path: attacks/art_classifier.py + the `pgd_linf` builder of attacks/evasion.py."""
+    """Our path: attacks/art_classifier.py + the `pgd_linf` builder of attacks/evasion_attacks/pgd.py."""
     from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
-    from attacks.evasion import ATTACKS
+    from attacks.evasion_attacks import EVASION_ATTACKS
 
-    spec = ATTACKS["pgd_linf"]
-    build = getattr(spec, "build", spec)
+    build = EVASION_ATTACKS["pgd_linf"].target
     with frozen_parameters(model):
         classifier = art_classifier(model, tuple(x.shape[1:]), 10, torch.device("cpu"))
         return build(classifier, eps, params).generate(x=to_numpy(x), y=y.numpy())

@@ -39,8 +39,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from statsmodels.stats.proportion import proportion_confint
 
-from attacks.evasion import eps_key, eval_subset
-from benchmark.data import Dataset, load_dataset
+from attacks.evasion_attacks import eps_key
+from benchmark.data import Dataset, eval_subset, load_dataset
 from benchmark.pruning.common import load_state_into
 from benchmark.training import predict, resolve_device
 from models import build_model, classifier_head

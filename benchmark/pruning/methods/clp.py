@@ -1,5 +1,5 @@
 """Channel Lipschitzness-based Pruning (Zheng et al., ECCV 2022), a data-free backdoor defence: per layer, switch off
-the channels whose upper bound of the Lipschitz constant (benchmark/pruning/clp.py) exceeds mean + u * std.
+the channels whose upper bound of the Lipschitz constant (UCLC, below) exceeds mean + u * std.
 
 Neurons are BatchNorm channels (with the conv before each one), or, in a model without BatchNorm, the output
 channels of its convs and hidden Linear layers (benchmark/pruning/neurons.py). Switching one off zeroes its
@@ -11,7 +11,13 @@ before compute (`model_check`).
 The amount (`selection`): `fixed` uses `u` (the paper's 3) and no data (`pruning/clean_images` = 0);
 `validation` (the defender's rule) the smallest u of `u_grid` whose accuracy on `val_images` held-out clean
 training images is within `max_acc_drop` of the dense model's. CLP can collapse clean accuracy at small u: report
-it as a curve over u (experiment=backdoor_defences_clp). `pruning.sparsity` is not an input. ART has no CLP.
+it as a curve over u (experiment=backdoor_defences_clp). `pruning.sparsity` is not an input.
+
+The UCLC of a channel k of a conv followed by a BatchNorm is the largest singular value of its kernel reshaped to
+(input channels, kh * kw) times |gamma_k| / sqrt(running_var_k + eps); without BatchNorm, of the kernel alone (a
+hidden Linear unit: the norm of its weight row). Backdoor channels have an unusually large UCLC. ART has no CLP and
+torch-pruning ranks channels to shrink models, not by this bound: the few lines here are the method (torch.linalg
+for the singular values). torch is imported inside the functions: the config checks import this module.
 """
 from __future__ import annotations
 
@@ -34,6 +40,33 @@ class CLP(PruningConfig):
     val_images: COUNT  # held-out clean training images for selection=validation
 
 
+def channel_lipschitz(layer):
+    """The UCLC of every neuron of `layer` (a benchmark/pruning/neurons.py NeuronLayer), on the CPU."""
+    import torch
+    import torch.nn as nn
+
+    if layer.conv is None and isinstance(layer.module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        raise ValueError(f"CLP needs the conv or Linear layer before BatchNorm {layer.name!r}")
+    with torch.no_grad():
+        kernel_owner = layer.conv if layer.conv is not None else layer.module
+        weight = kernel_owner.weight.detach().cpu()
+        kernels = weight.reshape(weight.shape[0], weight.shape[1], -1)  # (channels, inputs, kh * kw)
+        bound = torch.linalg.matrix_norm(kernels, ord=2)
+        if layer.conv is not None:
+            bn = layer.module
+            bound = bound * (bn.weight.detach().cpu() / (bn.running_var.detach().cpu() + bn.eps).sqrt()).abs()
+    return bound
+
+
+def above_mean_plus_std(bounds, u: float):
+    """CLP's rule per layer: the channels whose UCLC exceeds mean + u * std (the layer's, unbiased std)."""
+    import torch
+
+    if len(bounds) < 2:
+        return torch.zeros(len(bounds), dtype=torch.bool)
+    return bounds > bounds.mean() + u * bounds.std()
+
+
 def batchnorm_after_each_conv(model) -> str | None:
     from benchmark.pruning.neurons import batchnorm_pairs, has_batchnorm
 
@@ -54,7 +87,6 @@ def clp_label(cfg) -> str:
 @PRUNERS.register("clp", config=CLP, ignores_sparsity=True, needs_conv=True, model_check=batchnorm_after_each_conv,
                   variant_label=clp_label)
 def clp(model, cfg, ctx):
-    from benchmark.pruning.clp import above_mean_plus_std, channel_lipschitz
     from benchmark.pruning.common import PruneOutcome
     from benchmark.pruning.neurons import (accuracy_with, defender_split, largest_within_margin, neuron_layers,
                                            switch_off)
