@@ -15,7 +15,8 @@ import types
 import typing
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from benchmark.checks import (BATCH, CLASS, COUNT, EPOCHS, LR, SEED, UNIT, ConfigError, Group, Number, number,
                               whole)
@@ -35,17 +36,50 @@ class Model(Group):
     cifar_stem: Literal["auto"] | bool = "auto"  # torchvision: 3x3 stride-1 stem, no max-pool
 
 
-class Train(Group):
+class Recipe(Group):
+    """How a training loop trains (benchmark/recipes.py): torch's optimiser and learning-rate scheduler, and the
+    training batches' augmentation (attacks and metrics always see the un-augmented test images)."""
+    lr: LR
+    batch_size: BATCH
+    optimizer: Literal["adam", "sgd"]
+    momentum: number(0.0, 1.0, high_open=True)  # sgd only
+    nesterov: bool  # sgd only; needs momentum > 0
+    weight_decay: number(0.0, 1.0)  # L2 term of the optimiser (adam or sgd)
+    schedule: Literal["none", "cosine", "step", "onecycle"]
+    milestones: list[whole(1, 10_000)]  # step: the epochs after which the learning rate is multiplied by gamma
+    gamma: number(0.0, 1.0, low_open=True)  # step only
+    augment: Literal["none", "crop_flip"]
+
+    @model_validator(mode="after")
+    def _related_keys(self):
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise _related("nesterov", self.nesterov, "momentum > 0 (momentum=0)")
+        if self.schedule == "step":
+            if not self.milestones:
+                raise _related("schedule", "step", "milestones, a non-empty list of epochs")
+            if list(self.milestones) != sorted(set(self.milestones)) or self.milestones[-1] > self.epochs:
+                raise _related("milestones", self.milestones, f"increasing epochs within 1..epochs ({self.epochs})")
+        return self
+
+
+def _related(field: str, value, needs: str) -> PydanticCustomError:
+    """A value that the group's other keys make invalid (benchmark.schema._message names the group)."""
+    return PydanticCustomError("related_keys", "{field}={value} needs {needs}",
+                               {"field": field, "value": value, "needs": needs})
+
+
+class Train(Recipe):
     epochs: whole(1, 10_000)  # a dense model is trained: 0 epochs would leave it at chance
-    lr: LR
-    batch_size: BATCH
     slimming_l1: number(0.0, 1.0)
+    adversarial: Literal["none", "pgd", "trades"]  # pgd: Madry et al. 2018; trades: Zhang et al. 2019
+    adv_eps: number(0.0, 1.0, low_open=True)  # L-inf radius of the training attack (inputs in [0, 1])
+    adv_steps: whole(1, 1000)
+    adv_step_size: number(0.0, 1.0, low_open=True)
+    trades_beta: number(0.0, 1000.0)  # trades: weight of the KL robustness term
 
 
-class Finetune(Group):
+class Finetune(Recipe):
     epochs: EPOCHS  # 0: no fine-tuning after pruning
-    lr: LR
-    batch_size: BATCH
     adversarial: bool
     adv_eps: number(1e-6, 1.0)
     adv_steps: whole(1, 1000)
@@ -333,6 +367,8 @@ def _message(error: dict) -> str:
         return f"{key}={value!r} is out of range; allowed: {spec.allowed(leaf, kind=False)}"
     if kind == "number_type":
         return f"{key}={value!r} is not {ctx['kind']}; allowed: {_describe(annotation, leaf)}"
+    if kind == "related_keys":  # raised by a group's own check of keys that depend on each other
+        return f"{key}.{ctx['field']}={ctx['value']!r} needs {ctx['needs']} in {key}"
     if kind == "too_short":
         return f"{key}={value!r} is empty; allowed: {_describe(annotation, leaf)} (at least {ctx['min_length']})"
     return f"{key}={value!r} is not allowed; allowed: {_describe(annotation, leaf)}"
