@@ -42,12 +42,16 @@ class CellResult:
 
 def run_name(cfg: DictConfig) -> str:
     """Reads like the cell: `seed_cnn|magnitude_global|s=0.9|pgd|seed=0`, the method followed by its
-    non-default variants (`+layerwise`, `+iterative3`, `+reinit`, `+advft`) so the UI's run list tells them apart."""
+    non-default variants (`+layerwise`, `+iterative3`, `+reinit`, `+advft`) and the model by its adversarial training
+    (`seed_cnn+pgd_at`), so the UI's run list tells them apart."""
     pruning = cfg.pruning
     method = pruning.method + run_label(pruning)
     if cfg.finetune.adversarial:
         method += "+advft"
-    return f"{cfg.model.get('arch', cfg.model.name)}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
+    model = cfg.model.get("arch", cfg.model.name)
+    if cfg.train.adversarial != "none":  # the dense model's training: pgd-at or trades
+        model += "+" + {"pgd": "pgd_at", "trades": "trades"}[cfg.train.adversarial]
+    return f"{model}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
 
 
 def prepare(cfg: DictConfig) -> tuple[str, str]:

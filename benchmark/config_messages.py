@@ -44,6 +44,8 @@ def message(error: dict, root: type[BaseModel], prefix: str = "") -> str:
         return f"{key}={value!r} is out of range; allowed: {spec.allowed(leaf, kind=False)}"
     if kind == "number_type":
         return f"{key}={value!r} is not {ctx['kind']}; allowed: {_describe(annotation, leaf)}"
+    if kind == "related_keys":  # raised by a group's own check of keys that depend on each other
+        return f"{key}.{ctx['field']}={ctx['value']!r} needs {ctx['needs']} in {key}"
     if kind == "too_short":
         return f"{key}={value!r} is empty; allowed: {_describe(annotation, leaf)} (at least {ctx['min_length']})"
     return f"{key}={value!r} is not allowed; allowed: {_describe(annotation, leaf)}"

@@ -14,7 +14,8 @@ benchmark/validate.py, with the model name, because importing models imports tor
 
 from typing import Annotated, Literal, Union
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from attacks.backdoor_attacks import BACKDOOR_ATTACKS
 from attacks.evasion_attacks import EVASION_ATTACKS
@@ -33,17 +34,50 @@ class Model(ModelConfig):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
-class Train(Group):
+class Recipe(Group):
+    """How a training loop trains (benchmark/recipes.py): torch's optimiser and learning-rate scheduler, and the
+    training batches' augmentation (attacks and metrics always see the un-augmented test images)."""
+    lr: LR
+    batch_size: BATCH
+    optimizer: Literal["adam", "sgd"]
+    momentum: number(0.0, 1.0, high_open=True)  # sgd only
+    nesterov: bool  # sgd only; needs momentum > 0
+    weight_decay: number(0.0, 1.0)  # L2 term of the optimiser (adam or sgd)
+    schedule: Literal["none", "cosine", "step", "onecycle"]
+    milestones: list[whole(1, 10_000)]  # step: the epochs after which the learning rate is multiplied by gamma
+    gamma: number(0.0, 1.0, low_open=True)  # step only
+    augment: Literal["none", "crop_flip"]
+
+    @model_validator(mode="after")
+    def _related_keys(self):
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise _related("nesterov", self.nesterov, "momentum > 0 (momentum=0)")
+        if self.schedule == "step":
+            if not self.milestones:
+                raise _related("schedule", "step", "milestones, a non-empty list of epochs")
+            if list(self.milestones) != sorted(set(self.milestones)) or self.milestones[-1] > self.epochs:
+                raise _related("milestones", self.milestones, f"increasing epochs within 1..epochs ({self.epochs})")
+        return self
+
+
+def _related(field: str, value, needs: str) -> PydanticCustomError:
+    """A value that the group's other keys make invalid (benchmark.schema._message names the group)."""
+    return PydanticCustomError("related_keys", "{field}={value} needs {needs}",
+                               {"field": field, "value": value, "needs": needs})
+
+
+class Train(Recipe):
     epochs: whole(1, 10_000)  # a dense model is trained: 0 epochs would leave it at chance
-    lr: LR
-    batch_size: BATCH
     slimming_l1: number(0.0, 1.0)
+    adversarial: Literal["none", "pgd", "trades"]  # pgd: Madry et al. 2018; trades: Zhang et al. 2019
+    adv_eps: number(0.0, 1.0, low_open=True)  # L-inf radius of the training attack (inputs in [0, 1])
+    adv_steps: whole(1, 1000)
+    adv_step_size: number(0.0, 1.0, low_open=True)
+    trades_beta: number(0.0, 1000.0)  # trades: weight of the KL robustness term
 
 
-class Finetune(Group):
+class Finetune(Recipe):
     epochs: EPOCHS  # 0: no fine-tuning after pruning
-    lr: LR
-    batch_size: BATCH
     adversarial: bool
     adv_eps: number(1e-6, 1.0)
     adv_steps: whole(1, 1000)

@@ -13,7 +13,8 @@ from benchmark.cache import ModelCache
 from benchmark.data import Dataset, seeded_indices
 from benchmark.pruning import prune
 from benchmark.pruning.common import PruneContext, finalize, load_state_into
-from benchmark.pruning.loops import bn_l1_penalty, finetune_perturbation
+from benchmark.pruning.loops import bn_l1_penalty, dense_objective, finetune_perturbation
+from benchmark.recipes import Recipe
 from benchmark.training import fit, seed_everything
 from benchmark.version import producing_commit
 from models import build_from_config
@@ -46,14 +47,31 @@ def _dense_model(cfg, train: Dataset, key: str, cache: ModelCache, device, use_c
         model.load_state_dict(state)
         return model.to(device).eval(), {**meta, "cache_hit": True}
     started = time.perf_counter()
-    losses = fit(model, train.x_train, train.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
-                 batch_size=cfg.train.batch_size, seed=cfg.seed, device=device, desc=f"dense {cfg.model.name}",
-                 extra_loss=bn_l1_penalty(cfg.train.get("slimming_l1", 0.0)))  # Network Slimming
+    losses = train_loop(cfg, model, train, cfg.train.epochs, device, desc=f"dense {cfg.model.name}")
     # CPU float results depend on the intra-op thread count (reduction order): recorded so a reader can tell
     meta = {"train_s": time.perf_counter() - started, "epoch_losses": losses, "torch_threads": torch.get_num_threads(),
             "produced_by_commit": producing_commit()}
     cache.save("dense", key, model.state_dict(), meta)
     return model, {**meta, "cache_hit": False}
+
+
+def train_loop(cfg, model: nn.Module, data: Dataset, epochs: int, device, desc: str) -> list[float]:
+    """`epochs` of the dense training recipe (`cfg.train`: optimiser, schedule, augmentation, adversarial
+    objective, Network Slimming's L1 term) on `data`'s training split; the mean loss per epoch."""
+    perturb, loss_fn = dense_objective(cfg.train)
+    return fit(model, data.x_train, data.y_train, epochs=epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size,
+               seed=cfg.seed, device=device, desc=desc, recipe=Recipe.from_config(cfg.train), perturb=perturb,
+               loss_fn=loss_fn, extra_loss=bn_l1_penalty(cfg.train.slimming_l1))
+
+
+def finetune_loop(cfg, model: nn.Module, data: Dataset, epochs: int, device, desc: str,
+                  on_epoch_end=None) -> list[float]:
+    """`epochs` of the fine-tune recipe (`cfg.finetune`, PGD examples when `finetune.adversarial`) on `data`'s
+    training split, pruning masks fixed; the mean loss per epoch."""
+    return fit(model, data.x_train, data.y_train, epochs=epochs, lr=cfg.finetune.lr,
+               batch_size=cfg.finetune.batch_size, seed=cfg.seed, device=device, desc=desc,
+               recipe=Recipe.from_config(cfg.finetune), perturb=finetune_perturbation(cfg.finetune),
+               on_epoch_end=on_epoch_end)
 
 
 @dataclass(frozen=True)
@@ -85,15 +103,12 @@ def prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
     training set (retraining) and a loop on the pruning-stage fine-tune set."""
     dense, tune = sets.dense, sets.pruning_finetune
 
-    def train_loop(model, epochs):
-        return fit(model, dense.x_train, dense.y_train, epochs=epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size,
-                   seed=cfg.seed, device=device, desc=f"retrain {cfg.pruning.method}",
-                   extra_loss=bn_l1_penalty(cfg.train.get("slimming_l1", 0.0)))
+    def retrain(model, epochs):
+        return train_loop(cfg, model, dense, epochs, device, desc=f"retrain {cfg.pruning.method}")
 
-    def finetune_loop(model, epochs=None):
-        return fit(model, tune.x_train, tune.y_train, epochs=cfg.finetune.epochs if epochs is None else epochs,
-                   lr=cfg.finetune.lr, batch_size=cfg.finetune.batch_size, seed=cfg.seed, device=device,
-                   desc=f"fine-tune step {cfg.pruning.method}", perturb=finetune_perturbation(cfg.finetune))
+    def finetune_step(model, epochs=None):
+        return finetune_loop(cfg, model, tune, cfg.finetune.epochs if epochs is None else epochs, device,
+                             desc=f"fine-tune step {cfg.pruning.method}")
 
     calib = sets.calibration
     idx = seeded_indices(len(calib.y_train), CALIBRATION_SIZE, cfg.seed)
@@ -101,7 +116,7 @@ def prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
     return PruneContext(example_inputs=calib.x_train[:1].to(device),
                         calibration=(calib.x_train[idx], calib.y_train[idx]), seed=cfg.seed,
                         clean_train=(calib.x_train, calib.y_train), pruning_train=(tune.x_train, tune.y_train),
-                        initial_state=initial, train=train_loop, finetune=finetune_loop, train_epochs=cfg.train.epochs)
+                        initial_state=initial, train=retrain, finetune=finetune_step, train_epochs=cfg.train.epochs)
 
 
 def pruned_model(cfg, dense: nn.Module, sets: TrainingSets, key: str, cache: ModelCache, device,
@@ -120,10 +135,9 @@ def pruned_model(cfg, dense: nn.Module, sets: TrainingSets, key: str, cache: Mod
     prune_s = time.perf_counter() - started
     tracked = [track(outcome.model)] if track else []
     started = time.perf_counter()
-    losses = fit(outcome.model, train.x_train, train.y_train, epochs=cfg.finetune.epochs, lr=cfg.finetune.lr,
-                 perturb=finetune_perturbation(cfg.finetune),  # PGD adversarial fine-tuning if finetune.adversarial
-                 batch_size=cfg.finetune.batch_size, seed=cfg.seed, device=device, desc=f"fine-tune {cfg.pruning.method}",
-                 on_epoch_end=(lambda epoch, m: tracked.append(track(m))) if track else None)
+    losses = finetune_loop(cfg, outcome.model, train, cfg.finetune.epochs, device,
+                           desc=f"fine-tune {cfg.pruning.method}",
+                           on_epoch_end=(lambda epoch, m: tracked.append(track(m))) if track else None)
     model = finalize(outcome.model)
     meta = {"prune_s": prune_s, "finetune_s": time.perf_counter() - started, "epoch_losses": losses,
             "structured": outcome.structured, "info": outcome.info, "torch_threads": torch.get_num_threads(),

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from benchmark.recipes import Recipe
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,9 +55,14 @@ def fit(
     perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+    recipe: Recipe = Recipe(),
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[float]:
-    """Adam (the seed's optimiser) at `lr` over seeded mini-batches, or the optimizer `make_optimizer` builds from
-    the trainable parameters; returns the mean training loss per epoch.
+    """`recipe` (default: Adam, a constant learning rate `lr`, no augmentation) over seeded mini-batches, or the
+    optimizer `make_optimizer` builds from the trainable parameters; returns the mean training loss per epoch.
+
+    Each batch is augmented (`recipe.augment`), then perturbed (`perturb`, e.g. PGD adversarial training), then
+    scored by `loss_fn(model, x, y)` (default: cross-entropy; TRADES brings its own) plus `extra_loss(model)`.
 
     Works unchanged on models with `torch.nn.utils.prune` masks: the mask is re-applied in every forward, so
     pruned weights stay exactly zero while the surviving ones are fine-tuned.
@@ -63,7 +71,10 @@ def fit(
     if device.type == "cuda":  # the whole set moves once: per-batch host-to-device copies would starve the GPU
         x, y = x.to(device), y.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=lr) if make_optimizer is None else make_optimizer(trainable)
+    optimizer = recipe.make_optimizer(trainable, lr) if make_optimizer is None else make_optimizer(trainable)
+    scheduler, per_batch = recipe.make_scheduler(optimizer, lr, epochs, math.ceil(len(y) / batch_size)) \
+        if epochs > 0 else (None, False)
+    augment = recipe.augmentation(tuple(x.shape[-2:]))
     generator = torch.Generator().manual_seed(seed)
     losses = []
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=epochs == 0)
@@ -73,17 +84,23 @@ def fit(
         for start in range(0, len(y), batch_size):
             idx = order[start : start + batch_size].to(x.device)
             xb, yb = x[idx].to(device), y[idx].to(device)
+            if augment is not None:
+                xb = augment(xb)
             if perturb is not None:  # e.g. adversarial training: the batch the loss sees (model -> attacked inputs)
                 xb = perturb(model, xb, yb)
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(model(xb), yb) if loss_fn is None else loss_fn(model, xb, yb)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if per_batch:
+                scheduler.step()
             total += loss.item() * len(idx)
             count += len(idx)
         losses.append(total / max(count, 1))
+        if scheduler is not None and not per_batch:
+            scheduler.step()
         bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{losses[-1]:.4f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)

@@ -1,5 +1,6 @@
-"""Training-loop pieces that pruning needs: the Network Slimming L1 term (dense training), PGD adversarial
-fine-tuning (robustness-aware pruning), and the train / fine-tune callables handed to pruners that train."""
+"""Training-loop pieces beyond plain cross-entropy: the Network Slimming L1 term (dense training), and adversarial
+training: PGD (Madry et al. 2018) for dense training, fine-tuning and HYDRA's scores, TRADES (Zhang et al. 2019) for
+dense training."""
 from __future__ import annotations
 
 from typing import Callable
@@ -20,14 +21,16 @@ def bn_l1_penalty(weight: float) -> Callable[[nn.Module], torch.Tensor] | None:
     return penalty
 
 
-def pgd_perturbation(eps: float, steps: int) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """L-inf PGD with a random start (Madry et al. 2018) for adversarial fine-tuning, step 2.5 * eps / steps.
+def pgd_perturbation(eps: float, steps: int,
+                     step: float | None = None) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """L-inf PGD with a random start (Madry et al. 2018) for adversarial training, step `step` (default
+    2.5 * eps / steps).
 
     Hand-written in torch rather than ART: it runs once per mini-batch inside the training loop, where ART's
     wrapper and success checks would run on every mini-batch; the attack evaluation itself stays ART's.
     Only the input gets a gradient (autograd.grad), so parameter gradients are untouched. Inputs are in [0, 1].
     """
-    step = 2.5 * eps / steps
+    step = 2.5 * eps / steps if step is None else step
 
     def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         was_training = model.training
@@ -48,3 +51,41 @@ def finetune_perturbation(finetune_cfg):
     if not finetune_cfg.get("adversarial", False):
         return None
     return pgd_perturbation(float(finetune_cfg.adv_eps), int(finetune_cfg.adv_steps))
+
+
+def trades_loss(eps: float, steps: int, step: float,
+                beta: float) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """TRADES' objective (Zhang et al. 2019, the reference's `trades_loss`): cross-entropy on the clean batch plus
+    beta x KL(model(x) || model(x_adv)), where x_adv maximises that KL within the L-inf ball of radius `eps`
+    (`steps` signed-gradient steps of size `step` from x + 0.001 N(0, 1), the model in eval mode)."""
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            clean_probs = F.softmax(model(x), dim=1)
+        x_adv = x + 0.001 * torch.randn_like(x)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            divergence = F.kl_div(F.log_softmax(model(x_adv), dim=1), clean_probs, reduction="sum")
+            grad, = torch.autograd.grad(divergence, x_adv)
+            x_adv = (x + (x_adv.detach() + step * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+        model.train(was_training)
+        logits = model(x)
+        robust = F.kl_div(F.log_softmax(model(x_adv.detach()), dim=1), F.softmax(logits, dim=1),
+                          reduction="batchmean")
+        return F.cross_entropy(logits, y) + beta * robust
+
+    return loss
+
+
+def dense_objective(train_cfg):
+    """(perturb, loss_fn) for `benchmark.training.fit` from `train.adversarial`: clean training (None, None), PGD-AT
+    on PGD examples with cross-entropy, or TRADES' loss."""
+    kind = train_cfg.adversarial
+    eps, steps, step = float(train_cfg.adv_eps), int(train_cfg.adv_steps), float(train_cfg.adv_step_size)
+    if kind == "pgd":
+        return pgd_perturbation(eps, steps, step), None
+    if kind == "trades":
+        return None, trades_loss(eps, steps, step, float(train_cfg.trades_beta))
+    return None, None
