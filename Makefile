@@ -29,10 +29,24 @@ $(STAMP): requirements.lock pyproject.toml
 
 # The default grid (conf/experiment/default.yaml; with its poisoning slice) or EXPERIMENT's (apb: with its
 # structured half), then the figures from the tracking store.
-benchmark: $(STAMP)
-	$(PY) -m benchmark.run -m experiment=$(EXPERIMENT)
-	$(if $(filter default,$(EXPERIMENT)),$(PY) -m benchmark.run -m experiment=default_poisoning)
-	$(if $(filter apb,$(EXPERIMENT)),$(PY) -m benchmark.run -m experiment=apb_structured)
+# LAUNCHER: how the cells run (Hydra's launcher, conf/hydra/launcher/; docs/scaling.md): empty = one after another,
+# joblib = worker processes on this machine (parallel.yaml), slurm = a Slurm job per cell (slurm.yaml), ray = Ray
+# tasks from .venv-ray (ray_cluster.yaml). It goes on the command line: Hydra ignores a launcher set inside a swept
+# experiment file. BENCHMARK_ARGS: more overrides for every grid, e.g. "hydra.launcher.n_jobs=4" or
+# "tracking_uri=http://host:5001 results_dir=/shared/prunesec".
+LAUNCHER       ?=
+BENCHMARK_ARGS ?=
+LAUNCHER_joblib := parallel
+LAUNCHER_slurm  := slurm
+LAUNCHER_ray    := ray_cluster
+# recursive (=): a bad LAUNCHER stops `make benchmark` only (exit 2, one line), not every target
+LAUNCHER_OVERRIDE = $(if $(LAUNCHER),hydra/launcher=$(or $(LAUNCHER_$(LAUNCHER)),$(error LAUNCHER=$(LAUNCHER) is not a launcher; allowed: joblib, slurm, ray (or empty: one cell after another))))
+BENCHMARK_PY   := $(if $(filter ray,$(LAUNCHER)),$(VENV_RAY)/bin/python,$(PY))
+GRID_RUN        = $(BENCHMARK_PY) -m benchmark.run -m $(LAUNCHER_OVERRIDE) $(BENCHMARK_ARGS)
+benchmark: $(STAMP) $(if $(filter ray,$(LAUNCHER)),$(VENV_RAY)/.installed)
+	$(GRID_RUN) experiment=$(EXPERIMENT)
+	$(if $(filter default,$(EXPERIMENT)),$(GRID_RUN) experiment=default_poisoning)
+	$(if $(filter apb,$(EXPERIMENT)),$(GRID_RUN) experiment=apb_structured)
 	$(MAKE) figures
 
 figures: $(STAMP)
