@@ -57,6 +57,16 @@ class Threat:
         """The keys that name a class: benchmark/validate.py checks them against the data's classes."""
         return []
 
+    def tags(self, model_name: str) -> dict[str, str]:
+        """Run tags that say what the attacker knows: `threat/knowledge` is `white_box` when a clean-label
+        attacker's proxy is the victim's twin (its architecture, `proxy.seed_offset` 0), `transfer` otherwise;
+        nothing for a threat without a proxy."""
+        proxy = self.cfg.get("proxy")
+        if proxy is None:
+            return {}
+        twin = proxy.model == model_name and int(proxy.seed_offset) == 0
+        return {"threat/knowledge": "white_box" if twin else "transfer"}
+
     def plan(self, data: Dataset, device: torch.device, seed: int) -> TrainingPlan:
         """Everything the threat decides about the cell's training, fixed before any model is trained."""
         return TrainingPlan(TrainingSets.clean(data), poisoned=data)

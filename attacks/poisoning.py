@@ -164,9 +164,11 @@ class DataThreat(Threat):
 
 # ---- helpers shared with attacks/backdoor.py -----------------------------------------------------------------
 def proxy_classifier(cfg_proxy, data: Dataset, seed: int):
-    """A clean model the attacker trains for the clean-label attacks (ART needs one for feature collision / PGD)."""
+    """A clean model the attacker trains for the clean-label attacks (ART needs one for feature collision / PGD),
+    with a seed of its own: the cell's `seed` plus `proxy.seed_offset`."""
     from models import build_model
 
+    seed = seed + int(cfg_proxy.seed_offset)
     seed_everything(seed)
     model = build_model(cfg_proxy.model, data.in_channels, data.image_size, data.num_classes)
     fit(model, data.x_train, data.y_train, epochs=cfg_proxy.epochs, lr=cfg_proxy.lr, batch_size=64, seed=seed,

@@ -91,7 +91,8 @@ def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, na
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     threat = build_threat(cfg.threat)
-    tags = {"cell_hash": cell_hash, "device": str(device), "device_type": device.type, **tracking.provenance_tags()}
+    tags = {"cell_hash": cell_hash, "device": str(device), "device_type": device.type, **tracking.provenance_tags(),
+            **threat.tags(cfg.model.name)}
     with tracking.cell_run(experiment_id, name, tags, os.environ.get(tracking.PARENT_RUN_ENV)) as run:
         mlflow.log_params(tracking.flatten(hashing.cell_identity(cfg)))
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")

@@ -277,3 +277,22 @@ def test_prune_then_poison_cell_logs_per_epoch_curves_and_damage(cfg_factory, tm
     assert max(history, key=lambda h: h.step).value == pytest.approx(m["backdoor/asr"])  # the final model
     artifacts = [a.path for a in client.list_artifacts(result.run_id)]
     assert "poison_examples.png" in artifacts
+
+
+def test_the_clean_label_proxy_has_a_seed_of_its_own_and_the_run_says_what_the_attacker_knows(cfg_factory, digits):
+    """By default the attacker's proxy is not the victim's twin (another seed: a transfer attack); seed_offset 0
+    with the victim's architecture is the white-box attacker, and the cell's tag says which."""
+    own = cfg_factory("threat=clean_label_backdoor", "threat.proxy.epochs=1")
+    twin = cfg_factory("threat=clean_label_backdoor", "threat.proxy.epochs=1", "threat.proxy.seed_offset=0")
+    assert own.threat.proxy.seed_offset > 0
+    assert build_threat(own.threat).tags("seed_cnn") == {"threat/knowledge": "transfer"}
+    assert build_threat(twin.threat).tags("seed_cnn") == {"threat/knowledge": "white_box"}
+    assert build_threat(twin.threat).tags("lenet300") == {"threat/knowledge": "transfer"}
+    assert build_threat(cfg_factory("threat=pgd").threat).tags("seed_cnn") == {}
+
+    def weights(proxy_cfg, seed):
+        return torch.cat([p.flatten() for p in poisoning.proxy_classifier(proxy_cfg, digits, seed).model.parameters()])
+
+    offset = int(own.threat.proxy.seed_offset)
+    assert torch.equal(weights(own.threat.proxy, 0), weights(twin.threat.proxy, offset))  # its seed: cell's + offset
+    assert not torch.equal(weights(own.threat.proxy, 0), weights(twin.threat.proxy, 0))  # not the victim's seed

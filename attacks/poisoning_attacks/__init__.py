@@ -41,6 +41,9 @@ class Proxy(Group):
     model: Annotated[str, Field(min_length=1)]  # a registered model (models/), checked by benchmark/validate.py
     epochs: whole(1, 10_000)
     lr: LR
+    # its seed is the cell's plus this (initialisation and batch order); 0 with the victim's architecture makes
+    # the proxy the victim's twin, a white-box attacker
+    seed_offset: whole(0, 1_000_000)
 
 
 __all__ = ["POISONING_ATTACKS", "PoisonConfig", "Proxy"]
