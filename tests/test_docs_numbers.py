@@ -158,3 +158,16 @@ def test_grid_sizes_are_counted_from_the_presets_not_typed():
     repeats = len(values["model"]) * len(ignoring) * (len(values["pruning.sparsity"]) - 1)
     assert grid_size("default") == (jobs, jobs - repeats)
     assert f"| `default` | {jobs} | {jobs - repeats} |" in render_grid_sizes(None)
+
+
+def test_the_config_groups_table_lists_every_option_in_conf_and_is_up_to_date():
+    from benchmark.tools.docs_numbers import CONFIG_GROUPS, MARKER, ROOT, fill, render_config_groups
+
+    table = render_config_groups(None)
+    for group in CONFIG_GROUPS:
+        for option in (ROOT / "conf" / group).glob("*.yaml"):
+            assert f"`{option.stem}`" in table.split(f"| `{group}` |")[1].split("\n")[0]
+    assert "**`mnist5k`**" in table and "**`seed_cnn`**" in table  # the defaults of conf/config.yaml
+    text = (ROOT / "docs" / "pipeline.md").read_text()
+    block = next(m.group(0) for m in MARKER.finditer(text) if m.group("name") == "config-groups")
+    assert fill(block, ROOT / "results") == block, "docs/pipeline.md's option table is stale: run `make docs`"

@@ -209,8 +209,31 @@ def render_grid_sizes(_: None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The config groups, in the order the pipeline uses them, with the page that documents their options.
+CONFIG_GROUPS = {"dataset": "byo.md", "model": "byo.md", "pruning": "methods.md", "threat": "threats.md",
+                 "train": None, "finetune": None, "eval": "metrics.md", "debug": None, "experiment": "results.md",
+                 "hydra/launcher": "scaling.md"}
+
+
+def render_config_groups(_: None) -> str:
+    """Every option of every config group, read from conf/ (one YAML per option), the default in bold."""
+    import yaml
+
+    defaults = {}
+    for entry in yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["defaults"]:
+        if isinstance(entry, dict):
+            defaults.update({k: v for k, v in entry.items() if not k.startswith("override")})
+    lines = ["| group | options | documented in |", "|---|---|---|"]
+    for group, page in CONFIG_GROUPS.items():
+        options = sorted(path.stem for path in (ROOT / "conf" / group).glob("*.yaml"))
+        names = ", ".join(f"**`{o}`**" if defaults.get(group) == o else f"`{o}`" for o in options)
+        lines.append(f"| `{group}` | {names} | {f'[{page}]({page})' if page else ''} |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, Block] = {
     "grid-sizes": Block(None, "conf/experiment/", render_grid_sizes),
+    "config-groups": Block(None, "conf/", render_config_groups),
     "default-grid": Block(SUMMARY, "make figures", render_default_grid),
     "poisoning-slice": Block(SUMMARY, "make figures", render_poisoning_slice),
     "perf": Block(PERF, "make perf", render_perf),
