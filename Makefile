@@ -71,6 +71,10 @@ paper: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The conda environment: pyproject.toml's direct pins (and its locked extras), written by a tool, never by hand.
+environment.yml: pyproject.toml
+	$(PY) -m benchmark.tools.environment_yml
+
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
