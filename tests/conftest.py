@@ -91,3 +91,18 @@ def store():
     import tiny_store
 
     return tiny_store.build()
+
+
+# What a test session may leave at the top of the checkout besides what was there: Python's and pytest's caches.
+CHECKOUT_CACHES = {".pytest_cache", "__pycache__"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean():
+    """Nothing a test runs writes into the checkout's top folder: a tracking store there (`mlflow.db`, `mlruns/`:
+    MLflow's default when no tracking URI is set), a Slurm log (`slurm-<job>.out`: sbatch's default output in the
+    submitting directory) or anything else. Fails the session naming what appeared."""
+    before = set(os.listdir(ROOT))
+    yield
+    appeared = sorted(set(os.listdir(ROOT)) - before - CHECKOUT_CACHES)
+    assert not appeared, f"the tests wrote {appeared} into the checkout {ROOT}; write under a tmp_path instead"
