@@ -276,9 +276,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{rewritten} artifact locations now under {Path(args.results_dir).resolve() / 'mlartifacts'}")
         else:
             link = ui_url(args.tracking_uri, args.experiment, args.port)
-            print(f"MLflow UI, experiment {args.experiment!r}: its cells {link}")
             if "viewStateShareKey" in link:
+                print(f"MLflow UI, experiment {args.experiment!r}: its cells {link}")
                 print(f"  and their charts {link}{UI_CHARTS}")
+            else:
+                print(f"MLflow UI: no experiment {args.experiment!r} in the store yet: {link}")
     except StoreUnavailable as err:
         raise SystemExit(f"error: {err}") from None
 
