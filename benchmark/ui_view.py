@@ -1,12 +1,12 @@
 """The MLflow UI's saved view of an experiment's cells, the page `make ui`'s link opens.
 
 MLflow 3.17's runs page keeps saved views as experiment tags `mlflow.sharedViewState.<id>` and opens one from the
-URL parameter `viewStateShareKey=<id>` (its "Save view" button writes the same tag; the views are listed under the
-page's saved-views menu). The tag holds `{"name", "createdAt", "updatedAt", "state"}`, `state` being a JSON string of
-the page's search facets (`searchFilter`, `orderByKey`, ...) and UI state (`selectedColumns`, `compareRunCharts`,
-...). MLflow leaves the rows' expanded state out of a saved view, so the view does not expand the grid rows:
-its search filter leaves the grids' parent runs out, and the runs table shows a run under its parent only when
-the parent is listed, so every cell is a row of its own."""
+URL parameter `viewStateShareKey=<id>` (its "Save as new view" writes the same tag; the views are listed in the
+page's views menu, top right). The tag holds `{"name", "createdAt", "updatedAt", "state"}`, `state` being a JSON
+string of the page's search facets (`searchFilter`, `orderByKey`, ...) and UI state (`selectedColumns`,
+`compareRunCharts`, ...). MLflow leaves the rows' expanded state out of a saved view, so the view does not expand
+the grid rows: its search filter leaves the grids' parent runs out, and the runs table shows a run under its
+parent only when the parent is listed, so every cell is a row of its own."""
 from __future__ import annotations
 
 import json
