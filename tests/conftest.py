@@ -93,8 +93,10 @@ def store():
     return tiny_store.build()
 
 
-# What a test session may leave at the top of the checkout besides what was there: Python's and pytest's caches.
-CHECKOUT_CACHES = {".pytest_cache", "__pycache__"}
+# What a test session may add to the top of the checkout: Python's and pytest's caches, Hypothesis's example
+# database (written when a property test fails), and the Ray venv with the project's metadata that the scale tests
+# build (`make venv-ray`: pip install -e .).
+CHECKOUT_CACHES = {".pytest_cache", "__pycache__", ".hypothesis", ".venv-ray", "prunesec_bench.egg-info"}
 
 
 @pytest.fixture(scope="session", autouse=True)
