@@ -40,7 +40,8 @@ LAUNCHER_joblib := parallel
 LAUNCHER_slurm  := slurm
 LAUNCHER_ray    := ray_cluster
 # recursive (=): a bad LAUNCHER stops `make benchmark` only (exit 2, one line), not every target
-LAUNCHER_OVERRIDE = $(if $(LAUNCHER),hydra/launcher=$(or $(LAUNCHER_$(LAUNCHER)),$(error LAUNCHER=$(LAUNCHER) is not a launcher; allowed: joblib, slurm, ray (or empty: one cell after another))))
+LAUNCHER_UNKNOWN  = $(error LAUNCHER=$(LAUNCHER) is not a launcher; allowed: joblib, slurm, ray (or empty: one cell after another))
+LAUNCHER_OVERRIDE = $(if $(LAUNCHER),hydra/launcher=$(or $(LAUNCHER_$(LAUNCHER)),$(LAUNCHER_UNKNOWN)))
 BENCHMARK_PY   := $(if $(filter ray,$(LAUNCHER)),$(VENV_RAY)/bin/python,$(PY))
 GRID_RUN        = $(BENCHMARK_PY) -m benchmark.run -m $(LAUNCHER_OVERRIDE) $(BENCHMARK_ARGS)
 benchmark: $(STAMP) $(if $(filter ray,$(LAUNCHER)),$(VENV_RAY)/.installed)
@@ -70,6 +71,10 @@ paper: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The conda environment: pyproject.toml's direct pins (and its locked extras), written by a tool, never by hand.
+environment.yml: pyproject.toml
+	$(PY) -m benchmark.tools.environment_yml
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow

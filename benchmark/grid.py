@@ -268,14 +268,22 @@ class GridCallback(Callback):
 
     @staticmethod
     def _end_parent_run(config: DictConfig, parent_id: str, cells: list[dict], status: str) -> None:
-        """Log the grid's figures and tables to its parent run, close it, and release the grid lock."""
+        """Log the grid's figures and tables to its parent run, write the MLflow UI's view of the experiment's
+        cells, close the parent run, and release the grid lock."""
         from mlflow.tracking import MlflowClient
+
+        from benchmark.ui_view import write_cells_view
 
         try:
             log_grid_artifacts(tracking_uri_of(config), config.experiment_name, parent_id, cells)
         except Exception as err:  # noqa: BLE001 - figures are a view of the results; they never fail the grid
             log.warning("grid figures not logged to the parent run: %s: %s", type(err).__name__, err)
-        MlflowClient().set_terminated(parent_id, status)
+        client = MlflowClient()
+        try:
+            write_cells_view(client, client.get_run(parent_id).info.experiment_id)
+        except Exception as err:  # noqa: BLE001 - a view of the results too
+            log.warning("the MLflow UI's view of the cells not written: %s: %s", type(err).__name__, err)
+        client.set_terminated(parent_id, status)
         lock = _grid_locks.pop(parent_id, None)
         if lock is not None:
             lock.release()

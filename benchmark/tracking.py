@@ -237,13 +237,25 @@ def _log_input(dataset, context: str, attempts: int = 3) -> None:
             time.sleep(0.5 * attempt)
 
 
+# appended to ui_url's link: the same view, on its charts instead of its runs table
+UI_CHARTS = "&compareRunsMode=CHART"
+
+
 def ui_url(tracking_uri: str, experiment: str, port: int) -> str:
-    """The MLflow UI's page of an experiment's training runs. MLflow 3's UI picks GenAI or model-training pages
-    from its own switch (remembered by the browser, GenAI by default), not from the experiment: the link sets it."""
+    """The MLflow UI's page of an experiment's cells: the runs table of the saved view benchmark.ui_view writes,
+    rewritten here from the store's cells (+ UI_CHARTS: its charts). MLflow 3's UI picks GenAI or model-training
+    pages from its own switch (remembered by the browser, GenAI by default), not from the experiment: the link sets
+    it. An experiment not in the store yet: the experiments list."""
+    from benchmark.ui_view import write_cells_view
+
     open_store(tracking_uri)
-    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
-    page = f"experiments/{found.experiment_id}/runs" if found else "experiments"
-    return f"http://127.0.0.1:{port}/#/{page}?workflowType=machine_learning"
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning"
+    view = write_cells_view(client, found.experiment_id)
+    return (f"http://127.0.0.1:{port}/#/experiments/{found.experiment_id}/runs?viewStateShareKey={view}"
+            f"&workflowType=machine_learning")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -263,7 +275,12 @@ def main(argv: list[str] | None = None) -> None:
             rewritten = relocate(args.results_dir)
             print(f"{rewritten} artifact locations now under {Path(args.results_dir).resolve() / 'mlartifacts'}")
         else:
-            print(f"MLflow UI, experiment {args.experiment!r}: {ui_url(args.tracking_uri, args.experiment, args.port)}")
+            link = ui_url(args.tracking_uri, args.experiment, args.port)
+            if "viewStateShareKey" in link:
+                print(f"MLflow UI, experiment {args.experiment!r}: its cells {link}")
+                print(f"  and their charts {link}{UI_CHARTS}")
+            else:
+                print(f"MLflow UI: no experiment {args.experiment!r} in the store yet: {link}")
     except StoreUnavailable as err:
         raise SystemExit(f"error: {err}") from None
 

@@ -91,3 +91,20 @@ def store():
     import tiny_store
 
     return tiny_store.build()
+
+
+# What a test session may add to the top of the checkout: Python's and pytest's caches, Hypothesis's example
+# database (written when a property test fails), and the Ray venv with the project's metadata that the scale tests
+# build (`make venv-ray`: pip install -e .).
+CHECKOUT_CACHES = {".pytest_cache", "__pycache__", ".hypothesis", ".venv-ray", "prunesec_bench.egg-info"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean():
+    """Nothing a test runs writes into the checkout's top folder: a tracking store there (`mlflow.db`, `mlruns/`:
+    MLflow's default when no tracking URI is set), a Slurm log (`slurm-<job>.out`: sbatch's default output in the
+    submitting directory) or anything else. Fails the session naming what appeared."""
+    before = set(os.listdir(ROOT))
+    yield
+    appeared = sorted(set(os.listdir(ROOT)) - before - CHECKOUT_CACHES)
+    assert not appeared, f"the tests wrote {appeared} into the checkout {ROOT}; write under a tmp_path instead"

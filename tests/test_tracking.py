@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import tiny_store
-from benchmark import tracking, tracking_store
+from benchmark import tracking, tracking_store, ui_view
 from benchmark.cell import run_cell
 from conftest import cli_env, make_cfg
 
@@ -85,6 +85,42 @@ def test_grid_layout_parent_cells_params_tags_curves(store):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "finetune/loss")] == [1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "sparsity_per_layer.json", "model"} <= artifacts
+
+
+def test_grid_writes_the_ui_view_of_its_cells(store):
+    """The saved view `make ui`'s link opens (benchmark/ui_view.py), in the envelope MLflow 3.17's runs page reads:
+    its filter lists exactly the cells and no grid run (a listed grid run would nest the cells under its collapsed
+    row); its columns and scatter charts (security metric vs achieved sparsity) name metrics the cells logged."""
+    client = MlflowClient(store.uri)
+    experiment = client.get_experiment_by_name(store.experiment)
+    tag = experiment.tags[ui_view.VIEW_TAG_PREFIX + ui_view.VIEW_ID]
+    assert len(tag) <= 20000  # MLflow's limit on an experiment tag's value
+    envelope = json.loads(tag)
+    assert isinstance(envelope["name"], str) and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])  # a JSON string inside the envelope, as the UI writes it
+    listed = client.search_runs([experiment.experiment_id], state["searchFilter"], max_results=1000)
+    assert {r.info.run_name for r in listed} == expected_names()
+    assert all(r.info.status == "FINISHED" and r.data.tags.get("grid") != "true" for r in listed)
+    logged = set(listed[0].data.metrics)
+    columns = [re.fullmatch(r"metrics\.`(.+)`", column)[1] for column in state["selectedColumns"]]
+    worst = {key for key in logged if key.startswith("robust/worst/eps_")}
+    assert columns[:2] == ["sparsity/achieved", "clean/acc"] and len(worst) == 4 and set(columns) == {
+        "sparsity/achieved", "clean/acc", *worst}
+    charts = state["compareRunCharts"]
+    assert {(c["type"], c["xaxis"]["key"]) for c in charts} == {("SCATTER", "sparsity/achieved")}
+    assert sorted(c["yaxis"]["key"] for c in charts) == sorted(["clean/acc", *worst])
+    assert {c["metricSectionId"] for c in charts} == {s["uuid"] for s in state["compareRunSections"]}
+    assert state["runsHiddenMode"] == "SHOW_ALL"  # every cell in the charts (the UI's default: the first 10)
+
+
+def test_ui_view_plots_worst_case_robustness_by_eps_then_backdoor_success_then_clean_accuracy():
+    logged = ["robust/worst/eps_0.3", "robust/pgd_linf/eps_0.1", "backdoor/asr", "robust/worst/eps_0.05",
+              "robust/worst_l2/eps_0.5", "clean/acc", "sparsity/achieved", "robust/worst/subset_size"]
+    state = ui_view.cells_view_state(logged)
+    plotted = ["robust/worst/eps_0.05", "robust/worst/eps_0.3", "backdoor/asr", "clean/acc"]
+    assert [chart["yaxis"]["key"] for chart in state["compareRunCharts"]] == plotted
+    assert state["selectedColumns"] == [f"metrics.`{key}`" for key in ["sparsity/achieved", *plotted[-1:],
+                                                                       *plotted[:-1]]]
 
 
 def test_run_names_tell_method_variants_apart(tmp_path):

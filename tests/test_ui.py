@@ -1,7 +1,8 @@
 """The MLflow UI, checked in a real browser: `make ui` on the tiny grid's store, opened by headless Chromium
-(Debian package `chromium`, installed here if missing). The test reads the rendered page (DOM text) and saves a
-screenshot of each page it checks under <tmp>/screens/: the runs table lists the cells once the grid's row is
-expanded, and a cell's run page shows its metrics and its config artifact."""
+(Debian package `chromium`, installed here if missing). The test reads the rendered page (DOM) and saves a
+screenshot of each page it checks under <tmp>/screens/: `make ui`'s link opens the runs table on the cells, one row
+each with sparsity, clean and worst-case robust accuracy as columns; its charts link shows a scatter of each against
+sparsity with a point per cell; a cell's run page shows its metrics and its config artifact."""
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import tiny_store
+from benchmark import tracking, ui_view
 
-# The expand/collapse button in the runs table's name cell (MLflow 3.17's component id).
+# The expand/collapse button of a parent run's row in the runs table (MLflow 3.17's component id).
 EXPANDER = 'button[data-component-id$="runnamecellrenderer.tsx_46"]'
 
 
@@ -44,7 +46,7 @@ class Browser:
     """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4): no network port, no extra
     package. One page; `evaluate` runs JavaScript in it."""
 
-    def __init__(self, binary: str, width: int = 1600, height: int = 1000):
+    def __init__(self, binary: str, profile: Path, width: int = 1600, height: int = 1000):
         # the child's ends, above 4 so that placing them at 3 and 4 cannot overwrite one with the other
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
@@ -57,8 +59,10 @@ class Browser:
             os.dup2(child_w, 4)
 
         self.process = subprocess.Popen(
+            # a new profile: the UI keeps its page state in the browser's storage; no background connections
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
-             f"--window-size={width},{height}", "about:blank"],
+             f"--user-data-dir={profile}", "--disable-quic", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--window-size={width},{height}", "about:blank"],
             close_fds=False, preexec_fn=wire, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         for fd in (child_r, child_w):
@@ -102,6 +106,16 @@ class Browser:
                 return text
             time.sleep(0.5)
         raise AssertionError(f"page never showed {texts}; it shows:\n{text[:3000]}")
+
+    def wait_for(self, what: str, expression: str, done, timeout: float = 90):
+        """The value of `expression` once `done(value)` holds."""
+        deadline, value = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if done(value):
+                return value
+            time.sleep(0.5)
+        raise AssertionError(f"page never showed {what}; last seen: {value}")
 
     def save(self, out: Path, name: str) -> Path:
         """Screenshot and DOM dump of the page, for a person to look at."""
@@ -154,24 +168,44 @@ def ui(tmp_path):
         log.close()
 
 
-def test_make_ui_shows_the_cells_and_a_cell_page_shows_metrics_and_config(ui, tmp_path):
+def test_make_ui_opens_on_the_cells_and_their_charts_and_a_cell_page_shows_metrics_and_config(ui, tmp_path):
     store, base, printed = ui
-    browser = Browser(chromium())
+    # wide enough that the table renders every column (it leaves out the ones scrolled out of sight)
+    browser = Browser(chromium(), tmp_path / "chromium-profile", width=2400, height=1100)
     screens = tmp_path / "screens"
     try:
         client = MlflowClient(store.uri)
         experiment_id = client.get_experiment_by_name(store.experiment).experiment_id
-        link = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        assert link in printed  # `make ui` prints the link to the grid's training runs
-        browser.open(link)
-        browser.wait_for_text("grid:tiny", "Runs")
-        assert browser.evaluate(f"document.querySelectorAll('{EXPANDER}').length") == 1  # the grid's row
-        browser.evaluate(f"document.querySelector('{EXPANDER}').click()")
-        names = sorted(r.info.run_name for r in client.search_runs([experiment_id], "tags.cell_hash != ''"))
+        link = f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={ui_view.VIEW_ID}" \
+               "&workflowType=machine_learning"
+        assert link in printed and f"{link}{tracking.UI_CHARTS}" in printed  # the cells, and their charts
+        cells = sorted(client.search_runs([experiment_id], "tags.cell_hash != ''"), key=lambda r: r.info.run_name)
+        names, cell_ids = [r.info.run_name for r in cells], [r.info.run_id for r in cells]
         assert len(names) == tiny_store.N_CELLS
-        text = browser.wait_for_text(*names[:4])  # the table virtualises rows: the first screenful is rendered
-        browser.save(screens, "runs")
+
+        # the runs table: a row per cell, none under a collapsed grid row, the measured metrics as columns
+        browser.open(link)
+        text = browser.wait_for_text(*names, f"{tiny_store.N_CELLS} matching runs")
         assert "Overview" not in text.split("Runs")[0]  # on the training runs, not the GenAI overview
+        assert "grid:tiny" not in text and browser.evaluate(f"document.querySelectorAll('{EXPANDER}').length") == 0
+        logged = client.get_run(cell_ids[0]).data.metrics
+        worst = sorted((k for k in logged if k.startswith("robust/worst/eps_")), key=lambda k: float(k.split("_")[-1]))
+        metrics = ["sparsity/achieved", "clean/acc", *worst]
+        assert len(worst) == 4
+        browser.wait_for(f"the columns {metrics}", "[...document.querySelectorAll('.ag-header-cell')]"
+                         ".map(e => e.getAttribute('col-id')).filter(i => i.startsWith('metrics.'))",
+                         lambda ids: ids and sorted(ids) == sorted(f"metrics.`{m}`" for m in metrics))
+        browser.save(screens, "runs")
+
+        # the charts: a scatter per security metric (and clean accuracy) vs sparsity, a point per cell in each
+        browser.open(f"{link}{tracking.UI_CHARTS}")
+        browser.wait_for_text("Security vs sparsity")
+        points = "document.querySelectorAll('.js-plotly-plot .scatterlayer .point').length"
+        browser.wait_for(f"{5 * tiny_store.N_CELLS} points", points, lambda n: n == 5 * tiny_store.N_CELLS)
+        titles = browser.evaluate("[...document.querySelectorAll('[data-testid=experiment-view-compare-runs-card]')]"
+                                  ".map(e => e.innerText.split('\\n')[0])")
+        assert titles[:5] == [f"sparsity/achieved vs. {m}" for m in [*metrics[2:], "clean/acc"]], titles
+        browser.save(screens, "charts")
 
         cell = client.search_runs([experiment_id], f"attributes.run_name = '{names[0]}'")[0]
         browser.open(f"{base}/#/experiments/{experiment_id}/runs/{cell.info.run_id}?workflowType=machine_learning")
