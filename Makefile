@@ -29,19 +29,22 @@ $(STAMP): requirements.lock pyproject.toml
 
 # The default grid (conf/experiment/default.yaml; with its poisoning slice) or EXPERIMENT's (apb: with its
 # structured half), then the figures from the tracking store.
-# LAUNCHER: how the cells run (Hydra's launcher, conf/hydra/launcher/; docs/scaling.md): empty = one after another,
-# joblib = worker processes on this machine (parallel.yaml), slurm = a Slurm job per cell (slurm.yaml), ray = Ray
-# tasks from .venv-ray (ray_cluster.yaml). It goes on the command line: Hydra ignores a launcher set inside a swept
-# experiment file. BENCHMARK_ARGS: more overrides for every grid, e.g. "hydra.launcher.n_jobs=4" or
-# "tracking_uri=http://host:5001 results_dir=/shared/prunesec".
-LAUNCHER       ?=
+# LAUNCHER: how the cells run (Hydra's launcher, conf/hydra/launcher/; docs/scaling.md): joblib = JOBS worker
+# processes on this machine, one torch thread each (parallel.yaml; the default on a machine with several cores,
+# where it measured fastest), basic = one cell after another in this process (the default on one core),
+# slurm = a Slurm job per cell (slurm.yaml), ray = Ray tasks from .venv-ray (ray_cluster.yaml). It goes on the
+# command line: Hydra ignores a launcher set inside a swept experiment file. BENCHMARK_ARGS: more overrides for
+# every grid, e.g. "tracking_uri=http://host:5001 results_dir=/shared/prunesec".
+NPROC          := $(shell nproc 2>/dev/null || echo 1)
+LAUNCHER       ?= $(if $(filter 1,$(NPROC)),basic,joblib)
+JOBS           ?= $(NPROC)
 BENCHMARK_ARGS ?=
-LAUNCHER_joblib := parallel
-LAUNCHER_slurm  := slurm
-LAUNCHER_ray    := ray_cluster
+LAUNCHER_basic  :=
+LAUNCHER_joblib := hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS) torch_threads=1
+LAUNCHER_slurm  := hydra/launcher=slurm
+LAUNCHER_ray    := hydra/launcher=ray_cluster
 # recursive (=): a bad LAUNCHER stops `make benchmark` only (exit 2, one line), not every target
-LAUNCHER_UNKNOWN  = $(error LAUNCHER=$(LAUNCHER) is not a launcher; allowed: joblib, slurm, ray (or empty: one cell after another))
-LAUNCHER_OVERRIDE = $(if $(LAUNCHER),hydra/launcher=$(or $(LAUNCHER_$(LAUNCHER)),$(LAUNCHER_UNKNOWN)))
+LAUNCHER_OVERRIDE = $(if $(filter basic joblib slurm ray,$(LAUNCHER)),$(LAUNCHER_$(LAUNCHER)),$(error LAUNCHER=$(LAUNCHER) is not a launcher; allowed: joblib, slurm, ray, basic (one cell after another)))
 BENCHMARK_PY   := $(if $(filter ray,$(LAUNCHER)),$(VENV_RAY)/bin/python,$(PY))
 GRID_RUN        = $(BENCHMARK_PY) -m benchmark.run -m $(LAUNCHER_OVERRIDE) $(BENCHMARK_ARGS)
 benchmark: $(STAMP) $(if $(filter ray,$(LAUNCHER)),$(VENV_RAY)/.installed)

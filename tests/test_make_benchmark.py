@@ -33,15 +33,30 @@ def test_launcher_reaches_every_grid_on_the_command_line(launcher, option, pytho
         assert sum(line.endswith(f" experiment={config}") for line in lines) == 1, lines
 
 
-def test_no_launcher_runs_cells_one_after_another_and_args_reach_every_grid():
-    lines = grid_lines(planned("EXPERIMENT=apb", "BENCHMARK_ARGS=hydra.launcher.n_jobs=4 results_dir=/shared/r"))
+def test_basic_runs_cells_one_after_another_and_args_reach_every_grid():
+    lines = grid_lines(planned("LAUNCHER=basic", "EXPERIMENT=apb",
+                               "BENCHMARK_ARGS=hydra.launcher.n_jobs=4 results_dir=/shared/r"))
     assert len(lines) == 2  # apb and its structured half
     assert not any("hydra/launcher=" in line for line in lines), lines
     assert all("hydra.launcher.n_jobs=4 results_dir=/shared/r" in line for line in lines), lines
+
+
+def test_the_default_uses_every_core_with_one_thread_per_cell():
+    """Several single-threaded workers measured fastest on a multi-core machine; one core runs cells in turn."""
+    cores = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
+    lines = grid_lines(planned("EXPERIMENT=default"))
+    if cores == 1:
+        assert not any("hydra/launcher=" in line for line in lines), lines
+    else:
+        for line in lines:
+            words = line.split()
+            assert {"hydra/launcher=parallel", f"hydra.launcher.n_jobs={cores}", "torch_threads=1"} <= set(words)
+    lines = grid_lines(planned("EXPERIMENT=default", "JOBS=3"))
+    assert cores == 1 or all("hydra.launcher.n_jobs=3" in line.split() for line in lines), lines
 
 
 def test_unknown_launcher_is_one_line_naming_the_allowed_ones():
     done = planned("LAUNCHER=dask")
     assert done.returncode == 2 and "benchmark.run" not in done.stdout
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "LAUNCHER=dask" in lines[0] and "allowed: joblib, slurm, ray" in lines[0], lines
+    assert len(lines) == 1 and "LAUNCHER=dask" in lines[0] and "allowed: joblib, slurm, ray, basic" in lines[0], lines
