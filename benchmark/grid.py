@@ -28,6 +28,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.grid_figures import log_grid_artifacts
 from benchmark.tracking_store import tracking_uri_of
 from benchmark.validate import ConfigError, check_config
 
@@ -269,8 +270,6 @@ class GridCallback(Callback):
     def _end_parent_run(config: DictConfig, parent_id: str, cells: list[dict], status: str) -> None:
         """Log the grid's figures and tables to its parent run, close it, and release the grid lock."""
         from mlflow.tracking import MlflowClient
-
-        from benchmark.grid_figures import log_grid_artifacts
 
         try:
             log_grid_artifacts(tracking_uri_of(config), config.experiment_name, parent_id, cells)
