@@ -212,7 +212,7 @@ class PoisoningThreat(DataThreat):
     SUCCESS_METRIC = "poison/targeted_success"
 
     def _targeted(self) -> bool:
-        return self.cfg.attack == "feature_collision" or self.cfg.mode == "targeted"
+        return self.cfg.attack == "feature_collision" or self.cfg.get("mode") == "targeted"
 
     def dense_success(self, dense_for, data, device, seed) -> float:
         """Targeted attacks: their targeted success. Random label flipping: the test accuracy it costs the dense
@@ -235,7 +235,7 @@ class PoisoningThreat(DataThreat):
         if self.cfg.attack == "feature_collision":
             hit = predictions(model, data.x_test[self.targets(data, seed)], device) == self.cfg.target_class
             return {"poison/targeted_success": float(hit.mean())}
-        if self.cfg.mode == "targeted":  # source-class test images (of the eval subset) classified as the target
+        if self.cfg.get("mode") == "targeted":  # source-class images of the eval subset classified as the target
             x, y = eval_subset(data, self.cfg.subset, seed)
             hit = predictions(model, x[y == self.cfg.source_class], device) == self.cfg.target_class
             return {"poison/targeted_success": float(hit.mean())}

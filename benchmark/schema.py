@@ -2,7 +2,7 @@
 
 `check(plain)` validates a resolved cell config (plain dicts and lists) with pydantic and raises `ConfigError`
 with one line naming the key, the value and what is allowed (benchmark/config_messages.py words it). Unknown keys
-are rejected in every group (so `+pruning.sparsity=0.5` cannot make a new cell hash). This module imports neither
+are rejected in every group (so `+pruning.sparsityy=0.5` cannot make a new cell hash). This module imports neither
 torch nor any library that does: a config mistake is reported before the heavy imports.
 
 This module assembles; plugins declare. A pruning method's, a dataset's and an attack's keys are declared in their

@@ -168,7 +168,7 @@ def test_a_checkpoint_with_a_data_threat_is_rejected_before_compute(tmp_path, th
     torch.save(build_model("seed_cnn", 1, 16, 10).state_dict(), tmp_path / "cnn.pt")
     cfg = compose_cfg(tmp_path, "debug=tiny", "model=seed_cnn", f"model.checkpoint={tmp_path / 'cnn.pt'}",
                       f"threat={threat}")
-    with pytest.raises(ConfigError, match=rf"^model.checkpoint=.*threat.kind=.*allowed: model.checkpoint=null"):
+    with pytest.raises(ConfigError, match=r"^model.checkpoint=.*threat.kind=.*allowed: model.checkpoint=null"):
         prepare(cfg)
 
 

@@ -152,7 +152,7 @@ def test_the_grid_hashes_cells_without_torch_exactly_as_a_cell_does(tmp_path):
 def test_a_grid_showing_the_same_cells_copies_the_figures_instead_of_drawing_them(monkeypatch):
     import mlflow
 
-    from benchmark import grid
+    from benchmark import grid_figures
 
     store = tiny_store.build()
     mlflow.set_tracking_uri(store.uri)
@@ -163,17 +163,17 @@ def test_a_grid_showing_the_same_cells_copies_the_figures_instead_of_drawing_the
     first, second, dirty = (client.create_run(experiment_id, tags={**tags, **extra}).info.run_id
                             for extra in ({}, {}, {"git_dirty": "true"}))
     cells = [{**cell, "status": "skipped"} for cell in store.ledger]
-    grid.log_grid_artifacts(store.uri, store.experiment, first, cells)
+    grid_figures.log_grid_artifacts(store.uri, store.experiment, first, cells)
     drawn = sorted(a.path for d in ("figures", "tables") for a in client.list_artifacts(first, d))
-    assert drawn and client.get_run(first).data.tags[grid.GRID_CELLS_TAG]
+    assert drawn and client.get_run(first).data.tags[grid_figures.GRID_CELLS_TAG]
 
     def no_drawing(*args):
         raise AssertionError("drawn again")
 
-    monkeypatch.setattr(grid, "_draw_grid_artifacts", no_drawing)
-    grid.log_grid_artifacts(store.uri, store.experiment, second, cells)
+    monkeypatch.setattr(grid_figures, "_draw_grid_artifacts", no_drawing)
+    grid_figures.log_grid_artifacts(store.uri, store.experiment, second, cells)
     assert sorted(a.path for d in ("figures", "tables") for a in client.list_artifacts(second, d)) == drawn
     with pytest.raises(AssertionError, match="drawn again"):  # a dirty checkout may draw differently
-        grid.log_grid_artifacts(store.uri, store.experiment, dirty, cells)
+        grid_figures.log_grid_artifacts(store.uri, store.experiment, dirty, cells)
     with pytest.raises(AssertionError, match="drawn again"):  # other cells
-        grid.log_grid_artifacts(store.uri, store.experiment, second, cells[:-1])
+        grid_figures.log_grid_artifacts(store.uri, store.experiment, second, cells[:-1])

@@ -115,3 +115,8 @@ def test_config_checks_figures_and_plugin_declarations_import_no_torch_or_art():
 
 def test_the_heavy_import_check_sees_a_heavy_import():
     assert "torch" in heavy_imports("benchmark.measure") and "art" in heavy_imports("attacks.evasion")
+
+
+def test_verify_recomputes_without_art():
+    """make verify re-measures with plain torch (its own PGD): ART's import time is not its to pay."""
+    assert "art" not in heavy_imports("benchmark.tools.verify")

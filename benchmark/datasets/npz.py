@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from benchmark.datasets import DATASETS, TEST_SIZE, DatasetConfig
-from benchmark.inputs import npz_summary
+from benchmark.inputs import NPZ_WHOLE_KEYS, DataError, image_axes, npz_headers, npz_layout, npz_path, npz_summary
 
 
 class Npz(DatasetConfig):
@@ -17,6 +17,35 @@ class Npz(DatasetConfig):
 
 @DATASETS.register("npz", config=Npz, summary=npz_summary, location_key="path")
 def load_npz(cfg, seed: int):
-    from benchmark.data import load_npz_arrays
+    """`x_train, y_train, x_test, y_test`, or `x, y` split here (seeded, stratified, `test_size`)."""
+    import numpy as np
 
-    return load_npz_arrays(cfg, seed)
+    from benchmark.data import from_arrays, stratified_split
+
+    shape, _ = npz_summary(cfg)
+    path = npz_path(cfg)
+    keys = npz_layout(cfg, npz_headers(path))
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in keys}
+    xs = {k: _to_nchw_unit(arrays[k], image_axes(cfg, k, arrays[k].shape)[0], k) for k in keys[0::2]}
+    if keys == NPZ_WHOLE_KEYS:
+        xtr, xte, ytr, yte = stratified_split(xs["x"], arrays["y"], cfg.test_size, seed)
+    else:
+        xtr, ytr, xte, yte = xs["x_train"], arrays["y_train"], xs["x_test"], arrays["y_test"]
+    return from_arrays("npz", xtr, ytr, xte, yte, shape.num_classes)
+
+
+def _to_nchw_unit(x, layout: str, key: str):
+    import numpy as np
+
+    if layout == "nhw":
+        x = x[:, None]
+    elif layout == "nhwc":
+        x = x.transpose(0, 3, 1, 2)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if len(x) and (not np.isfinite(x).all() or x.min() < 0 or x.max() > 1):
+        raise DataError(f"dataset.path: {key} has float values in [{np.nanmin(x):g}, {np.nanmax(x):g}]; "
+                        "allowed: floats in [0, 1] (or uint8 in 0..255)")
+    return x
