@@ -296,7 +296,7 @@ class EvasionThreat(Threat):
                 started = time.perf_counter()
                 with counting_predictions(classifier) as queries:
                     results, attacked = self._run(spec, attack_cfg, classifier, x_np[:n], y_np[:n], clean_ok[:n],
-                                                  seed)
+                                                  seed, index[:n].numpy())
                 report.metrics[f"time/attack_{name}_s"] = time.perf_counter() - started
                 if attack_cfg.get("subset"):
                     report.metrics[f"attack/{name}/subset_size"] = float(n)
@@ -313,7 +313,7 @@ class EvasionThreat(Threat):
                 if multipliers and spec.role == "iterative":
                     started = time.perf_counter()
                     report.metrics.update(self._convergence(spec, attack_cfg, multipliers, classifier, x_np[:n],
-                                                            y_np[:n], clean_ok[:n], seed, results))
+                                                            y_np[:n], clean_ok[:n], seed, index[:n].numpy(), results))
                     report.metrics[f"time/convergence_{name}_s"] = time.perf_counter() - started
         for norm in _NORM:
             for eps, (acc, n) in worst_case(robust, norm).items():
@@ -326,7 +326,7 @@ class EvasionThreat(Threat):
             report.metrics["robust/gradient_masking_margin"] = margin
         return report
 
-    def _convergence(self, spec: AttackSpec, params, multipliers: list[int], classifier, x, y, clean_ok, seed,
+    def _convergence(self, spec: AttackSpec, params, multipliers: list[int], classifier, x, y, clean_ok, seed, keys,
                      base: dict[float, np.ndarray]) -> dict[str, float]:
         """PGD re-run at `multiplier` x its budget (`threat.convergence.scale`: more random starts or more steps):
         robust accuracy and the gap acc(B) - acc(multiplier x B) per eps (> 0: the cell's budget had not
@@ -334,7 +334,8 @@ class EvasionThreat(Threat):
         metrics = {}
         scale = self.cfg.convergence.get("scale", "restarts")
         for multiplier in multipliers:
-            stronger, _ = self._run(spec, scaled_budget(params, multiplier, scale), classifier, x, y, clean_ok, seed)
+            stronger, _ = self._run(spec, scaled_budget(params, multiplier, scale), classifier, x, y, clean_ok, seed,
+                                    keys)
             for eps, ok in stronger.items():
                 gap = float(base[eps].mean() - ok.mean())
                 metrics[f"robust/{params.name}_x{multiplier}/{eps_key(eps)}"] = float(ok.mean())
@@ -343,11 +344,13 @@ class EvasionThreat(Threat):
                     metrics[f"robust/{worst_key(spec.norm, 'convergence_gap')}/{eps_key(eps)}"] = gap
         return metrics
 
-    def _run(self, spec: AttackSpec, params, classifier, x, y, clean_ok, seed) -> tuple[dict[float, np.ndarray], int]:
+    def _run(self, spec: AttackSpec, params, classifier, x, y, clean_ok, seed, keys) -> tuple[dict[float, np.ndarray],
+                                                                                             int]:
         """(eps -> per image: robust at eps, images attacked). Robust at eps: right on the clean image, and no point
         the attack tried at this eps or at a smaller one fooled the model (every iterate of every PGD start; other
         attacks' outputs). Each eps therefore attacks only the images still robust at the one below (eps = 0: the
-        clean point), and the curve is monotone in eps."""
+        clean point), and the curve is monotone in eps. `keys`: the images' positions in the test split, which
+        seed their PGD random starts."""
         np.random.seed(seed)  # ART draws random starts / Square's squares from numpy's global generator
         eps_values = sorted(eps_list(self.cfg, spec.norm))
         if spec.minimal:
@@ -361,7 +364,8 @@ class EvasionThreat(Threat):
             if eps > 0 and len(standing):  # ART rejects a zero step
                 np.random.seed(seed)
                 attack = spec.build(classifier, eps, params)
-                robust[standing] = ~fooled_at_any_point(attack, classifier, x[standing], y[standing], params.batch_size)
+                robust[standing] = ~fooled_at_any_point(attack, classifier, x[standing], y[standing], params.batch_size,
+                                                        keys[standing], seed)
                 attacked += len(standing)
             out[eps] = robust.copy()
         return out, attacked

@@ -320,11 +320,11 @@ def _pgd(classifier, eps, step_fraction, max_iter, restarts):
                                     num_random_init=restarts, batch_size=50, verbose=False)
 
 
-def test_any_iterate_pgd_breaks_every_image_final_iterate_pgd_breaks_and_more(trained_seed_cnn, digits):
-    """Same images, same random starts (numpy reseeded), same ART steps: the final iterate is one of the iterates
-    judged, so every image the final-iterate PGD fools is fooled; a step twice the ball's radius makes PGD bounce
-    between corners, so some images are fooled only by an earlier iterate."""
-    from attacks.any_iterate import fooled_at_any_point
+def test_any_iterate_pgd_breaks_every_image_its_final_iterate_breaks_and_more(trained_seed_cnn, digits):
+    """One run, so the same images and random starts: its output (the final iterate) is one of the iterates judged,
+    so every image the output fools is counted; a step twice the ball's radius makes PGD bounce between corners,
+    so some images are fooled only by an earlier iterate."""
+    from attacks.any_iterate import AnyIteratePGD
     from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
 
     model = copy.deepcopy(trained_seed_cnn).eval()
@@ -332,12 +332,24 @@ def test_any_iterate_pgd_breaks_every_image_final_iterate_pgd_breaks_and_more(tr
     with frozen_parameters(model):
         classifier = art_classifier(model, x.shape[1:], digits.num_classes, CPU)
         for restarts in (0, 2):
-            np.random.seed(0)
-            final = classifier.predict(_pgd(classifier, 0.1, 2.0, 10, restarts).generate(x=x, y=y)).argmax(1) != y
-            np.random.seed(0)
-            any_iterate = fooled_at_any_point(_pgd(classifier, 0.1, 2.0, 10, restarts), classifier, x, y, 50)
-            assert np.all(any_iterate[final]), restarts
-            assert (any_iterate & ~final).sum() >= 3, restarts  # the rule matters on this model
+            pgd = AnyIteratePGD.like(_pgd(classifier, 0.1, 2.0, 10, restarts))
+            final = classifier.predict(pgd.generate(x=x, y=y, seed=0)).argmax(1) != y
+            assert np.all(pgd.fooled[final]), restarts
+            assert (pgd.fooled & ~final).sum() >= 3, restarts  # the rule matters on this model
+
+
+def test_random_starts_are_per_image_whatever_else_is_attacked(trained_seed_cnn, digits):
+    """An image's starts follow its key and the seed, not its batch: attacked alone or among others, it is fooled
+    the same way; another seed draws other starts."""
+    from attacks.any_iterate import random_starts
+
+    x = digits.x_test[:6]
+    together = random_starts(x, [10, 11, 12, 13, 14, 15], 0.1, seed=0, restart=1)
+    alone = random_starts(x[3:4], [13], 0.1, seed=0, restart=1)
+    assert torch.equal(together[3:4], alone)
+    assert not torch.equal(random_starts(x[3:4], [13], 0.1, seed=1, restart=1), alone)
+    assert not torch.equal(random_starts(x[3:4], [13], 0.1, seed=0, restart=0), alone)
+    assert ((together - x).abs().max() <= 0.1 + 1e-6) and together.min() >= 0 and together.max() <= 1
 
 
 def test_robust_accuracy_is_monotone_in_eps_and_never_above_final_iterate_pgd(trained_seed_cnn, cfg_factory, digits):
