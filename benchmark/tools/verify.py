@@ -52,9 +52,10 @@ SPARSITY_TOLERANCE = 0.001  # 0.1 point
 CLEAN_TOLERANCE = 0.005  # 0.5 point
 ROBUST_TOLERANCE = 0.01  # 1 point
 CLEAN_FLIPS = 1  # clean flags that may disagree: float rounding on a near-tie
-# Per-image disagreement that random starts explain (docs/verify.md, "How many images may disagree"): with random
-# starts, at most START_FLIP_RATE of the images plus START_FLIP_SLACK; starting at the clean image, the slack only.
-START_FLIP_RATE = 0.02
+# Robust flags that may disagree at one eps (docs/verify.md, "How many images may disagree"): both runs start from
+# the same points, so on one CPU none do; a re-run whose trajectories part (another device's float rounding) differs
+# at most as much as other random starts do, measured at up to 3.6% of the images.
+START_FLIP_RATE = 0.04
 START_FLIP_SLACK = 2
 PER_IMAGE = "evasion/per_image.json"
 PGD = "pgd_linf"
@@ -224,10 +225,10 @@ def robust_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_ok: t
     return out
 
 
-def allowed_disagreement(n: int, restarts: int) -> int:
-    """Images whose robust flags may differ between the logged run and the re-run at one eps: random starts (and
-    float rounding on near-ties) explain at most this many (docs/verify.md)."""
-    return START_FLIP_SLACK + (math.ceil(START_FLIP_RATE * n) if restarts else 0)
+def allowed_disagreement(n: int) -> int:
+    """Images of n whose robust flags may differ between the logged run and the re-run at one eps: what other
+    random starts explain (docs/verify.md)."""
+    return START_FLIP_SLACK + math.ceil(START_FLIP_RATE * n)
 
 
 def recount_sparsity(dense: nn.Module, state: dict[str, torch.Tensor], prune_head: bool) -> float:
@@ -341,10 +342,9 @@ def _check_pgd(name: str, cfg, attack, metrics: dict, record: dict | None, model
 
     logged_flags = {float(e): _flags(f) for e, f in record["robust"].get(PGD, {}).items()}
     n = min([len(f) for f in logged_flags.values()] or [len(y)])
-    restarts = int(attack.random_restarts)
     recomputed = robust_curve(model, x[:n], y[:n], clean_ok[:n], [float(e) for e in cfg.threat.eps], attack, index[:n],
                               int(cfg.seed))
-    allowed = allowed_disagreement(n, restarts)
+    allowed = allowed_disagreement(n)
     for eps, ok in recomputed.items():
         logged_metric = metrics.get(f"robust/{PGD}/eps_{eps:g}")
         flags = logged_flags.get(eps)
