@@ -397,7 +397,8 @@ def test_each_eps_attacks_only_the_images_still_robust(monkeypatch):
         def generate(self, x, y):
             seen[self.eps] = len(x)
             broken = {0.05: 0, 0.1: 1, 0.2: 2}[self.eps]
-            return _label_image([(int(label) + 1) % 10 if i < broken else int(label) for i, label in enumerate(y)]).numpy()
+            labels = [(int(label) + 1) % 10 if i < broken else int(label) for i, label in enumerate(y)]
+            return _label_image(labels).numpy()
 
     monkeypatch.setitem(ATTACKS, "stub", AttackSpec(lambda _c, eps, _p: Breaks(eps), "linf", "iterative"))
     truth = [i % 10 for i in range(10)]

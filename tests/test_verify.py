@@ -218,7 +218,8 @@ def test_verify_imports_no_project_module_but_the_architectures_and_not_art(stor
     """Run in a fresh interpreter on the store: the project modules it loaded are models/ (and what the model
     registry needs) and verify itself."""
     code = ("import json, sys; from benchmark.tools import verify; "
-            f"rc = verify.main(['--tracking-uri', {store.uri!r}, '--experiment', {store.experiment!r}, '--sample', '1']); "
+            f"rc = verify.main(['--tracking-uri', {store.uri!r}, '--experiment', {store.experiment!r}, "
+            "'--sample', '1']); "
             "print(json.dumps([rc, sorted(sys.modules)]))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
                           timeout=300)

@@ -481,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", required=True, help="MLflow experiment name (the preset's experiment_name)")
     parser.add_argument("--sample", type=int, default=8, help="cells to check, seeded choice (default 8)")
     parser.add_argument("--all", action="store_true", help="check every FINISHED cell")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the sample (PGD's random starts follow each cell's seed)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the sample (PGD's random starts follow each cell's seed)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download drowns the table
