@@ -18,6 +18,8 @@ class ThreatReport:
     curves: list[tuple[str, float, int]] = field(default_factory=list)
     # artifact file name -> matplotlib figure (e.g. a few poisoned/triggered examples), logged with mlflow.log_figure
     figures: dict[str, object] = field(default_factory=dict)
+    # artifact file name -> JSON-able dict (e.g. the evasion cell's per-image record), logged with mlflow.log_dict
+    artifacts: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

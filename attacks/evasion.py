@@ -24,11 +24,13 @@ import torch
 from omegaconf import OmegaConf
 
 from attacks import THREATS
+from attacks.any_iterate import fooled_at_any_point
 from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
 from attacks.base import Threat, ThreatReport
 from attacks.evasion_attacks import ATTACKS, NORM_ORDER, AttackSpec, eps_key
+from attacks.per_image import PER_IMAGE_ARTIFACT, per_image_record
 from benchmark.checks import ConfigError
-from benchmark.data import Dataset, eval_subset
+from benchmark.data import Dataset, seeded_indices
 
 _NORM = NORM_ORDER  # the norms attacks run at, with their ART order
 
@@ -45,16 +47,17 @@ def worst_key(norm: str, family: str = "worst") -> str:
 def worst_case(robust: dict[tuple[str, float], np.ndarray], norm: str) -> dict[float, tuple[float, int]]:
     """eps -> (accuracy, images): the per-image worst case over the attacks of one norm, as AutoAttack reports it.
 
-    An image counts only if it is robust under every attack of the norm at that eps; it is measured on the images
-    every one of those attacks saw (the shortest per-attack prefix of the cell's subset)."""
-    by_eps: dict[float, list[np.ndarray]] = {}
-    for (name, eps), ok in robust.items():
-        if ATTACKS[name].norm == norm:
-            by_eps.setdefault(eps, []).append(ok)
-    worst = {}
-    for eps, oks in by_eps.items():
-        n = min(len(ok) for ok in oks)
-        worst[eps] = (float(np.logical_and.reduce([ok[:n] for ok in oks]).mean()), n)
+    An image counts at eps only if it is robust under every attack of the norm at that eps and at every smaller one
+    (an image broken at a smaller budget is broken at a larger one, so the curve is monotone); it is measured on the
+    images every one of those attacks saw (the shortest per-attack prefix of the cell's subset)."""
+    of_norm = {(name, eps): ok for (name, eps), ok in robust.items() if ATTACKS[name].norm == norm}
+    if not of_norm:
+        return {}
+    n = min(len(ok) for ok in of_norm.values())
+    worst, standing = {}, np.ones(n, dtype=bool)
+    for eps in sorted({eps for _, eps in of_norm}):
+        standing = standing & np.logical_and.reduce([ok[:n] for (_, e), ok in of_norm.items() if e == eps])
+        worst[eps] = (float(standing.mean()), n)
     return worst
 
 
@@ -144,7 +147,8 @@ class EvasionThreat(Threat):
                               "allowed: pgd_linf or pgd_l2 in threat.attacks, or convergence: null")
 
     def evaluate(self, model, data: Dataset, device: torch.device, seed: int) -> ThreatReport:
-        x, y = eval_subset(data, self.cfg.subset, seed)
+        index = seeded_indices(len(data.y_test), self.cfg.subset, seed)  # eval_subset's images
+        x, y = data.x_test[index], data.y_test[index]
         x_np, y_np = to_numpy(x), y.numpy()
         report = ThreatReport(metrics={"robust/subset_size": float(len(y_np))})
         robust: dict[tuple[str, float], np.ndarray] = {}  # (attack, eps) -> per image: right on clean and attacked
@@ -158,15 +162,15 @@ class EvasionThreat(Threat):
                 n = min(int(attack_cfg.get("subset") or len(y_np)), len(y_np))
                 started = time.perf_counter()
                 with counting_predictions(classifier) as queries:
-                    results = self._run(spec, attack_cfg, classifier, x_np[:n], y_np[:n], clean_ok[:n], seed)
+                    results, attacked = self._run(spec, attack_cfg, classifier, x_np[:n], y_np[:n], clean_ok[:n],
+                                                  seed, index[:n].numpy())
                 report.metrics[f"time/attack_{name}_s"] = time.perf_counter() - started
                 if attack_cfg.get("subset"):
                     report.metrics[f"attack/{name}/subset_size"] = float(n)
                 if spec.role == "iterative":
                     report.metrics[f"attack/{name}/budget"] = float(pgd_budget(attack_cfg))
                 if spec.query_budget is not None:
-                    attacked = sum(1 for eps in results if eps > 0) * n
-                    own = len(results) * n  # the accuracy check after each eps is ours, not the attack's
+                    own = attacked  # the check of each attacked image's output is ours, not the attack's
                     report.metrics[f"attack/{name}/query_budget"] = float(spec.query_budget(attack_cfg))
                     report.metrics[f"attack/{name}/queries_per_image"] = (queries["images"] - own) / max(attacked, 1)
                 for eps, ok in results.items():
@@ -176,19 +180,20 @@ class EvasionThreat(Threat):
                 if multipliers and spec.role == "iterative":
                     started = time.perf_counter()
                     report.metrics.update(self._convergence(spec, attack_cfg, multipliers, classifier, x_np[:n],
-                                                            y_np[:n], clean_ok[:n], seed, results))
+                                                            y_np[:n], clean_ok[:n], seed, index[:n].numpy(), results))
                     report.metrics[f"time/convergence_{name}_s"] = time.perf_counter() - started
         for norm in _NORM:
             for eps, (acc, n) in worst_case(robust, norm).items():
                 report.metrics[f"robust/{worst_key(norm)}/{eps_key(eps)}"] = acc
                 report.metrics[f"robust/{worst_key(norm)}/subset_size"] = float(n)
+        report.artifacts[PER_IMAGE_ARTIFACT] = per_image_record(data.name, seed, index, x, y, clean_ok, robust)
         flag, margin = gradient_masking(robust, float(self.cfg.get("masking_tolerance", 0.0)))
         if margin > -1.0:  # a weaker and a stronger attack ran at a common eps
             report.metrics["robust/gradient_masking_flag"] = flag
             report.metrics["robust/gradient_masking_margin"] = margin
         return report
 
-    def _convergence(self, spec: AttackSpec, params, multipliers: list[int], classifier, x, y, clean_ok, seed,
+    def _convergence(self, spec: AttackSpec, params, multipliers: list[int], classifier, x, y, clean_ok, seed, keys,
                      base: dict[float, np.ndarray]) -> dict[str, float]:
         """PGD re-run at `multiplier` x its budget (`threat.convergence.scale`: more random starts or more steps):
         robust accuracy and the gap acc(B) - acc(multiplier x B) per eps (> 0: the cell's budget had not
@@ -196,7 +201,8 @@ class EvasionThreat(Threat):
         metrics = {}
         scale = self.cfg.convergence.get("scale", "restarts")
         for multiplier in multipliers:
-            stronger = self._run(spec, scaled_budget(params, multiplier, scale), classifier, x, y, clean_ok, seed)
+            stronger, _ = self._run(spec, scaled_budget(params, multiplier, scale), classifier, x, y, clean_ok, seed,
+                                    keys)
             for eps, ok in stronger.items():
                 gap = float(base[eps].mean() - ok.mean())
                 metrics[f"robust/{params.name}_x{multiplier}/{eps_key(eps)}"] = float(ok.mean())
@@ -205,19 +211,28 @@ class EvasionThreat(Threat):
                     metrics[f"robust/{worst_key(spec.norm, 'convergence_gap')}/{eps_key(eps)}"] = gap
         return metrics
 
-    def _run(self, spec: AttackSpec, params, classifier, x, y, clean_ok, seed) -> dict[float, np.ndarray]:
-        """eps -> per image: robust (right on the clean image and on the attack's output; eps = 0: clean)."""
+    def _run(self, spec: AttackSpec, params, classifier, x, y, clean_ok, seed, keys) -> tuple[dict[float, np.ndarray],
+                                                                                             int]:
+        """(eps -> per image: robust at eps, images attacked). Robust at eps: right on the clean image, and no point
+        the attack tried at this eps or at a smaller one fooled the model (every iterate of every PGD start; other
+        attacks' outputs). Each eps therefore attacks only the images still robust at the one below (eps = 0: the
+        clean point), and the curve is monotone in eps. `keys`: the images' positions in the test split, which
+        seed their PGD random starts."""
         np.random.seed(seed)  # ART draws random starts / Square's squares from numpy's global generator
-        eps_values = eps_list(self.cfg, spec.norm)
+        eps_values = sorted(eps_list(self.cfg, spec.norm))
         if spec.minimal:
             x_adv = spec.build(classifier, None, params).generate(x=x, y=y) if any(e > 0 for e in eps_values) else x
             ok_adv = classifier.predict(x_adv, batch_size=params.batch_size).argmax(1) == y
             norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
-            return {eps: clean_ok & minimal_robust_correct(ok_adv, norms, eps) for eps in eps_values}
-        out = {}
+            return {eps: clean_ok & minimal_robust_correct(ok_adv, norms, eps) for eps in eps_values}, len(x)
+        out, robust, attacked = {}, clean_ok.copy(), 0
         for eps in eps_values:
-            np.random.seed(seed)
-            # eps = 0 is the clean point of a robustness curve (ART rejects a zero step)
-            x_adv = x if eps == 0 else spec.build(classifier, eps, params).generate(x=x, y=y)
-            out[eps] = clean_ok & (classifier.predict(x_adv, batch_size=params.batch_size).argmax(1) == y)
-        return out
+            standing = np.flatnonzero(robust)
+            if eps > 0 and len(standing):  # ART rejects a zero step
+                np.random.seed(seed)
+                attack = spec.build(classifier, eps, params)
+                robust[standing] = ~fooled_at_any_point(attack, classifier, x[standing], y[standing], params.batch_size,
+                                                        keys[standing], seed)
+                attacked += len(standing)
+            out[eps] = robust.copy()
+        return out, attacked

@@ -175,6 +175,8 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     metrics.update(threat.effectiveness(dense_for, data, device, cfg.seed))  # threat/dense_success, threat/effective
     for artifact, figure in {**plan.report.figures, **report.figures}.items():
         mlflow.log_figure(figure, artifact)
+    for artifact, content in report.artifacts.items():
+        mlflow.log_dict(content, artifact)
     metrics["time/threat_s"] = time.perf_counter() - t
 
     curves = [("finetune/loss", loss, epoch) for epoch, loss in enumerate(meta["epoch_losses"], start=1)] + report.curves

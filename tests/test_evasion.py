@@ -315,3 +315,111 @@ def test_a_model_at_chance_is_collapsed_and_a_trained_one_is_not(trained_seed_cn
     # the margin is the configured one: just above chance + margin is not collapsed, at it is
     assert collapse_metrics(chance + 0.1, digits.y_test, 0.1)["clean/collapsed"] == 1.0
     assert collapse_metrics(chance + 0.11, digits.y_test, 0.1)["clean/collapsed"] == 0.0
+
+
+def _pgd(classifier, eps, step_fraction, max_iter, restarts):
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    return ProjectedGradientDescent(classifier, norm=np.inf, eps=eps, eps_step=eps * step_fraction, max_iter=max_iter,
+                                    num_random_init=restarts, batch_size=50, verbose=False)
+
+
+def test_any_iterate_pgd_breaks_every_image_its_final_iterate_breaks_and_more(trained_seed_cnn, digits):
+    """One run, so the same images and random starts: its output (the final iterate) is one of the iterates judged,
+    so every image the output fools is counted; a step twice the ball's radius makes PGD bounce between corners,
+    so some images are fooled only by an earlier iterate."""
+    from attacks.any_iterate import AnyIteratePGD
+    from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
+
+    model = copy.deepcopy(trained_seed_cnn).eval()
+    x, y = to_numpy(digits.x_test[:150]), digits.y_test[:150].numpy()
+    with frozen_parameters(model):
+        classifier = art_classifier(model, x.shape[1:], digits.num_classes, CPU)
+        for restarts in (0, 2):
+            pgd = AnyIteratePGD.like(_pgd(classifier, 0.1, 2.0, 10, restarts))
+            final = classifier.predict(pgd.generate(x=x, y=y, seed=0)).argmax(1) != y
+            assert np.all(pgd.fooled[final]), restarts
+            assert (pgd.fooled & ~final).sum() >= 3, restarts  # the rule matters on this model
+
+
+def test_random_starts_are_per_image_whatever_else_is_attacked(trained_seed_cnn, digits):
+    """An image's starts follow its key and the seed, not its batch: attacked alone or among others, it is fooled
+    the same way; another seed draws other starts."""
+    from attacks.any_iterate import random_starts
+
+    x = digits.x_test[:6]
+    together = random_starts(x, [10, 11, 12, 13, 14, 15], 0.1, seed=0, restart=1)
+    alone = random_starts(x[3:4], [13], 0.1, seed=0, restart=1)
+    assert torch.equal(together[3:4], alone)
+    assert not torch.equal(random_starts(x[3:4], [13], 0.1, seed=1, restart=1), alone)
+    assert not torch.equal(random_starts(x[3:4], [13], 0.1, seed=0, restart=0), alone)
+    assert ((together - x).abs().max() <= 0.1 + 1e-6) and together.min() >= 0 and together.max() <= 1
+
+
+def test_robust_accuracy_is_monotone_in_eps_and_never_above_final_iterate_pgd(trained_seed_cnn, cfg_factory, digits):
+    """The cell's PGD curve, eps given out of order: per image, robust at a larger eps implies robust at every
+    smaller one; with starts at the clean image (no random start) each eps's accuracy is at most the final-iterate
+    PGD's on the same images."""
+    from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
+    from attacks.evasion import eval_subset
+    from attacks.per_image import PER_IMAGE_ARTIFACT
+
+    eps = [0.2, 0.05, 0.0, 0.1, 0.3]
+    cfg = cfg_factory("threat=pgd", "threat.subset=150", f"dataset.eps=[{','.join(map(str, eps))}]",
+                      "threat.attacks.0.random_restarts=0", "threat.attacks.0.step_fraction=1.0")
+    report = build_threat(cfg.threat).evaluate(copy.deepcopy(trained_seed_cnn), digits, CPU, seed=0)
+    flags = report.artifacts[PER_IMAGE_ARTIFACT]["robust"]["pgd_linf"]
+    ordered = [np.array([c == "1" for c in flags[f"{e:g}"]]) for e in sorted(eps)]
+    for smaller, larger in zip(ordered, ordered[1:]):
+        assert np.all(smaller[larger])
+    assert ordered[1].sum() > ordered[-1].sum()  # the curve falls: the monotonicity above is not vacuous
+
+    model = copy.deepcopy(trained_seed_cnn).eval()
+    x, y = (t.numpy() for t in eval_subset(digits, 150, 0))
+    with frozen_parameters(model):
+        classifier = art_classifier(model, x.shape[1:], digits.num_classes, CPU)
+        clean_ok = classifier.predict(x).argmax(1) == y
+        for e in sorted(eps)[1:]:
+            final = clean_ok & (classifier.predict(_pgd(classifier, e, 1.0, 10, 0).generate(x=x, y=y)).argmax(1) == y)
+            assert report.metrics[f"robust/pgd_linf/eps_{e:g}"] <= final.mean() + 1e-12, e
+
+
+def test_each_eps_attacks_only_the_images_still_robust(monkeypatch):
+    """Stub attacks: the images each eps sees are the ones robust at the eps below; an image broken at 0.1 stays
+    broken at 0.2 although the attack at 0.2 (which never sees it) would leave it alone."""
+    from omegaconf import OmegaConf
+
+    from attacks.evasion import AttackSpec
+    from benchmark.data import Dataset
+
+    seen: dict[float, int] = {}
+
+    class Breaks:  # at eps 0.1 breaks the first image it is given; at 0.2 the first two; nothing at 0.05
+        def __init__(self, eps):
+            self.eps = eps
+
+        def generate(self, x, y):
+            seen[self.eps] = len(x)
+            broken = {0.05: 0, 0.1: 1, 0.2: 2}[self.eps]
+            labels = [(int(label) + 1) % 10 if i < broken else int(label) for i, label in enumerate(y)]
+            return _label_image(labels).numpy()
+
+    monkeypatch.setitem(ATTACKS, "stub", AttackSpec(lambda _c, eps, _p: Breaks(eps), "linf", "iterative"))
+    truth = [i % 10 for i in range(10)]
+    clean = [label if i < 8 else (label + 1) % 10 for i, label in enumerate(truth)]  # 8 right on the clean image
+    x, y = _label_image(clean), torch.as_tensor(truth)
+    cfg = OmegaConf.create({"name": "stub", "kind": "evasion", "subset": 10, "eps": [0.2, 0.05, 0.1],
+                            "attacks": [{"name": "stub", "batch_size": 50, "max_iter": 1}]})
+    m = build_threat(cfg).evaluate(_ReadsLabelPixels(), Dataset("stub", x, y, x, y, 10), CPU, seed=0).metrics
+    assert seen == {0.05: 8, 0.1: 8, 0.2: 7}
+    assert [m[f"robust/stub/eps_{e}"] for e in (0.05, 0.1, 0.2)] == pytest.approx([0.8, 0.7, 0.5])
+    assert [m[f"robust/worst/eps_{e}"] for e in (0.05, 0.1, 0.2)] == pytest.approx([0.8, 0.7, 0.5])
+
+
+def test_worst_case_is_monotone_in_eps():
+    from attacks.evasion import worst_case
+
+    robust = {("pgd_linf", 0.1): np.array([1, 0, 1, 1], bool), ("pgd_linf", 0.2): np.array([1, 1, 0, 1], bool),
+              ("fgsm", 0.1): np.array([1, 1, 1, 0], bool), ("fgsm", 0.2): np.array([1, 1, 1, 1], bool)}
+    # images 1 and 3, broken at 0.1, stay broken at 0.2 (the attacks at 0.2 alone would leave 3 of 4 standing)
+    assert worst_case(robust, "linf") == {0.1: (0.5, 4), 0.2: (0.25, 4)}
