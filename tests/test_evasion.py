@@ -361,7 +361,7 @@ def test_robust_accuracy_is_monotone_in_eps_and_never_above_final_iterate_pgd(tr
     smaller one; with starts at the clean image (no random start) each eps's accuracy is at most the final-iterate
     PGD's on the same images."""
     from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
-    from attacks.evasion import eval_subset
+    from benchmark.data import eval_subset
     from attacks.per_image import PER_IMAGE_ARTIFACT
 
     eps = [0.2, 0.05, 0.0, 0.1, 0.3]
@@ -384,12 +384,12 @@ def test_robust_accuracy_is_monotone_in_eps_and_never_above_final_iterate_pgd(tr
             assert report.metrics[f"robust/pgd_linf/eps_{e:g}"] <= final.mean() + 1e-12, e
 
 
-def test_each_eps_attacks_only_the_images_still_robust(monkeypatch):
+def test_each_eps_attacks_only_the_images_still_robust():
     """Stub attacks: the images each eps sees are the ones robust at the eps below; an image broken at 0.1 stays
     broken at 0.2 although the attack at 0.2 (which never sees it) would leave it alone."""
     from omegaconf import OmegaConf
 
-    from attacks.evasion import AttackSpec
+    from attacks.evasion_attacks import EVASION_ATTACKS
     from benchmark.data import Dataset
 
     seen: dict[float, int] = {}
@@ -404,13 +404,16 @@ def test_each_eps_attacks_only_the_images_still_robust(monkeypatch):
             labels = [(int(label) + 1) % 10 if i < broken else int(label) for i, label in enumerate(y)]
             return _label_image(labels).numpy()
 
-    monkeypatch.setitem(ATTACKS, "stub", AttackSpec(lambda _c, eps, _p: Breaks(eps), "linf", "iterative"))
+    EVASION_ATTACKS.register("stub", norm="linf", role="iterative")(lambda _c, eps, _p: Breaks(eps))
     truth = [i % 10 for i in range(10)]
     clean = [label if i < 8 else (label + 1) % 10 for i, label in enumerate(truth)]  # 8 right on the clean image
     x, y = _label_image(clean), torch.as_tensor(truth)
     cfg = OmegaConf.create({"name": "stub", "kind": "evasion", "subset": 10, "eps": [0.2, 0.05, 0.1],
                             "attacks": [{"name": "stub", "batch_size": 50, "max_iter": 1}]})
-    m = build_threat(cfg).evaluate(_ReadsLabelPixels(), Dataset("stub", x, y, x, y, 10), CPU, seed=0).metrics
+    try:
+        m = build_threat(cfg).evaluate(_ReadsLabelPixels(), Dataset("stub", x, y, x, y, 10), CPU, seed=0).metrics
+    finally:
+        EVASION_ATTACKS.unregister("stub")
     assert seen == {0.05: 8, 0.1: 8, 0.2: 7}
     assert [m[f"robust/stub/eps_{e}"] for e in (0.05, 0.1, 0.2)] == pytest.approx([0.8, 0.7, 0.5])
     assert [m[f"robust/worst/eps_{e}"] for e in (0.05, 0.1, 0.2)] == pytest.approx([0.8, 0.7, 0.5])
