@@ -43,6 +43,10 @@ def check_config(cfg: DictConfig) -> None:
         if key in threat and num_classes is not None:
             in_range(f"threat.{key}", threat[key], 0, num_classes - 1)
     _check_dataset_shape(plain["dataset"])
+    if plain["model"].get("checkpoint"):
+        from benchmark.inputs import checkpoint_path
+
+        checkpoint_path(plain["model"]["checkpoint"])
     if DATASETS[plain["dataset"]["name"]].summary is None:  # declared shape: its split is checked without the files
         from benchmark.inputs import dataset_shape
 
@@ -131,5 +135,6 @@ def _model_fits_dataset(cfg: DictConfig, shape) -> None:
 
     _, problems = model_problems(cfg.model, shape, PRUNERS[cfg.pruning.method])
     for key, value, allowed in problems:
-        other = f"model.name={cfg.model.name!r}" if key == "pruning.method" else f"dataset.name={cfg.dataset.name!r}"
+        model = f"model.arch={cfg.model.arch!r}" if cfg.model.get("arch") else f"model.name={cfg.model.name!r}"
+        other = model if key in ("pruning.method", "model.checkpoint") else f"dataset.name={cfg.dataset.name!r}"
         raise ConfigError(f"{key}={value!r} does not fit {other}; allowed: {allowed}")
