@@ -201,16 +201,20 @@ def _probe_database(uri: str) -> None:
 
 
 def _probe_databricks(uri: str) -> None:
-    """A Databricks workspace: configured (MLflow reads DATABRICKS_HOST/TOKEN or ~/.databrickscfg) and reachable."""
-    try:
-        from mlflow.utils.databricks_utils import get_databricks_host_creds
+    """A Databricks workspace: its host configured as Databricks' own tools read it (DATABRICKS_HOST, else the
+    profile `databricks://<profile>` names, or DEFAULT, in ~/.databrickscfg) and reachable over TCP."""
+    import configparser
 
-        host = get_databricks_host_creds(uri).host
-    except Exception as err:  # noqa: BLE001 - MLflow's configuration errors become one line
-        raise StoreUnavailable(f"tracking_uri={uri!r}: no Databricks workspace is configured "
-                               f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}); "
-                               "allowed: DATABRICKS_HOST and DATABRICKS_TOKEN set, or a profile in "
-                               "~/.databrickscfg") from None
+    profile = urllib.parse.urlsplit(uri).netloc.split(":")[0] or "DEFAULT"
+    host = os.environ.get("DATABRICKS_HOST")
+    if not host:
+        config = configparser.ConfigParser()
+        config.read(os.environ.get("DATABRICKS_CONFIG_FILE") or Path.home() / ".databrickscfg")
+        host = config.get(profile, "host", fallback=None) if profile in config or profile == "DEFAULT" else None
+    if not host:
+        raise StoreUnavailable(f"tracking_uri={uri!r}: no Databricks workspace is configured (no DATABRICKS_HOST, "
+                               f"no host in profile {profile!r} of ~/.databrickscfg); allowed: DATABRICKS_HOST and "
+                               "DATABRICKS_TOKEN set, or that profile")
     parts = urllib.parse.urlsplit(host if "://" in host else f"https://{host}")
     _tcp_probe(uri, parts.hostname or "", parts.port or 443, "Databricks workspace")
 

@@ -298,3 +298,22 @@ def test_cli_rejects_in_one_line_with_the_real_reason_first_and_the_store_unchan
     message = said[0].split(" rejected: ", 1)[-1]
     assert message.startswith(reason), said[0]
     assert _runs(store_with_a_run) == before, "a rejected input creates or changes no run"
+
+
+def test_a_joblib_grid_over_bad_data_is_rejected_by_its_pre_check_with_no_run(store_with_a_run, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, cli_env
+
+    path = _npz(tmp_path, "nan_pixels", x_train=_float_pixels(nan=True))
+    before = _runs(store_with_a_run)
+    out = subprocess.run([sys.executable, "-m", "benchmark.run", "-m", "hydra/launcher=parallel",
+                          "hydra.launcher.n_jobs=2", "debug=tiny", "model=lenet300", "threat=fgsm", *NPZ,
+                          f"dataset.path={path}", "pruning.sparsity=0.5,0.7,0.9", f"results_dir={store_with_a_run}"],
+                         cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text[-3000:]
+    assert "grid rejected before any cell ran: 3 bad cell(s)" in text and "Traceback" not in text
+    assert text.count("x_train has NaN or infinite pixel values") == 3, text[-3000:]
+    assert _runs(store_with_a_run) == before, "no run: not the grid's parent, not a FAILED cell"
