@@ -129,8 +129,8 @@ def _check_labels(key: str, y: np.ndarray, n_images: int) -> None:
 
 def _check_classes(key: str, y: np.ndarray, num_classes: int, at_least: int = 1) -> None:
     if num_classes < 2:
-        raise DataError(f"{key} holds one class ({num_classes - 1}); allowed: labels of at least 2 classes "
-                        "(a classifier needs two)")
+        raise DataError(f"{key} has labels of one class ({num_classes - 1}); allowed: labels of at least 2 "
+                        "classes (a classifier needs two)")
     counts = np.bincount(y, minlength=num_classes)
     short = [c for c in range(num_classes) if counts[c] < at_least]
     if short:
@@ -196,7 +196,7 @@ def _npz_file_summary(path: Path, stamp: tuple, layout: str) -> tuple[DataShape,
     if len({a[1:] for a in axes}) > 1:
         raise DataError(f"dataset.path: {x_keys[0]} and {x_keys[1]} differ in channels or size: {axes[0][1:]} vs {axes[1][1:]}")
     num_classes = int(max(int(y.max()) for y in labels.values())) + 1
-    _check_classes(f"dataset.path: {' and '.join(y_keys)}" if num_classes < 2 else f"dataset.path: {y_keys[0]}",
+    _check_classes(f"dataset.path: {'+'.join(y_keys)}" if num_classes < 2 else f"dataset.path: {y_keys[0]}",
                    labels[y_keys[0]], num_classes, at_least=2 if len(y_keys) == 1 else 1)
     sizes = tuple(len(labels[k]) for k in y_keys)
     return DataShape(axes[0][1], axes[0][2], num_classes), sizes

@@ -237,7 +237,7 @@ CLI_BAD = [
     (["threat.eps=[]"], "threat.eps=[] is empty but threat.attacks[0].name='fgsm' is an L-inf attack; allowed: at "
                         "least one budget"),
     (lambda d: [*NPZ, "dataset.path=" + _npz(d, "one_class", y_train=np.zeros(64, int), y_test=np.zeros(32, int))],
-     "dataset.path: y_train and y_test holds one class (0); allowed: labels of at least 2 classes"),
+     "dataset.path: y_train+y_test has labels of one class (0); allowed: labels of at least 2 classes"),
     (lambda d: [*NPZ, "dataset.path=" + _npz(d, "nan_pixels", x_train=_float_pixels(nan=True))],
      "dataset.path: x_train has NaN or infinite pixel values; allowed: finite floats in [0, 1]"),
     (lambda d: [*NPZ, "dataset.path=" + _npz(d, "pixels_255", x_train=_float_pixels(scale=255.0))],
