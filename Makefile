@@ -80,7 +80,7 @@ gpu-check: $(STAMP)
 # request needs a user (401 without), the admin's password comes from MLFLOW_AUTH_ADMIN_PASSWORD on the first start
 # (the server refuses to start without it), users and settings live in $(RESULTS)/mlflow-auth (docs/scaling.md).
 # BACKEND_URI: the local SQLite store by default, or PostgreSQL (driver in the lock):
-#   MLFLOW_AUTH_ADMIN_PASSWORD=... make server BACKEND_URI=postgresql://user:pw@127.0.0.1:5432/mlflow SERVER_HOST=0.0.0.0
+#   MLFLOW_AUTH_ADMIN_PASSWORD=... make server BACKEND_URI=postgresql://user:pw@127.0.0.1/mlflow SERVER_HOST=0.0.0.0
 # Artifacts go through the server into $(RESULTS)/mlartifacts, so workers need no shared file system for them.
 SERVER_HOST    ?= 127.0.0.1
 SERVER_PORT    ?= 5001

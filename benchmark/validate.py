@@ -2,7 +2,8 @@
 
 Two stages, each error one line naming the key, the bad value and what is allowed:
 - `check_config` (no torch, no ART, no MLflow: a mistake is reported within a second or two): the schema of
-  every key (benchmark/schema.py), the values that refer to each other, and whether the dataset's files exist.
+  every key (benchmark/schema.py), the values that refer to each other, and whether the dataset's files and the
+  model's checkpoint exist.
 - `validate`: the above, then the checks that need the libraries: each threat's own checks, the model built once
   from the dataset's shape (impossible combinations), each pruning method's fit to the model.
 Hydra itself rejects unknown config-group options (`model=resnet50` -> "Could not find 'model/resnet50'...");
@@ -34,7 +35,8 @@ def resolved(cfg: DictConfig) -> dict:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Everything that can be checked without torch: schema, keys that refer to each other, dataset files."""
+    """Everything that can be checked without torch: schema, keys that refer to each other, dataset files, the
+    checkpoint file."""
     plain = resolved(cfg)
     schema.check(plain)
     num_classes = plain["dataset"].get("num_classes")  # None: read from the data (validate checks it then)
