@@ -130,7 +130,7 @@ def _tcp_probe(uri: str, host: str, port: int, what: str) -> None:
                                f"{PROBE_TIMEOUT_S:g} s: {err.strerror or err}): start it or fix tracking_uri") from None
 
 
-def server_credentials(uri: str) -> tuple[str, dict[str, str]]:
+def _server_credentials(uri: str) -> tuple[str, dict[str, str]]:
     """(the URI without its userinfo, the Authorization header for it): from the URI's userinfo, else from
     MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD as MLflow's client reads them; no header without either."""
     parts = urllib.parse.urlsplit(uri)
@@ -146,7 +146,7 @@ def server_credentials(uri: str) -> tuple[str, dict[str, str]]:
 
 def _probe_server(uri: str) -> None:
     """The server answers `/health`, then one authenticated read (401/403 there: the credentials are refused)."""
-    bare, headers = server_credentials(uri)
+    bare, headers = _server_credentials(uri)
     for path, what in (("/health", "health check"), ("/api/2.0/mlflow/experiments/search?max_results=1", "login")):
         try:
             with urllib.request.urlopen(urllib.request.Request(f"{bare.rstrip('/')}{path}", headers=headers),
