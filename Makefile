@@ -97,16 +97,20 @@ perf: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) -m benchmark.tools.gpu_check --experiment $(EXPERIMENT) --out $(RESULTS)/gpu_check
 
-# An MLflow tracking server on loopback for many workers (grids: tracking_uri=http://127.0.0.1:$(SERVER_PORT)).
+# An MLflow tracking server for many workers (grids: tracking_uri=http://127.0.0.1:$(SERVER_PORT)). On loopback it
+# is open to this machine's users; beyond it (SERVER_HOST=0.0.0.0, a cluster) it is MLflow's basic-auth app: every
+# request needs a user (401 without), the admin's password comes from MLFLOW_AUTH_ADMIN_PASSWORD on the first start
+# (the server refuses to start without it), users and settings live in $(RESULTS)/mlflow-auth (docs/scaling.md).
 # BACKEND_URI: the local SQLite store by default, or PostgreSQL (driver in the lock):
-#   make server BACKEND_URI=postgresql://user:pw@127.0.0.1:5432/mlflow SERVER_HOST=0.0.0.0
+#   MLFLOW_AUTH_ADMIN_PASSWORD=... make server BACKEND_URI=postgresql://user:pw@127.0.0.1/mlflow SERVER_HOST=0.0.0.0
 # Artifacts go through the server into $(RESULTS)/mlartifacts, so workers need no shared file system for them.
 SERVER_HOST    ?= 127.0.0.1
 SERVER_PORT    ?= 5001
 SERVER_WORKERS ?= 2
 BACKEND_URI    ?= $(TRACKING_URI)
 server: $(STAMP)
-	$(VENV)/bin/mlflow server --backend-store-uri "$(BACKEND_URI)" --artifacts-destination "$(abspath $(RESULTS))/mlartifacts" \
+	$(PY) -m benchmark.tools.server --backend-store-uri "$(BACKEND_URI)" \
+		--artifacts-destination "$(abspath $(RESULTS))/mlartifacts" --auth-dir "$(abspath $(RESULTS))/mlflow-auth" \
 		--host $(SERVER_HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS)
 
 # Items 1-3 of docs/scaling.md as root: a Slurm cluster, a Ray head and a PostgreSQL-backed MLflow server, each

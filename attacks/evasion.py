@@ -136,11 +136,15 @@ def gradient_masking(acc: dict[tuple[str, float], np.ndarray], tolerance: float)
 class EvasionThreat(Threat):
     @classmethod
     def check_config(cls, cfg) -> None:
-        """L2 attacks need L2 budgets; a convergence check needs an iterative attack."""
+        """Each attack needs budgets of its norm (threat.eps, threat.eps_l2); a convergence check needs an iterative
+        attack."""
         for i, attack in enumerate(cfg.attacks):
-            if ATTACKS[attack.name].norm == "l2" and not cfg.get("eps_l2"):
-                raise ConfigError(f"threat.attacks[{i}].name={attack.name!r} is an L2 attack but threat.eps_l2 is "
-                                  "empty; set threat.eps_l2 (e.g. eps_l2: ${dataset.eps_l2})")
+            norm = ATTACKS[attack.name].norm
+            if not eps_list(cfg, norm):
+                key = "eps" if norm == "linf" else "eps_l2"
+                raise ConfigError(f"threat.{key}={list(cfg.get(key) or [])} is empty but threat.attacks[{i}].name="
+                                  f"{attack.name!r} is an {'L-inf' if norm == 'linf' else 'L2'} attack; allowed: at "
+                                  f"least one budget (e.g. {key}: ${{dataset.{key}}})")
         block = cfg.get("convergence")
         if block and block.get("multipliers") and not any(ATTACKS[a.name].role == "iterative" for a in cfg.attacks):
             raise ConfigError("threat.convergence.multipliers is set but threat.attacks has no iterative attack; "

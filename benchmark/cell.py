@@ -22,7 +22,7 @@ from benchmark.data import image_ids, load_dataset, seeded_indices
 from benchmark.properties import security_properties
 from benchmark.pruning import run_label
 from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
-from benchmark.tracking_store import tracking_uri_of
+from benchmark.tracking_store import redact, tracking_uri_of
 from benchmark.training import (accuracy_and_loss, device_report, logits_accuracy_and_loss, predict,
                                 resolve_device)
 from benchmark.validate import check_config, validate
@@ -58,8 +58,10 @@ def prepare(cfg: DictConfig) -> tuple[str, str]:
     """Everything that must hold before compute: the schema (so that hashing.canonicalize reads well-formed keys),
     the canonical form, every other check, the cell's identity."""
     check_config(cfg)
-    hashing.canonicalize(cfg)
+    notes = hashing.canonicalize(cfg)
     validate(cfg)
+    for note in notes:
+        log.info(note)
     return hashing.cell_hash(cfg), run_name(cfg)
 
 
@@ -95,7 +97,7 @@ def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, na
             **threat.tags(cfg.model.name)}
     with tracking.cell_run(experiment_id, name, tags, os.environ.get(tracking.PARENT_RUN_ENV)) as run:
         mlflow.log_params(tracking.flatten(hashing.cell_identity(cfg)))
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlflow.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")  # no credentials in artifacts
         metrics, curves = _compute(cfg, threat, device, results, cell_hash)
         device_tags, device_metrics = device_report(device)  # GPU name and peak memory, on CUDA only
         mlflow.set_tags(device_tags)

@@ -7,6 +7,7 @@ This module imports nothing heavy: it is what a registered method's config decla
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -24,8 +25,8 @@ def choice(key: str, value, allowed) -> None:
 
 
 def in_range(key: str, value, low, high, *, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value and (
-        value < high if high_open else value <= high)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = number and low <= value and (value < high if high_open else value <= high)
     if not ok:
         raise ConfigError(f"{key}={value!r} is out of range; allowed: {low} <= {key.split('.')[-1]} "
                           f"{'<' if high_open else '<='} {high}")
@@ -36,7 +37,8 @@ class Group(BaseModel):
 
 
 class Number:
-    """A number in a range: `whole` numbers reject fractions (1.5 and 2.0 alike), booleans are never numbers."""
+    """A finite number in a range: `whole` numbers reject fractions (1.5 and 2.0 alike), booleans are never numbers,
+    NaN and infinities never lie in a range (NaN compares false with both bounds, so it is named on its own)."""
 
     def __init__(self, low: float, high: float, *, whole: bool = False, low_open: bool = False,
                  high_open: bool = False):
@@ -49,6 +51,8 @@ class Number:
     def __call__(self, value):
         if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
             raise PydanticCustomError("number_type", "not {kind}", {"kind": "a whole number" if self.whole else "a number"})
+        if not math.isfinite(value):
+            raise PydanticCustomError("number_type", "not {kind}", {"kind": "a finite number"})
         below = value < self.low or (self.low_open and value == self.low)
         above = value > self.high or (self.high_open and value == self.high)
         if below or above:

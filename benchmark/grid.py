@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.grid_figures import log_grid_artifacts
-from benchmark.tracking_store import tracking_uri_of
+from benchmark.tracking_store import redact, tracking_uri_of
 from benchmark.validate import ConfigError, check_config
 
 GRID_SIZE_ENV = "PRUNESEC_GRID_SIZE"
@@ -187,9 +187,9 @@ def skipped_jobs(sweep_dir: str | Path) -> dict[str, dict]:
 
 def record(sweep_dir: str | Path, num: int, status: str, run: str, cell_hash: str | None = None,
            run_id: str | None = None, error: str | None = None) -> None:
-    """Append a job's outcome to the sweep's ledger, which the grid summary reads."""
-    line = json.dumps({"num": num, "status": status, "run": run, "cell_hash": cell_hash, "run_id": run_id,
-                       "error": error})
+    """Append a job's outcome to the sweep's ledger, which the grid summary reads (URI userinfo masked)."""
+    line = json.dumps({"num": num, "status": status, "run": redact(str(run)), "cell_hash": cell_hash,
+                       "run_id": run_id, "error": redact(error) if error else error})
     with open(Path(sweep_dir) / CELLS_FILE, "a") as ledger:
         ledger.write(line + "\n")
 

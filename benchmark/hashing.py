@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -19,8 +18,6 @@ from benchmark.datasets import DATASETS
 from benchmark.inputs import builtin_content_sha256, data_identity, model_identity, split_sizes
 from benchmark.pruning import ignores_sparsity
 from benchmark.version import code_identity
-
-log = logging.getLogger("benchmark")
 
 # Keys that change where or how a cell runs, not what it computes. `device` is not among them: its type (cpu or
 # cuda, `auto` resolved) enters every key as `device_type`, since CPU and CUDA kernels give different floats.
@@ -31,12 +28,14 @@ RUN_ONLY_KEYS = {"device", "force", "tracking_uri", "results_dir", "experiment_n
 DATASET_RUN_ONLY_KEYS = {"data_root", "download", "eps", "eps_l2"}
 
 
-def canonicalize(cfg: DictConfig) -> None:
+def canonicalize(cfg: DictConfig) -> list[str]:
     """One computation, one config: values that compute the same thing are written one way before validation
-    and hashing (the logged config.yaml shows the values the cell used)."""
+    and hashing (the logged config.yaml shows the values the cell used). Returns what was rewritten, in words, for
+    the cell to log once it is known to be valid (a rejected config says one line, its mistake)."""
+    notes = []
     if ignores_sparsity(cfg.pruning) and cfg.pruning.sparsity != 0:
-        log.info("pruning=%s: sparsity %s normalised to 0 (it ignores sparsity)", cfg.pruning.method,
-                 cfg.pruning.sparsity)
+        notes.append(f"pruning={cfg.pruning.method}: sparsity {cfg.pruning.sparsity} normalised to 0 (it ignores "
+                     "sparsity)")
         cfg.pruning.sparsity = 0.0
     rate = cfg.threat.get("poison_rate")
     if isinstance(rate, float) and rate.is_integer():  # `r=0` and `r=0.0` in the threat's name: one setting
@@ -46,22 +45,24 @@ def canonicalize(cfg: DictConfig) -> None:
             del cfg.pruning["reinit"]
     if cfg.threat.get("stage") == "prune_then_poison":  # it always fine-tunes on the poisoned set
         cfg.threat.finetune_data = "poisoned"
-    _clamp_subsets(cfg)
+    return notes + _clamp_subsets(cfg)
 
 
-def _clamp_subsets(cfg: DictConfig) -> None:
+def _clamp_subsets(cfg: DictConfig) -> list[str]:
     """A subset larger than its split uses the whole split: write it as the split's size."""
     if cfg.dataset.get("name") not in DATASETS:
-        return  # validation names the problem
+        return []  # validation names the problem
     n_train, n_test = split_sizes(cfg.dataset)
     limits = [(cfg.eval, "train_subset", n_train), (cfg.threat, "subset", n_test),
               (cfg.eval.get("corruptions"), "subset", n_test), (cfg.eval.get("interpret"), "subset", n_test),
               *((attack, "subset", n_test) for attack in (cfg.threat.get("attacks") or []))]
+    notes = []
     for block, key, limit in limits:
         value = block.get(key) if block is not None else None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
-            log.info("%s=%s exceeds the split (%d images): normalised to %d", key, value, limit, limit)
+            notes.append(f"{key}={value} exceeds the split ({limit} images): normalised to {limit}")
             block[key] = limit
+    return notes
 
 
 def canonical(value):

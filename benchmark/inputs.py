@@ -114,30 +114,74 @@ def image_axes(cfg, key: str, shape: tuple[int, ...]) -> tuple[str, int, int]:
     return layout, channels, h
 
 
+MAX_CLASSES = 100_000  # the largest class index a config may name is 99_999 (benchmark/checks.py CLASS)
+_CHUNK_BYTES = 1 << 24  # an image array's values are checked this many bytes at a time
+
+
 def _check_labels(key: str, y: np.ndarray, n_images: int) -> None:
     if y.ndim != 1 or len(y) != n_images:
-        raise DataError(f"dataset: {key} has shape {y.shape}; allowed: one integer label per image ({n_images},)")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"dataset: {key} has dtype {y.dtype}; allowed: integer class labels 0..K-1")
+        raise DataError(f"dataset.path: {key} has shape {y.shape}; allowed: one integer label per image ({n_images},)")
     if len(y) and y.min() < 0:
-        raise DataError(f"dataset: {key} has label {int(y.min())}; allowed: class labels 0..K-1")
+        raise DataError(f"dataset.path: {key} has label {int(y.min())}; allowed: class labels 0..K-1")
+    if len(y) and y.max() >= MAX_CLASSES:
+        raise DataError(f"dataset.path: {key} has label {int(y.max())}; allowed: class labels 0..K-1 with "
+                        f"K <= {MAX_CLASSES}")
 
 
 def _check_classes(key: str, y: np.ndarray, num_classes: int, at_least: int = 1) -> None:
+    if num_classes < 2:
+        raise DataError(f"{key} has labels of one class ({num_classes - 1}); allowed: labels of at least 2 "
+                        "classes (a classifier needs two)")
     counts = np.bincount(y, minlength=num_classes)
     short = [c for c in range(num_classes) if counts[c] < at_least]
     if short:
-        raise DataError(f"dataset: {key} has fewer than {at_least} image(s) of class(es) {short[:20]} (labels "
+        raise DataError(f"{key} has fewer than {at_least} image(s) of class(es) {short[:20]} (labels "
                         f"run 0..{num_classes - 1}); allowed: every class from 0 to the largest label present")
+
+
+def _member_values(path: Path, key: str):
+    """The values of the archive's array `key`, chunk by chunk in file order (never the whole array in memory)."""
+    with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        left = math.prod(shape)
+        step = max(1, _CHUNK_BYTES // dtype.itemsize)
+        while left:
+            count = min(step, left)
+            yield np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype, count=count)
+            left -= count
+
+
+def _check_pixels(path: Path, key: str, dtype: np.dtype) -> None:
+    """Float images hold finite values in [0, 1] (uint8 images are 0..255 by their type)."""
+    if dtype == np.uint8:
+        return
+    low, high = math.inf, -math.inf
+    for chunk in _member_values(path, key):
+        if not np.isfinite(chunk).all():
+            raise DataError(f"dataset.path: {key} has NaN or infinite pixel values; allowed: finite floats in "
+                            "[0, 1] (or uint8 in 0..255)")
+        if len(chunk):
+            low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+    if low < 0 or high > 1:
+        hint = " (divide by 255, or store uint8)" if high > 1 and low >= 0 else ""
+        raise DataError(f"dataset.path: {key} has float pixel values in [{low:g}, {high:g}]; allowed: floats in "
+                        f"[0, 1]{hint} or uint8 in 0..255")
 
 
 @functools.lru_cache(maxsize=32)
 def _npz_file_summary(path: Path, stamp: tuple, layout: str) -> tuple[DataShape, tuple[int, int]]:
-    """The archive's shape and split sizes, checked: headers for the images, the (small) label arrays loaded."""
+    """The archive's shape and split sizes, checked: the image arrays' headers and values (read in chunks), the
+    (small) label arrays loaded."""
     cfg_like = {"path": str(path), "layout": layout}
     headers = npz_headers(path)
     keys = npz_layout(_Plain(cfg_like), headers)
     x_keys, y_keys = keys[0::2], keys[1::2]
+    for y_key in y_keys:
+        if not np.issubdtype(headers[y_key][1], np.integer):
+            raise DataError(f"dataset.path: {y_key} has dtype {headers[y_key][1]}; allowed: integer class labels "
+                            "0..K-1")
     with np.load(path, allow_pickle=False) as archive:
         labels = {k: archive[k] for k in y_keys}
     axes = []
@@ -146,11 +190,15 @@ def _npz_file_summary(path: Path, stamp: tuple, layout: str) -> tuple[DataShape,
         if not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
             raise DataError(f"dataset.path: {x_key} has dtype {dtype}; allowed: uint8 (0..255) or float (0..1)")
         axes.append(image_axes(_Plain(cfg_like), x_key, shape))
+        if shape[0] == 0:
+            raise DataError(f"dataset.path: {x_key} has shape {shape}; allowed: at least one image")
         _check_labels(y_key, labels[y_key], shape[0])
+        _check_pixels(path, x_key, dtype)
     if len({a[1:] for a in axes}) > 1:
         raise DataError(f"dataset.path: {x_keys[0]} and {x_keys[1]} differ in channels or size: {axes[0][1:]} vs {axes[1][1:]}")
-    num_classes = int(max(int(y.max()) for y in labels.values() if len(y))) + 1
-    _check_classes(y_keys[0], labels[y_keys[0]], num_classes, at_least=2 if len(y_keys) == 1 else 1)
+    num_classes = int(max(int(y.max()) for y in labels.values())) + 1
+    _check_classes(f"dataset.path: {'+'.join(y_keys)}" if num_classes < 2 else f"dataset.path: {y_keys[0]}",
+                   labels[y_keys[0]], num_classes, at_least=2 if len(y_keys) == 1 else 1)
     sizes = tuple(len(labels[k]) for k in y_keys)
     return DataShape(axes[0][1], axes[0][2], num_classes), sizes
 
@@ -207,8 +255,8 @@ def _folder_tree_summary(root: Path, stamp: tuple, resize: int | None) -> tuple[
     if resize is None and width != height:
         raise DataError(f"dataset.root: {first} is {width}x{height}; allowed: square images, or dataset.resize=N")
     channels = 1 if _image_mode(first) == "L" else 3
-    if len(splits) == 1:
-        _check_classes("dataset.root", np.array([label for _, label in samples]), len(classes), at_least=2)
+    _check_classes(f"dataset.root={str(root)!r}", np.array([label for _, label in samples]), len(classes),
+                   at_least=2 if len(splits) == 1 else 1)
     return DataShape(channels, resize or width, len(classes)), tuple(len(s) for _, s in splits)
 
 
@@ -316,8 +364,8 @@ def split_sizes(cfg) -> tuple[int, int]:
 def checkpoint_path(checkpoint: str) -> Path:
     path = Path(str(checkpoint)).expanduser().resolve()
     if not path.is_file():
-        raise ValueError(f"model.checkpoint={str(checkpoint)!r} is not a file; allowed: a .safetensors file or a "
-                         "torch state dict (.pt/.pth)")
+        raise DataError(f"model.checkpoint={str(checkpoint)!r} is not a file; allowed: a .safetensors file or a "
+                        "torch state dict (.pt/.pth)")
     return path
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,7 +22,7 @@ from omegaconf import DictConfig
 
 from benchmark import grid
 from benchmark.grid import EXIT_FAILED, EXIT_REJECTED, one_line
-from benchmark.tracking_store import StoreUnavailable, probe_store, tracking_uri_of
+from benchmark.tracking_store import StoreUnavailable, probe_store, redact, redact_file, tracking_uri_of
 from benchmark.validate import ConfigError, check_config, check_device, check_group_overrides
 
 log = logging.getLogger("benchmark")
@@ -44,6 +45,9 @@ def main(cfg: DictConfig) -> str:
     _job_started = True
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if hydra_cfg.output_subdir is not None:  # the configs Hydra saved for this job: no credentials in them
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            redact_file(Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir / name)
     try:
         if not multirun:  # a grid checked every cell and its store before the first one started
             check_config(cfg)
@@ -56,7 +60,7 @@ def main(cfg: DictConfig) -> str:
         log.error("config rejected: %s", err)
         if not multirun:
             sys.exit(EXIT_REJECTED)
-        _record(hydra_cfg, "failed", str(hydra_cfg.job.override_dirname), error=f"config error: {err}")
+        _record(hydra_cfg, "failed", hydra_cfg.job.override_dirname, error=f"config error: {err}")
         return "failed"
     except Exception as err:  # noqa: BLE001 - a grid must survive one broken cell
         if isinstance(err, StoreUnavailable) and not multirun:  # rejected before any compute, like a bad config
@@ -70,7 +74,7 @@ def main(cfg: DictConfig) -> str:
             log.exception("cell failed: %s", err)
         if not multirun:
             sys.exit(EXIT_FAILED)
-        _record(hydra_cfg, "failed", str(hydra_cfg.job.override_dirname), error=f"{type(err).__name__}: {err}")
+        _record(hydra_cfg, "failed", hydra_cfg.job.override_dirname, error=f"{type(err).__name__}: {err}")
         return "failed"
     _record(hydra_cfg, result.status, result.run_name, result.cell_hash, result.run_id, result.error)
     return result.status
@@ -89,7 +93,7 @@ def cli() -> None:
         if user_wants_traceback:
             raise
         started = _job_started or grid.started
-        print(f"{'error' if started else 'config rejected'}: {one_line(err)}", file=sys.stderr)
+        print(redact(f"{'error' if started else 'config rejected'}: {one_line(err)}"), file=sys.stderr)
         sys.exit(EXIT_FAILED if started else EXIT_REJECTED)
 
 

@@ -20,6 +20,7 @@ from benchmark.tracking_store import (
     default_tracking_uri,
     open_store,
     probe_store,
+    redact,
     sqlite_path,
 )
 from benchmark.version import RESULTS_VERSION, git_state
@@ -42,6 +43,8 @@ def setup_experiment(tracking_uri: str, name: str, artifact_root: str | Path) ->
     under artifact_root's parent (the results dir) must have them there too: a copied results dir whose store still
     points into the original's folder is refused (StoreUnavailable) instead of writing into the original."""
     open_store(tracking_uri)
+    if redact(tracking_uri) != tracking_uri:  # MLflow prints each run's link with the URI's userinfo in it
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
     artifact_root = Path(artifact_root).resolve()
@@ -165,13 +168,14 @@ def close_stale_runs(experiment_id: str, results_dir: str | Path) -> list[str]:
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> MLflow params (dotted keys, values as text, URI userinfo masked)."""
     out = {}
     for key, value in d.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, f"{name}."))
         else:
-            out[name] = str(value)
+            out[name] = redact(str(value))
     return out
 
 
@@ -202,7 +206,7 @@ def cell_run(experiment_id: str, run_name: str, tags: dict[str, str], parent_run
         mlflow.end_run("KILLED")
         raise
     except BaseException as err:
-        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+        mlflow.set_tag("error", redact(f"{type(err).__name__}: {err}")[:5000])
         mlflow.end_run("FAILED")
         raise
     else:

@@ -2,7 +2,8 @@
 
 Two stages, each error one line naming the key, the bad value and what is allowed:
 - `check_config` (no torch, no ART, no MLflow: a mistake is reported within a second or two): the schema of
-  every key (benchmark/schema.py), the values that refer to each other, and whether the dataset's files exist.
+  every key (benchmark/schema.py), the values that refer to each other, and whether the dataset's files and the
+  model's checkpoint exist.
 - `validate`: the above, then the checks that need the libraries: each threat's own checks, the model built once
   from the dataset's shape (impossible combinations), each pruning method's fit to the model.
 Hydra itself rejects unknown config-group options (`model=resnet50` -> "Could not find 'model/resnet50'...");
@@ -34,7 +35,8 @@ def resolved(cfg: DictConfig) -> dict:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Everything that can be checked without torch: schema, keys that refer to each other, dataset files."""
+    """Everything that can be checked without torch: schema, keys that refer to each other, dataset files, the
+    checkpoint file."""
     plain = resolved(cfg)
     schema.check(plain)
     num_classes = plain["dataset"].get("num_classes")  # None: read from the data (validate checks it then)
@@ -48,6 +50,10 @@ def check_config(cfg: DictConfig) -> None:
                           "reach the model; allowed: model.checkpoint=null with a data threat, or an evasion "
                           "threat with a checkpoint")
     _check_dataset_shape(plain["dataset"])
+    if plain["model"].get("checkpoint"):
+        from benchmark.inputs import checkpoint_path
+
+        checkpoint_path(plain["model"]["checkpoint"])
     if DATASETS[plain["dataset"]["name"]].summary is None:  # declared shape: its split is checked without the files
         from benchmark.inputs import dataset_shape
 
@@ -137,5 +143,6 @@ def _model_fits_dataset(cfg: DictConfig, shape) -> None:
 
     _, problems = model_problems(cfg.model, shape, PRUNERS[cfg.pruning.method])
     for key, value, allowed in problems:
-        other = f"model.name={cfg.model.name!r}" if key == "pruning.method" else f"dataset.name={cfg.dataset.name!r}"
+        model = f"model.arch={cfg.model.arch!r}" if cfg.model.get("arch") else f"model.name={cfg.model.name!r}"
+        other = model if key in ("pruning.method", "model.checkpoint") else f"dataset.name={cfg.dataset.name!r}"
         raise ConfigError(f"{key}={value!r} does not fit {other}; allowed: {allowed}")

@@ -32,6 +32,7 @@ def runs_to_launch(n_jobs: int, skipped: set[int], max_batch_size: int | None) -
 class GridSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from benchmark.grid import record_skipped_jobs
+        from benchmark.tracking_store import redact_file
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(self._parse_config() + list(arguments))
@@ -39,6 +40,7 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        redact_file(sweep_dir / "multirun.yaml")  # no credentials (a tracking URI's password) on disk
         skipped = record_skipped_jobs(sweep_dir)
         returns = []
         for nums in runs_to_launch(len(jobs), skipped, self.max_batch_size):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from benchmark.inputs import checkpoint_path
+from benchmark.inputs import DataError, checkpoint_path
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 
@@ -22,12 +22,12 @@ def read_checkpoint(checkpoint: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise ValueError(f"model.checkpoint={str(checkpoint)!r} cannot be read as safetensors or a torch state dict "
+        raise DataError(f"model.checkpoint={str(checkpoint)!r} cannot be read as safetensors or a torch state dict "
                          f"(weights_only=True): {type(err).__name__}: {str(err).splitlines()[0]}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # the usual {"state_dict": ..., "epoch": ...} training checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"model.checkpoint={str(checkpoint)!r} does not hold a state dict (names -> tensors)")
+        raise DataError(f"model.checkpoint={str(checkpoint)!r} does not hold a state dict (names -> tensors)")
     return state
 
 

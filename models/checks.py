@@ -1,10 +1,12 @@
 """Whether a model config fits a dataset and a pruning method, answered before any compute: each problem is
-(key, value, what is allowed); benchmark/validate.py raises the first as a ConfigError."""
+(key, value, what is allowed); benchmark/validate.py raises the first as a ConfigError. A mistake that is no
+misfit (an unknown architecture, an unreadable checkpoint) is raised as the ConfigError that names it."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+from benchmark.checks import ConfigError
 from models import build_from_config
 
 Problem = tuple[str, object, str]
@@ -25,6 +27,8 @@ def model_problems(model_cfg, shape, pruner) -> tuple[nn.Module | None, list[Pro
     key, value = _model_label(model_cfg)
     try:
         model = build_from_config(model_cfg, shape.in_channels, shape.image_size, shape.num_classes)
+    except ConfigError:
+        raise
     except (ValueError, TypeError) as err:
         return None, [(key, value, f"a model that fits the dataset ({err})")]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -42,10 +46,7 @@ def model_problems(model_cfg, shape, pruner) -> tuple[nn.Module | None, list[Pro
     if model_cfg.get("checkpoint"):
         from models.checkpoint import mismatch, read_checkpoint
 
-        try:
-            problem = mismatch(model, read_checkpoint(model_cfg.checkpoint))
-        except ValueError as err:
-            problem = str(err)
+        problem = mismatch(model, read_checkpoint(model_cfg.checkpoint))
         if problem:
             problems.append(("model.checkpoint", model_cfg.checkpoint, f"weights of this architecture: {problem}"))
     method = ("pruning.method", pruner.name)

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch.nn as nn
 
+from benchmark.checks import ConfigError
 from models import MODELS, ModelConfig
 
 SMALL_IMAGE = 64  # `cifar_stem: auto` uses the CIFAR stem at or below this many pixels per side
@@ -73,7 +74,7 @@ def torchvision_model(in_channels: int, image_size: int, num_classes: int, *, ar
 
     archs = classification_archs()
     if arch not in archs:
-        raise ValueError(f"model.arch={arch!r} is not a torchvision classification model; allowed: {archs}")
+        raise ConfigError(f"model.arch={arch!r} is not a torchvision classification model; allowed: {archs}")
     options: dict = {"weights": None, "num_classes": num_classes}
     if arch in _NO_AUX:
         options.update(aux_logits=False, init_weights=True)

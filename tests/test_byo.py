@@ -226,10 +226,10 @@ def test_npz_that_does_not_fit_fails_validation_naming_the_problem(tmp_path, rep
         prepare(cfg)
 
 
-def test_npz_float_images_outside_unit_range_fail_on_load(tmp_path):
+def test_npz_float_images_outside_unit_range_fail_the_check_without_torch(tmp_path):
     path = write_npz(tmp_path / "f.npz", x_train=np.full((64, 3, 32, 32), 2.0, np.float32))
-    with pytest.raises(DataError, match=r"float values in \[2, 2\]"):
-        load_dataset(compose_cfg(tmp_path, "dataset=npz", f"dataset.path={path}").dataset, seed=0)
+    with pytest.raises(DataError, match=r"x_train has float pixel values in \[2, 2\]"):
+        dataset_shape(compose_cfg(tmp_path, "dataset=npz", f"dataset.path={path}").dataset)
 
 
 def test_missing_dataset_path_is_a_config_error(tmp_path):

@@ -2,15 +2,21 @@
 untouched) or it finishes. Never a traceback, never a FAILED run for a config mistake.
 
 Hypothesis draws a config group option per group and a few mutations of the composed config: any key set to a
-value of another type or out of its range (whole numbers, fractions, negatives, strings, booleans, null, lists),
-keys deleted, unknown keys added. Most examples go through the in-process path (`compose`, then `run_cell` on a
-cheap base cell); a few run `python -m benchmark.run` to pin the end-to-end contract.
+value of another type or out of its range (whole numbers, fractions, negatives, NaN, infinities, strings,
+booleans, null, lists, empty lists), keys deleted, unknown keys added. Most examples go through the in-process path
+(`compose`, then `run_cell` on a cheap base cell); a few run `python -m benchmark.run` to pin the end-to-end
+contract. Two more properties draw what a user points the suite at: tracking URIs of every scheme MLflow knows
+(with credentials, closed ports, unknown hosts), and npz archives of odd shapes, dtypes, pixel values and label sets.
 """
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -29,7 +35,7 @@ OPTIONS = {  # options whose cells stay cheap (offline datasets; evasion threats
 }
 # Values as Hydra reads them from the command line: every type, in and out of every range.
 VALUES = ["0", "1", "2", "-1", "0.0", "0.5", "1.5", "2.0", "1e-3", "abc", "true", "false", "null", "[]", "[0.1]",
-          "[1,2]", "'1'", "{}"]
+          "[1,2]", "'1'", "{}", "nan", "inf", "-inf", "[nan]", "[0.1,inf]"]
 # Keys that only make a valid cell slow (they are checked like every other key, but not drawn here).
 SLOW = {"train.epochs", "finetune.epochs", "seed", "eval.latency.repeats", "eval.corruptions.enabled",
         "eval.interpret.enabled", "pruning.rounds", "pruning.steps", "device", "force", "results_dir",
@@ -126,3 +132,121 @@ def test_leaves_lists_every_key_hydra_can_override():
     keys = _leaves(make_cfg("unused", *BASE, "threat=pgd"))
     assert {"threat.attacks.0.max_iter", "eval.latency.threads", "pruning.sparsity", "threat.eps"} <= set(keys)
     assert "threat.eps.0" not in keys  # an interpolation (of dataset.eps) is one key
+
+
+# ---- tracking URIs: every scheme MLflow has a store for, and some it has not -----------------------------------
+SCHEMES = ["http", "https", "postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql", "mssql", "sqlite", "file",
+           "databricks", "databricks-uc", "uc", "bogus", ""]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@st.composite
+def tracking_uris(draw) -> tuple[str, str]:
+    """(URI, the password in it, or '' for none)."""
+    scheme = draw(st.sampled_from(SCHEMES))
+    password = draw(st.sampled_from(["", "pw-Secret-1"]))
+    user = f"alice:{password}@" if password else ""
+    host = draw(st.sampled_from(["127.0.0.1", "localhost", "nowhere.invalid"]))
+    if scheme == "sqlite":
+        return f"sqlite:///{draw(st.sampled_from(['/nonexistent/dir/mlflow.db', '/dev/null']))}", ""
+    if scheme in ("", "file"):
+        return f"{scheme + '://' if scheme else ''}/tmp/prunesec-property-mlruns", ""
+    if scheme == "databricks" and draw(st.booleans()):
+        return "databricks", ""
+    return f"{scheme}://{user}{host}:{_closed_port()}/mlflow", password
+
+
+@settings(max_examples=40, deadline=None)
+@given(drawn=tracking_uris())
+def test_a_store_is_refused_in_one_line_within_the_probe_time_without_its_password(drawn):
+    from benchmark.tracking_store import PROBE_TIMEOUT_S, StoreUnavailable, probe_store
+
+    uri, password = drawn
+    started = time.monotonic()
+    try:
+        found = probe_store(uri)
+    except StoreUnavailable as err:
+        event(f"refused: {uri.split(':', 1)[0]}")
+        assert "\n" not in str(err) and (not password or password not in str(err)), str(err)
+        assert time.monotonic() - started < 2 * PROBE_TIMEOUT_S + 5, uri
+        return
+    event("accepted")
+    assert uri.startswith("sqlite:///") and found is False  # a SQLite store not created yet
+
+
+# ---- your own data: npz archives of every shape, dtype and label set ------------------------------------------
+# Each list repeats its valid choices, so that about one drawn file in five is valid data.
+X_DTYPES = [np.uint8, np.uint8, np.float32, np.float32, np.float64, np.float16, np.int64, np.bool_, np.complex64]
+Y_DTYPES = [np.int64, np.int64, np.int64, np.int32, np.uint8, np.float64, np.bool_, object]
+PIXELS = ["unit", "unit", "unit", "255", "nan", "inf", "negative"]
+
+
+@st.composite
+def npz_files(draw) -> dict[str, np.ndarray]:
+    split = draw(st.booleans())
+    ndim = draw(st.sampled_from([2, 3, 3, 4, 4, 5]))
+    side, channels = draw(st.sampled_from([0, 1, 8, 12, 12])), draw(st.sampled_from([1, 2, 3, 3]))
+    x_dtype, y_dtype = draw(st.sampled_from(X_DTYPES)), draw(st.sampled_from(Y_DTYPES))
+    pixels = draw(st.sampled_from(PIXELS))
+    classes = draw(st.sampled_from([1, 2, 3, 4]))
+    label_range = draw(st.sampled_from(["dense", "dense", "dense", "gap", "negative", "huge"]))
+
+    def images(n):
+        shape = {2: (n, side * side), 3: (n, side, side), 4: (n, side, side, channels),
+                 5: (n, 1, channels, side, side)}[ndim]
+        x = np.random.default_rng(n).random(shape)
+        if pixels == "255":
+            x = x * 255
+        elif pixels in ("nan", "inf", "negative") and x.size:
+            x.flat[0] = {"nan": np.nan, "inf": np.inf, "negative": -0.5}[pixels]
+        if not np.issubdtype(x_dtype, np.inexact):  # integer and boolean images: the values their type can hold
+            return np.nan_to_num(x * 255, posinf=255, neginf=0).clip(0, 255).astype(x_dtype)
+        return x.astype(x_dtype)
+
+    def labels(n):
+        y = np.arange(n) % classes
+        y = {"dense": y, "gap": y * 2, "negative": y - 1, "huge": y + (2**40 if n else 0)}[label_range]
+        return y.astype(str).astype(object) if y_dtype is object else y.astype(y_dtype)
+
+    n_train, n_test = draw(st.integers(0, 24)), draw(st.integers(0, 8))
+    n_train, n_test = (n_train + 8, n_test + 4) if draw(st.booleans()) else (n_train, n_test)
+    if split:
+        return {"x_train": images(n_train), "y_train": labels(n_train), "x_test": images(n_test),
+                "y_test": labels(n_test)}
+    return {"x": images(n_train + n_test), "y": labels(n_train + n_test)}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arrays=npz_files())
+def test_a_data_file_is_rejected_in_one_line_by_the_check_without_torch_or_loads_as_valid_data(tmp_path_factory,
+                                                                                              arrays):
+    """What the pre-check lets through loads as images in [0, 1] with at least two classes; everything else is a
+    one-line DataError from the check that runs before any run exists."""
+    from benchmark.data import load_dataset
+    from benchmark.inputs import DataError, dataset_shape, split_sizes
+
+    folder = tmp_path_factory.mktemp("npz")
+    np.savez(folder / "d.npz", **arrays)
+    cfg = make_cfg(folder, "dataset=npz", f"dataset.path={folder / 'd.npz'}", "dataset.test_size=0.25").dataset
+    try:
+        shape = dataset_shape(cfg)
+        sizes = split_sizes(cfg)
+    except DataError as err:
+        event(f"rejected: {str(err).split(' has ')[0].split(';')[0][:40]}")
+        assert "\n" not in str(err), str(err)
+        return
+    event("accepted")
+    data = load_dataset(cfg, seed=0)
+    assert shape.num_classes >= 2 and (len(data.y_train), len(data.y_test)) == sizes and min(sizes) >= 1
+    for x in (data.x_train, data.x_test):
+        assert bool(x.isfinite().all()) and float(x.min()) >= 0 and float(x.max()) <= 1
+        assert tuple(x.shape[1:]) == (shape.in_channels, shape.image_size, shape.image_size)
+    assert int(max(data.y_train.max(), data.y_test.max())) < shape.num_classes and int(data.y_train.min()) >= 0
+    assert not math.isnan(float(data.x_train.sum()))

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -228,15 +229,17 @@ def _post(url: str, body: dict) -> dict:
         return json.load(response)
 
 
-def test_mlflow_server_rest_api_lists_every_cell(store):
+@contextlib.contextmanager
+def mlflow_server(store_uri: str, *options: str):
+    """`mlflow server` on a free loopback port for the block; yields its base URL."""
     port = _free_port()
     mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
-    server = subprocess.Popen([mlflow_bin, "server", "--backend-store-uri", store.uri, "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1"],
+    server = subprocess.Popen([mlflow_bin, "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1", *options],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             try:
                 with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
@@ -246,6 +249,18 @@ def test_mlflow_server_rest_api_lists_every_cell(store):
                 pass
             assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not come up"
             time.sleep(0.3)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (gunicorn/uvicorn workers too)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=5)
+
+
+def test_mlflow_server_rest_api_lists_every_cell(store):
+    with mlflow_server(store.uri) as base:
         experiment = _post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})["experiments"]
         experiment_id = next(e["experiment_id"] for e in experiment if e["name"] == store.experiment)
         runs = _post(f"{base}/api/2.0/mlflow/runs/search",
@@ -259,13 +274,69 @@ def test_mlflow_server_rest_api_lists_every_cell(store):
             metrics = {m["key"]: m["value"] for m in data["metrics"]}
             assert params["dataset.name"] == "digits" and "pruning.method" in params
             assert 0 <= metrics["clean/acc"] <= 1 and "robust/worst/eps_0.3" in metrics
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (gunicorn/uvicorn workers too)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=5)
+
+
+def test_a_password_in_the_tracking_uri_is_in_no_output_artifact_param_tag_or_file(tmp_path):
+    """A cell logs through a server with `user:password@` in its tracking URI: the password is nowhere in the
+    console output, the results dir (Hydra's saved configs, logs), the server's store and artifacts, or the run's
+    params, tags and artifacts; the cell hash is the one without credentials."""
+    password = "s3cret-Pa55word"
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    cell = ["debug=tiny", "model=lenet300", "threat=fgsm", "train.epochs=1", "finetune.epochs=0", "threat.subset=20",
+            "eval=fast", "eval.train_subset=50", f"results_dir={tmp_path / 'results'}"]
+    with mlflow_server(f"sqlite:///{server_dir / 'mlflow.db'}", "--artifacts-destination",
+                       str(server_dir / "mlartifacts")) as base:
+        uri = base.replace("http://", f"http://alice:{password}@")
+        done = subprocess.run([sys.executable, "-m", "benchmark.run", *cell, f"tracking_uri={uri}"],
+                              cwd=tiny_store.ROOT, env=cli_env(), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        client = MlflowClient(base)
+        run, = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+        assert run.info.status == "FINISHED"
+        logged = [*run.data.params.values(), *run.data.tags.values(), run.info.run_name]
+        artifacts = tmp_path / "downloaded"
+        client.download_artifacts(run.info.run_id, "", str(artifacts))
+    assert password not in done.stdout + done.stderr
+    assert not [value for value in logged if password in value]
+    assert "tracking_uri: http://***@127.0.0.1:" in (artifacts / "config.yaml").read_text()
+    files = [path for folder in (tmp_path / "results", server_dir, artifacts) for path in folder.rglob("*")
+             if path.is_file()]
+    assert len(files) > 10 and not [path for path in files if password.encode() in path.read_bytes()]
+    plain = make_cfg(tmp_path / "results", *cell[1:-1])
+    from benchmark.cell import prepare
+
+    assert run.data.tags["cell_hash"] == prepare(plain)[0]  # tracking_uri is run-only: the hash never sees it
+
+
+@pytest.mark.parametrize("host, admin_password, refused", [
+    ("0.0.0.0", None, True),  # beyond loopback without the admin's password: no server at all
+    ("0.0.0.0", "a-long-admin-password", False),  # beyond loopback: MLflow's basic-auth app
+    ("127.0.0.1", None, False),  # loopback: open to this machine's users
+])
+def test_server_beyond_loopback_is_the_authenticated_app_or_refused(tmp_path, monkeypatch, host, admin_password,
+                                                                    refused):
+    from benchmark.tools import server
+
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    if admin_password:
+        monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", admin_password)
+    args = ["--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination",
+            str(tmp_path / "mlartifacts"), "--auth-dir", str(tmp_path / "auth"), "--host", host]
+    monkeypatch.setattr(server.os, "execve", lambda path, command, env: (_ for _ in ()).throw(
+        SystemExit((command, env))))
+    with pytest.raises(SystemExit) as done:
+        server.main(args)
+    if refused:
+        assert done.value.code == server.EXIT_REFUSED and not (tmp_path / "auth").exists()
+        return
+    command, env = done.value.code
+    assert ("--app-name" in command) == (host == "0.0.0.0")
+    if host == "0.0.0.0":
+        settings = Path(env["MLFLOW_AUTH_CONFIG_PATH"]).read_text()
+        assert "authorization_function = mlflow.server.auth:authenticate_request_basic_auth" in settings
+        assert f"database_uri = sqlite:///{tmp_path / 'auth' / 'users.db'}" in settings
+        assert len(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) >= 32
 
 
 # ---------------------------------------------------------------- the store: unusable, copied, stale runs

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch.nn as nn
 from hydra.errors import MissingConfigException
@@ -210,3 +211,113 @@ def test_missing_dataset_files_give_a_clear_message(tmp_path):
         load_dataset(cfg.dataset, seed=0)
     message = str(err.value)
     assert "nowhere" in message and "download=false" in message and "download=True" in message
+
+
+# ---- `python -m benchmark.run` on inputs that once reached a traceback or a FAILED run --------------------------
+def _npz(folder: Path, name: str, **replace) -> str:
+    """A small valid archive (4 classes of 12x12 grey images, uint8) with some arrays replaced."""
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (64, 12, 12), dtype=np.uint8), "y_train": np.arange(64) % 4,
+              "x_test": rng.integers(0, 256, (32, 12, 12), dtype=np.uint8), "y_test": np.arange(32) % 4, **replace}
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / f"{name}.npz", **arrays)
+    return str(folder / f"{name}.npz")
+
+
+def _float_pixels(nan: bool = False, scale: float = 1.0):
+    x = np.random.default_rng(1).random((64, 12, 12)).astype(np.float32) * scale
+    if nan:
+        x[3, 2, 2] = np.nan
+    return x
+
+
+NPZ = ["dataset=npz", "eval.train_subset=20", "threat.subset=20"]
+# (overrides, or a function of the data folder giving them; how the one line continues after "... rejected: ")
+CLI_BAD = [
+    (["train.lr=nan"], "train.lr=nan is not a finite number; allowed: a number 1e-12 <= lr <= 10.0"),
+    (["pruning.sparsity=nan"], "pruning.sparsity=nan is not a finite number; allowed: a number 0.0 <= sparsity < 1.0"),
+    (["dataset.eps=[nan]"], "dataset.eps[0]=nan is not a finite number"),
+    (["eval.collapse_margin=nan"], "eval.collapse_margin=nan is not a finite number"),
+    (["threat.eps=[]"], "threat.eps=[] is empty but threat.attacks[0].name='fgsm' is an L-inf attack; allowed: at "
+                        "least one budget"),
+    (lambda d: [*NPZ, "dataset.path=" + _npz(d, "one_class", y_train=np.zeros(64, int), y_test=np.zeros(32, int))],
+     "dataset.path: y_train+y_test has labels of one class (0); allowed: labels of at least 2 classes"),
+    (lambda d: [*NPZ, "dataset.path=" + _npz(d, "nan_pixels", x_train=_float_pixels(nan=True))],
+     "dataset.path: x_train has NaN or infinite pixel values; allowed: finite floats in [0, 1]"),
+    (lambda d: [*NPZ, "dataset.path=" + _npz(d, "pixels_255", x_train=_float_pixels(scale=255.0))],
+     "dataset.path: x_train has float pixel values in ["),
+    (lambda d: [*NPZ, "dataset.path=" + _npz(d, "object_labels", y_train=np.array([str(i % 4) for i in range(64)],
+                                                                                  dtype=object))],
+     "dataset.path: y_train has dtype object"),
+    (lambda d: [*NPZ, "dataset.path=" + _npz(d, "huge_label", y_train=np.where(np.arange(64) == 0, 2**40,
+                                                                               np.arange(64) % 4))],
+     "dataset.path: y_train has label 1099511627776; allowed: class labels 0..K-1 with K <= 100000"),
+    (["tracking_uri=postgresql://u:p@127.0.0.1:1/mlflow"],
+     "database postgresql://***@127.0.0.1:1/mlflow is unreachable (no TCP connection to 127.0.0.1:1"),
+    (lambda d: [f"tracking_uri=file://{d}/mlruns"], "tracking_uri='file://"),
+    (lambda d: [f"model.checkpoint={d}/missing.pt"], "model.checkpoint='"),
+    (["model=torchvision", "model.arch=nonet"], "model.arch='nonet' is not a torchvision classification model"),
+]
+
+
+def _runs(results: Path) -> dict[str, str]:
+    import sqlite3
+
+    with sqlite3.connect(results / "mlflow.db") as db:
+        return dict(db.execute("SELECT run_uuid, status FROM runs").fetchall())
+
+
+@pytest.fixture(scope="module")
+def store_with_a_run(tmp_path_factory):
+    """A results dir whose store holds one FINISHED run (made directly: no cell needs to run for it)."""
+    from mlflow.tracking import MlflowClient
+
+    from benchmark import tracking
+    from benchmark.tracking_store import default_tracking_uri
+
+    results = tmp_path_factory.mktemp("store")
+    experiment = tracking.setup_experiment(default_tracking_uri(results), "default", results / "mlartifacts")
+    client = MlflowClient(default_tracking_uri(results))
+    client.set_terminated(client.create_run(experiment).info.run_id, "FINISHED")
+    return results
+
+
+@pytest.mark.parametrize("overrides,reason", CLI_BAD, ids=[
+    " ".join(o) if isinstance(o, list) else r.split(";")[0][:60] for o, r in CLI_BAD])
+def test_cli_rejects_in_one_line_with_the_real_reason_first_and_the_store_unchanged(store_with_a_run, tmp_path,
+                                                                                    overrides, reason):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, cli_env
+
+    args = overrides(tmp_path) if callable(overrides) else overrides
+    before = _runs(store_with_a_run)
+    out = subprocess.run([sys.executable, "-m", "benchmark.run", "debug=tiny", "model=lenet300", "threat=fgsm",
+                          *args, f"results_dir={store_with_a_run}"], cwd=ROOT, env=cli_env(), capture_output=True,
+                         text=True, timeout=300)
+    said = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert out.returncode == 2, said[-30:]
+    assert len(said) == 1, said
+    message = said[0].split(" rejected: ", 1)[-1]
+    assert message.startswith(reason), said[0]
+    assert _runs(store_with_a_run) == before, "a rejected input creates or changes no run"
+
+
+def test_a_joblib_grid_over_bad_data_is_rejected_by_its_pre_check_with_no_run(store_with_a_run, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, cli_env
+
+    path = _npz(tmp_path, "nan_pixels", x_train=_float_pixels(nan=True))
+    before = _runs(store_with_a_run)
+    out = subprocess.run([sys.executable, "-m", "benchmark.run", "-m", "hydra/launcher=parallel",
+                          "hydra.launcher.n_jobs=2", "debug=tiny", "model=lenet300", "threat=fgsm", *NPZ,
+                          f"dataset.path={path}", "pruning.sparsity=0.5,0.7,0.9", f"results_dir={store_with_a_run}"],
+                         cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text[-3000:]
+    assert "grid rejected before any cell ran: 3 bad cell(s)" in text and "Traceback" not in text
+    assert text.count("x_train has NaN or infinite pixel values") == 3, text[-3000:]
+    assert _runs(store_with_a_run) == before, "no run: not the grid's parent, not a FAILED cell"

@@ -3,7 +3,9 @@
 Starts a PostgreSQL-backed MLflow server (artifacts proxied into the results dir), a single-node Slurm cluster and a
 local Ray head, each on loopback, and checks: concurrent run logging loses and duplicates nothing; a 6-cell grid on
 Slurm (one job per cell) survives `scancel` of a running cell (the grid fails, the re-run recomputes only that
-cell and leaves no run RUNNING); the same grid on Ray; figures and the verifier read the server. Every service is
+cell and leaves no run RUNNING); the same grid on Ray; figures and the verifier read the server; the server
+`make server` runs beyond loopback (MLflow's basic-auth app, started here on loopback) answers 401 to anyone
+without a password and logs an authenticated grid. Every service is
 stopped at the end, also on failure. STATE (default /tmp/prunesec-scale) holds their data and the results dir.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 STATE = Path(os.environ.get("PRUNESEC_SCALE_STATE", "/tmp/prunesec-scale"))
 RESULTS = STATE / "results"
-SERVER_PORT, RAY_PORT = 15001, 26379  # Ray keeps 10002-19999 for its workers
+SERVER_PORT, AUTH_SERVER_PORT, RAY_PORT = 15001, 15002, 26379  # Ray keeps 10002-19999 for its workers
 MAKE = ["make", "-s", "-o", ".venv/.installed"]  # make test-scale has checked the venv already
 PY, PY_RAY = str(ROOT / ".venv/bin/python"), str(ROOT / ".venv-ray/bin/python")
 
@@ -362,3 +365,68 @@ def test_figures_and_verify_read_the_server(server):
     verified = sh(*MAKE, "verify", f"TRACKING_URI={server}", "EXPERIMENT=scale_slurm")  # exit 0: all within tolerance
     print(verified[-2000:])
     assert re.search(r"^verify: [1-9]\d* cells, [1-9]\d* comparisons", verified, re.M), verified[-2000:]
+
+
+# ------------------------------------------------------------------------------------ the authenticated server
+@pytest.fixture(scope="session")
+def auth_server(state):
+    """benchmark.tools.server with MLflow's basic-auth app (what `make server SERVER_HOST=0.0.0.0` starts), on
+    loopback; yields (tracking URI, admin password)."""
+    password = hashlib.sha256(os.urandom(16)).hexdigest()[:20]
+    folder = state / "auth-server"
+    log = open(state / "mlflow-auth-server.log", "w")
+    process = subprocess.Popen(
+        [PY, "-m", "benchmark.tools.server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+         "--artifacts-destination", str(folder / "mlartifacts"), "--auth-dir", str(folder / "mlflow-auth"),
+         "--host", "127.0.0.1", "--port", str(AUTH_SERVER_PORT), "--workers", "1", "--auth"],
+        cwd=ROOT, env={**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": password}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    uri = f"http://127.0.0.1:{AUTH_SERVER_PORT}"
+    try:
+        wait_until("the authenticated MLflow server", lambda: process.poll() is not None or _healthy(uri), 180)
+        assert process.poll() is None, (state / "mlflow-auth-server.log").read_text()[-3000:]
+        yield uri, password
+    finally:
+        stop_group(process, "the authenticated MLflow server")
+
+
+def _status(url: str, user: str | None = None, password: str | None = None) -> int:
+    import base64
+
+    headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()} if user else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@pytest.mark.timeout(900)
+def test_authenticated_server_refuses_anonymous_requests_and_logs_an_authenticated_grid(auth_server):
+    uri, password = auth_server
+    search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=10"
+    assert _status(search) == 401
+    assert _status(search, "admin", "not-the-password") == 401
+    assert _status(search, "admin", password) == 200
+    grid = [PY, "-m", "benchmark.run", "-m", "debug=tiny", "model=lenet300", "threat=fgsm", "pruning.sparsity=0.5,0.7",
+            "train.epochs=1", "finetune.epochs=0", "threat.subset=20", "eval=fast", "torch_threads=1",
+            f"tracking_uri={uri}", f"results_dir={RESULTS / 'auth'}", "experiment_name=scale_auth"]
+    anonymous = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_TRACKING_")}
+    refused = subprocess.run(grid, cwd=ROOT, env=anonymous, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "refused the login (HTTP 401" in refused.stdout + refused.stderr, \
+        (refused.stdout + refused.stderr)[-3000:]
+    user = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+    assert run_grid(grid, "grid-auth.log", env=user) == 0, tail("grid-auth.log")
+    from mlflow.tracking import MlflowClient
+
+    os.environ.update(user)
+    try:
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("scale_auth")
+        runs = client.search_runs([experiment.experiment_id])
+    finally:
+        for key in user:
+            os.environ.pop(key)
+    cells = [run for run in runs if run.data.tags.get("grid") != "true"]
+    assert sorted(run.info.status for run in cells) == ["FINISHED", "FINISHED"]
+    assert {run.data.params["pruning.sparsity"] for run in cells} == {"0.5", "0.7"}
