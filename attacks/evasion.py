@@ -4,8 +4,9 @@ Robust accuracy means one thing for every attack: image i is robust at eps when 
 image AND on the attack's output (an attack that "fixes" a misclassified image does not make it robust).
 
 L-inf attacks run at every eps of `threat.eps` (the dataset's `eps`), L2 attacks at every eps of `threat.eps_l2`
-(the dataset's `eps_l2`). Minimal-perturbation attacks (Carlini-Wagner L2, DeepFool) run once and robust accuracy
-is read off at every eps: an image counts as broken at eps when the attack flipped its label with ||delta||_2 <= eps.
+(the dataset's `eps_l2`). Minimal-perturbation attacks (Carlini-Wagner L2, DeepFool, FMN in L-inf or L2) run once
+and robust accuracy is read off at every eps: an image counts as broken at eps when the attack flipped its label
+with ||delta|| <= eps in the attack's norm; the per-image radii are drawn as a security curve (a figure artifact).
 Each attack may set its own `subset` (a prefix of the cell's seeded subset), so that the costliest per image (CW,
 DeepFool, the black-box ones) run on fewer images. Per cell: the per-image worst case over the attacks of each norm
 at each eps (on the images every attack saw), a gradient-masking flag, and optionally PGD's convergence gap
@@ -33,7 +34,9 @@ from omegaconf import OmegaConf
 
 from attacks import THREATS
 from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
+from attacks.autoattack_reference import reference_autoattack
 from attacks.base import Threat, ThreatReport
+from attacks.fmn import fast_minimum_norm, security_curve_figure
 from benchmark.checks import ConfigError
 from benchmark.data import Dataset, seeded_indices
 
@@ -103,11 +106,13 @@ def _autoattack(norm: str):
     return build
 
 
-class StandardAutoAttack:
-    """The reference AutoAttack's composition (Croce & Hein 2020, "standard" version) from ART's parts: APGD-CE,
-    targeted APGD-DLR against each of the `targets` most likely non-true classes (by the clean logits), and
-    Square with `square_queries` queries, each run on the images the previous ones left robust (the per-image
-    worst case). FAB-T, the fourth attack of the reference, is absent from ART and so from this ensemble. ART's own
+class ArtStandardAutoAttack:
+    """The reference AutoAttack's composition (Croce & Hein 2020, "standard" version) rebuilt from ART's parts
+    (`autoattack_art_standard`; the reference itself is `autoattack_standard`, attacks/autoattack_reference.py):
+    APGD-CE, targeted APGD-DLR against each of the `targets` most likely non-true classes (by the clean logits),
+    and Square with `square_queries` queries, each run on the images the previous ones left robust (the per-image
+    worst case). FAB-T, the fourth attack of the reference, is absent from ART and so from this ensemble, and ART's
+    APGD returns its final iterate where the reference keeps any iterate that fools the model. ART's own
     AutoAttack runs every listed attack untargeted and then targeted over all classes in index order, which is
     not this composition, hence the loop here."""
 
@@ -150,9 +155,13 @@ ATTACKS: dict[str, AttackSpec] = {
     "square_l2": AttackSpec(_square("l2"), "l2", "black_box", lambda p: p.max_iter * p.restarts),
     "autoattack_linf": AttackSpec(_autoattack("linf"), "linf", "ensemble"),
     "autoattack_l2": AttackSpec(_autoattack("l2"), "l2", "ensemble"),
-    "autoattack_standard": AttackSpec(StandardAutoAttack, "linf", "ensemble"),
+    "autoattack_standard": AttackSpec(reference_autoattack("linf"), "linf", "ensemble"),
+    "autoattack_standard_l2": AttackSpec(reference_autoattack("l2"), "l2", "ensemble"),
+    "autoattack_art_standard": AttackSpec(ArtStandardAutoAttack, "linf", "ensemble"),
     "cw_l2": AttackSpec(_cw_l2, "l2", "minimal"),
     "deepfool": AttackSpec(_deepfool, "l2", "minimal"),
+    "fmn_linf": AttackSpec(fast_minimum_norm("linf"), "linf", "minimal"),
+    "fmn_l2": AttackSpec(fast_minimum_norm("l2"), "l2", "minimal"),
 }
 # A weaker attack (single step, or gradient-free) beating the iterative white-box attack at the same eps means the
 # gradients mislead PGD: gradient masking (Athalye et al. 2018; Carlini et al. 2019, "On evaluating robustness").
@@ -264,6 +273,12 @@ def gradient_masking(acc: dict[tuple[str, float], np.ndarray], tolerance: float)
 
 @THREATS.register("evasion")
 class EvasionThreat(Threat):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # minimal attack -> per image the smallest budget that breaks it (0: wrong on the clean image; inf: the
+        # attack found nothing), filled by `_run` and drawn by `evaluate`
+        self.robust_radii: dict[str, np.ndarray] = {}
+
     @classmethod
     def check_config(cls, cfg) -> None:
         """L2 attacks need L2 budgets; a convergence check needs an iterative attack."""
@@ -302,6 +317,9 @@ class EvasionThreat(Threat):
                     own = len(results) * n  # the accuracy check after each eps is ours, not the attack's
                     report.metrics[f"attack/{name}/query_budget"] = float(spec.query_budget(attack_cfg))
                     report.metrics[f"attack/{name}/queries_per_image"] = (queries["images"] - own) / max(attacked, 1)
+                if spec.minimal:
+                    report.figures[f"security_curve_{name}.png"] = security_curve_figure(
+                        name, self.robust_radii.pop(name), eps_list(self.cfg, spec.norm))
                 for eps, ok in results.items():
                     robust[(name, eps)] = ok
                     report.metrics[f"robust/{name}/{eps_key(eps)}"] = float(ok.mean())
@@ -345,7 +363,8 @@ class EvasionThreat(Threat):
         if spec.minimal:
             x_adv = spec.build(classifier, None, params).generate(x=x, y=y) if any(e > 0 for e in eps_values) else x
             ok_adv = classifier.predict(x_adv, batch_size=params.batch_size).argmax(1) == y
-            norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
+            norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), ord=_NORM[spec.norm], axis=1)
+            self.robust_radii[params.name] = np.where(clean_ok, np.where(ok_adv, np.inf, norms), 0.0)
             return {eps: clean_ok & minimal_robust_correct(ok_adv, norms, eps) for eps in eps_values}
         out = {}
         for eps in eps_values:

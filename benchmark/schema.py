@@ -134,9 +134,16 @@ class AutoAttack(Attack):
     square_queries: whole(1, 1_000_000)
 
 
-class AutoAttackStandard(Attack):
-    """The reference composition (attacks/evasion.py StandardAutoAttack)."""
-    name: Literal["autoattack_standard"]
+class AutoAttackReference(Attack):
+    """The reference standard AutoAttack (attacks/autoattack_reference.py): APGD-CE, APGD-T, FAB-T, Square."""
+    name: Literal["autoattack_standard", "autoattack_standard_l2"]
+    max_iter: whole(1, 1_000_000)  # APGD and FAB iterations; the reference's standard version: 100
+    square_queries: whole(1, 1_000_000)  # the reference's standard version: 5000
+
+
+class AutoAttackArtStandard(Attack):
+    """The reference composition rebuilt from ART's parts (attacks/evasion.py ArtStandardAutoAttack)."""
+    name: Literal["autoattack_art_standard"]
     max_iter: whole(1, 1_000_000)  # reference: 100
     step_fraction: number(1e-6, 10.0)  # reference: 2.0 (APGD's initial step = 2 eps)
     random_restarts: whole(1, 10_000)  # reference: 1
@@ -159,7 +166,16 @@ class DeepFool(Attack):
     nb_grads: whole(2, 100_000)
 
 
-ATTACK = Annotated[Union[Fgsm, Pgd, Square, AutoAttack, AutoAttackStandard, CarliniL2, DeepFool],
+class Fmn(Attack):
+    """Fast Minimum-Norm (attacks/fmn.py)."""
+    name: Literal["fmn_linf", "fmn_l2"]
+    max_iter: whole(1, 1_000_000)
+    step_size: number(1e-6, 1000.0)  # initial step (L2 norm of the normalized gradient step), annealed to 1/100
+    gamma: number(1e-6, 1.0)  # initial eps-ball update factor, annealed to 0.001
+
+
+ATTACK = Annotated[Union[Fgsm, Pgd, Square, AutoAttack, AutoAttackReference, AutoAttackArtStandard, CarliniL2,
+                         DeepFool, Fmn],
                    Field(discriminator="name")]
 
 
