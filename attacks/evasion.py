@@ -7,8 +7,9 @@ Robust accuracy means one thing for every attack: image i is robust at eps when 
 image AND on the attack's output (an attack that "fixes" a misclassified image does not make it robust).
 
 L-inf attacks run at every eps of `threat.eps` (the dataset's `eps`), L2 attacks at every eps of `threat.eps_l2`
-(the dataset's `eps_l2`). Minimal-perturbation attacks (Carlini-Wagner L2, DeepFool) run once and robust accuracy
-is read off at every eps: an image counts as broken at eps when the attack flipped its label with ||delta||_2 <= eps.
+(the dataset's `eps_l2`). Minimal-perturbation attacks (Carlini-Wagner L2, DeepFool, FMN in L-inf or L2) run once
+and robust accuracy is read off at every eps: an image counts as broken at eps when the attack flipped its label
+with ||delta|| <= eps in the attack's norm; the per-image radii are drawn as a security curve (a figure artifact).
 Each attack may set its own `subset` (a prefix of the cell's seeded subset), so that the costliest per image (CW,
 DeepFool, the black-box ones) run on fewer images. Per cell: the per-image worst case over the attacks of each norm
 at each eps (on the images every attack saw), a gradient-masking flag, and optionally PGD's convergence gap
@@ -28,6 +29,7 @@ from attacks.any_iterate import fooled_at_any_point
 from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
 from attacks.base import Threat, ThreatReport
 from attacks.evasion_attacks import ATTACKS, NORM_ORDER, AttackSpec, eps_key
+from attacks.fmn import security_curve_figure
 from attacks.per_image import PER_IMAGE_ARTIFACT, per_image_record
 from benchmark.checks import ConfigError
 from benchmark.data import Dataset, seeded_indices
@@ -134,6 +136,12 @@ def gradient_masking(acc: dict[tuple[str, float], np.ndarray], tolerance: float)
 
 @THREATS.register("evasion")
 class EvasionThreat(Threat):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # minimal attack -> per image the smallest budget that breaks it (0: wrong on the clean image; inf: the
+        # attack found nothing), filled by `_run` and drawn by `evaluate`
+        self.robust_radii: dict[str, np.ndarray] = {}
+
     @classmethod
     def check_config(cls, cfg) -> None:
         """Each attack needs budgets of its norm (threat.eps, threat.eps_l2); a convergence check needs an iterative
@@ -177,6 +185,9 @@ class EvasionThreat(Threat):
                     own = attacked  # the check of each attacked image's output is ours, not the attack's
                     report.metrics[f"attack/{name}/query_budget"] = float(spec.query_budget(attack_cfg))
                     report.metrics[f"attack/{name}/queries_per_image"] = (queries["images"] - own) / max(attacked, 1)
+                if spec.minimal:
+                    report.figures[f"security_curve_{name}.png"] = security_curve_figure(
+                        name, self.robust_radii.pop(name), eps_list(self.cfg, spec.norm))
                 for eps, ok in results.items():
                     robust[(name, eps)] = ok
                     report.metrics[f"robust/{name}/{eps_key(eps)}"] = float(ok.mean())
@@ -227,7 +238,8 @@ class EvasionThreat(Threat):
         if spec.minimal:
             x_adv = spec.build(classifier, None, params).generate(x=x, y=y) if any(e > 0 for e in eps_values) else x
             ok_adv = classifier.predict(x_adv, batch_size=params.batch_size).argmax(1) == y
-            norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
+            norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), ord=_NORM[spec.norm], axis=1)
+            self.robust_radii[params.name] = np.where(clean_ok, np.where(ok_adv, np.inf, norms), 0.0)
             return {eps: clean_ok & minimal_robust_correct(ok_adv, norms, eps) for eps in eps_values}, len(x)
         out, robust, attacked = {}, clean_ok.copy(), 0
         for eps in eps_values:

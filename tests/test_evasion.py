@@ -67,14 +67,15 @@ def test_every_attack_drives_an_undefended_model_far_below_clean(trained_seed_cn
     assert m["robust/gradient_masking_flag"] == 0.0  # a normal model: PGD beats FGSM and Square
 
 
-def test_standard_autoattack_is_the_worst_case_of_its_steps_within_the_ball(trained_seed_cnn, digits, monkeypatch):
-    """APGD-CE first, then targeted APGD-DLR against the likeliest other classes, then Square, each on the images
+def test_art_standard_autoattack_is_the_worst_case_of_its_steps_within_the_ball(trained_seed_cnn, digits,
+                                                                              monkeypatch):
+    """ART's rebuild of the standard composition: APGD-CE first, then targeted APGD-DLR against the likeliest other classes, then Square, each on the images
     still robust: at least as strong as its first step alone (same seed), every output inside the eps-ball."""
     from art.attacks.evasion import AutoProjectedGradientDescent
     from omegaconf import OmegaConf
 
     from attacks.art_classifier import art_classifier, to_numpy
-    from attacks.evasion_attacks.autoattack_standard import StandardAutoAttack
+    from attacks.evasion_attacks.autoattack_art_standard import ArtStandardAutoAttack
 
     p = OmegaConf.create({"max_iter": 10, "step_fraction": 2.0, "random_restarts": 1, "targets": 3,
                           "square_queries": 20, "batch_size": 100})
@@ -89,9 +90,9 @@ def test_standard_autoattack_is_the_worst_case_of_its_steps_within_the_ball(trai
 
     monkeypatch.setattr(AutoProjectedGradientDescent, "generate", recording)
     np.random.seed(0)
-    x_std = StandardAutoAttack(classifier, 0.1, p).generate(x, y)
+    x_std = ArtStandardAutoAttack(classifier, 0.1, p).generate(x, y)
     np.random.seed(0)
-    x_ce = StandardAutoAttack(classifier, 0.1, OmegaConf.merge(p, {"targets": 0})).generate(x, y)
+    x_ce = ArtStandardAutoAttack(classifier, 0.1, OmegaConf.merge(p, {"targets": 0})).generate(x, y)
     assert np.abs(x_std - x).max() <= 0.1 + 1e-6 and x_std.min() >= 0 and x_std.max() <= 1
     correct = lambda adv: int((classifier.predict(adv).argmax(1) == y).sum())  # noqa: E731
     assert correct(x_std) <= correct(x_ce) < correct(x)
