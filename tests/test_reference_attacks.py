@@ -115,7 +115,8 @@ def test_the_evasion_threat_reads_fmn_linf_off_in_the_linf_norm():
     params = OmegaConf.create({"name": "fmn_linf", "max_iter": 1000, "step_size": 1.0, "gamma": 0.05,
                                "batch_size": 64})
     x_np, y_np = to_numpy(x), y.numpy()
-    out = threat._run(ATTACKS["fmn_linf"], params, classifier, x_np, y_np, np.ones(len(x), bool), seed=0)
+    out, _ = threat._run(ATTACKS["fmn_linf"], params, classifier, x_np, y_np, np.ones(len(x), bool), seed=0,
+                         keys=np.arange(len(x)))
     radii = threat.robust_radii["fmn_linf"]
     assert np.allclose(radii, minimal["linf"], rtol=0.01)
     assert out[0.0].all() and not out[eps[2]].any()
