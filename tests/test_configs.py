@@ -138,8 +138,8 @@ APB_SPARSITIES = {False: {0.9, 0.95, 0.99}, True: {0.5, 0.75, 0.9}}  # unstructu
 
 def test_the_apb_presets_sweep_the_adversarial_pruning_benchmarks_sparsities_per_method_kind():
     """experiment=apb (unstructured) and apb_structured (structured) expand to exactly APB's levels for every method
-    of their kind, fine-tune adversarially, share one MLflow experiment, and `make benchmark EXPERIMENT=apb` runs
-    both sweeps."""
+    of their kind, start from a PGD-AT dense model, fine-tune adversarially, share one MLflow experiment, and
+    `make benchmark EXPERIMENT=apb` runs both sweeps."""
     import subprocess
 
     from benchmark.grid import job_overrides
@@ -150,6 +150,7 @@ def test_the_apb_presets_sweep_the_adversarial_pruning_benchmarks_sparsities_per
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             config = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
         assert config.finetune.adversarial and config.experiment_name == "apb", preset
+        assert config.train.adversarial == "pgd", preset  # APB's methods start from adversarially trained models
         swept = per_preset.setdefault(preset, {})
         for overrides in job_overrides(config)[0]:
             job = dict(o.split("=", 1) for o in overrides)

@@ -134,6 +134,8 @@ def test_run_names_tell_method_variants_apart(tmp_path):
     assert run_name(make_cfg(tmp_path, "pruning=magnitude_global", "pruning.schedule=iterative", "pruning.steps=4",
                              "finetune.adversarial=true", "seed=3")) == \
         "seed_cnn|magnitude_global+iterative4+advft|s=0.5|pgd|seed=3"
+    for adversarial, model in (("pgd", "seed_cnn+pgd_at"), ("trades", "seed_cnn+trades")):  # the dense model's training
+        assert run_name(make_cfg(tmp_path, f"train.adversarial={adversarial}", "threat=pgd")).startswith(f"{model}|")
 
 
 def _rerun(store, sweep):
