@@ -24,7 +24,7 @@ def frame(store):
 
 def expected_figure_files(frame) -> set[str]:
     """One png + pdf per spec whose metrics this store has (other areas' specs, e.g. backdoor ASR, are skipped), and
-    the PIE share figure (the store has two seeds per point)."""
+    the PIE share figure (the store has two seeds per point: a figure that says why it draws no curve)."""
     present = [spec for spec in figures.FIGURES
                if figures.matching(frame, spec.metrics, spec.exclude) and spec.x in frame]
     assert {"robust_vs_sparsity", "clean_vs_sparsity", "pareto_macs_vs_worst_robust"} <= {s.name for s in present}

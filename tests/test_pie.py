@@ -130,7 +130,7 @@ def test_a_cell_logs_one_prediction_row_per_test_image_with_ids_shared_across_se
         i, j = ids0.index(image_id), ids1.index(image_id)
         assert torch.equal(data0.x_test[i], data1.x_test[j]) and data0.y_test[i] == data1.y_test[j]
     pies = figures.pie_table(frame, figures.load_predictions(store.uri, store.experiment,
-                                                             figures.multi_seed_runs(frame, min_seeds=2)),
+                                                             figures.multi_seed_runs(frame)),
                              min_seeds=2)
     assert len(pies) == 4 and (pies["n_seeds"] == 2).all() and (pies["n_seeds_without_predictions"] == 0).all()
     assert (pies["images"] == len(shared_ids)).all()  # every point has the same two seeds' splits
@@ -160,7 +160,7 @@ def test_a_store_whose_cells_predate_the_predictions_artifact_gives_counts(tmp_p
     mlflow.set_tracking_uri(tmp_path.as_uri())  # elsewhere: the predictions are read from `uri` all the same
     assert figures.load_predictions(uri, "old", l1_runs).empty  # no run has the table
     mlflow.set_tracking_uri(tmp_path.as_uri())
-    predictions = figures.load_predictions(uri, "old", figures.multi_seed_runs(frame, min_seeds=2))
+    predictions = figures.load_predictions(uri, "old", figures.multi_seed_runs(frame))
     assert len(predictions) == 1
     table = figures.pie_table(frame, predictions, min_seeds=2)
     assert list(zip(table["method"], table["n_seeds"], table["n_seeds_without_predictions"])) == [

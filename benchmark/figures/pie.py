@@ -81,8 +81,9 @@ def _quiet_downloads():
             os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
 
 
-def multi_seed_runs(frame: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> list[str]:
-    """The run ids of the points with at least `min_seeds` seeds: the only runs whose predictions are needed."""
+def multi_seed_runs(frame: pd.DataFrame, min_seeds: int = 2) -> list[str]:
+    """The run ids of the points with at least `min_seeds` seeds: the runs whose predictions the tables read (a
+    point with two seeds is listed with its counts, even below MIN_SEEDS)."""
     seeds = frame.groupby(POINT, dropna=False)[SEED].transform("nunique")
     return sorted(frame.loc[seeds >= min_seeds, RUN_ID])
 
