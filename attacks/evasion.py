@@ -34,8 +34,6 @@ from attacks.per_image import PER_IMAGE_ARTIFACT, per_image_record
 from benchmark.checks import ConfigError
 from benchmark.data import Dataset, seeded_indices
 
-_NORM = NORM_ORDER  # the norms attacks run at, with their ART order
-
 
 # A weaker attack (single step, or gradient-free) beating the iterative white-box attack at the same eps means the
 # gradients mislead PGD: gradient masking (Athalye et al. 2018; Carlini et al. 2019, "On evaluating robustness").
@@ -197,7 +195,7 @@ class EvasionThreat(Threat):
                     report.metrics.update(self._convergence(spec, attack_cfg, multipliers, classifier, x_np[:n],
                                                             y_np[:n], clean_ok[:n], seed, index[:n].numpy(), results))
                     report.metrics[f"time/convergence_{name}_s"] = time.perf_counter() - started
-        for norm in _NORM:
+        for norm in NORM_ORDER:
             for eps, (acc, n) in worst_case(robust, norm).items():
                 report.metrics[f"robust/{worst_key(norm)}/{eps_key(eps)}"] = acc
                 report.metrics[f"robust/{worst_key(norm)}/subset_size"] = float(n)
@@ -238,7 +236,7 @@ class EvasionThreat(Threat):
         if spec.minimal:
             x_adv = spec.build(classifier, None, params).generate(x=x, y=y) if any(e > 0 for e in eps_values) else x
             ok_adv = classifier.predict(x_adv, batch_size=params.batch_size).argmax(1) == y
-            norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), ord=_NORM[spec.norm], axis=1)
+            norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), ord=NORM_ORDER[spec.norm], axis=1)
             self.robust_radii[params.name] = np.where(clean_ok, np.where(ok_adv, np.inf, norms), 0.0)
             return {eps: clean_ok & minimal_robust_correct(ok_adv, norms, eps) for eps in eps_values}, len(x)
         out, robust, attacked = {}, clean_ok.copy(), 0

@@ -361,7 +361,7 @@ def test_robust_accuracy_is_monotone_in_eps_and_never_above_final_iterate_pgd(tr
     """The cell's PGD curve, eps given out of order: per image, robust at a larger eps implies robust at every
     smaller one; with starts at the clean image (no random start) each eps's accuracy is at most the final-iterate
     PGD's on the same images."""
-    from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
+    from attacks.art_classifier import art_classifier, frozen_parameters
     from benchmark.data import eval_subset
     from attacks.per_image import PER_IMAGE_ARTIFACT
 

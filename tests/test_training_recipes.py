@@ -2,7 +2,6 @@
 models (`train.adversarial`): each option changes training as it claims, is validated, and enters the keys."""
 from __future__ import annotations
 
-import copy
 import math
 import time
 
