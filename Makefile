@@ -72,8 +72,11 @@ verify: $(STAMP)
 paper: $(STAMP)
 	$(PY) -m benchmark.figures --tracking-uri "$(TRACKING_URI)" --experiment paper --out $(RESULTS)/paper
 
+# TEST_JOBS pytest-xdist workers (one torch thread each; tests/conftest.py); the tests that share the tiny grid's
+# store run on one of them (--dist loadgroup), so that grid is built once.
+TEST_JOBS ?= $(NPROC)
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 1,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadgroup)
 
 # The conda environment: pyproject.toml's direct pins (and its locked extras), written by a tool, never by hand.
 environment.yml: pyproject.toml

@@ -85,6 +85,14 @@ def trained_seed_cnn(digits):
     return model
 
 
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n N --dist loadgroup` (make test), the tests that read the tiny grid's store share one worker,
+    so the grid is built once per session rather than once per worker."""
+    for item in items:
+        if "store" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_store"))
+
+
 @pytest.fixture(scope="session")
 def store():
     """The tiny grid's MLflow store (tests/tiny_store.py), built once per session by the first test that asks."""

@@ -360,12 +360,11 @@ def test_gpu_check_compares_cells_within_the_binomial_interval():
     assert compare(store(0.9, 0.5, 0.5, "threshold"), store(0.9, 0.5, 0.51, "threshold"), n_test=1000)[1]
 
 
-def test_gpu_check_reads_and_matches_every_cell_of_a_real_store():
+def test_gpu_check_reads_and_matches_every_cell_of_a_real_store(store):
     """The tiny grid's store against itself: every cell found, matched by its params, and in agreement."""
+    import tiny_store
     from benchmark.tools.gpu_check import compare, load_cells, stage_times
-    from tests import tiny_store
 
-    store = tiny_store.build()
     cells = load_cells(store.results, store.experiment)
     table, agree = compare(cells, cells, n_test=360)
     assert agree and len(table) == len(cells) == tiny_store.N_CELLS

@@ -149,12 +149,11 @@ def test_the_grid_hashes_cells_without_torch_exactly_as_a_cell_does(tmp_path):
         assert hashed == _prepared_hash(others[name]), name
 
 
-def test_a_grid_showing_the_same_cells_copies_the_figures_instead_of_drawing_them(monkeypatch):
+def test_a_grid_showing_the_same_cells_copies_the_figures_instead_of_drawing_them(monkeypatch, store):
     import mlflow
 
     from benchmark import grid_figures
 
-    store = tiny_store.build()
     mlflow.set_tracking_uri(store.uri)
     client = MlflowClient()
     # parent runs of their own experiment, so that the shared store's grid experiment keeps only real grids

@@ -139,9 +139,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def ui(tmp_path):
+def ui(tmp_path, store):
     """`make ui` on the tiny grid's store, on a free loopback port; always stopped."""
-    store, port = tiny_store.build(), _free_port()
+    port = _free_port()
     log = open(tmp_path / "make-ui.log", "w")
     server = subprocess.Popen(["make", "-o", ".venv/.installed", "ui", f"TRACKING_URI={store.uri}",  # -o: no venv
                                f"EXPERIMENT={store.experiment}", f"UI_PORT={port}"],
