@@ -20,7 +20,7 @@ from benchmark.tools.docs_numbers import MARKER, fill, render_reproduce
 from conftest import CONF_DIR, ROOT, cli_env
 
 CPU_TARGET = "han2015_lenet300"
-GPU_TARGETS = ("backdoorbench_badnets_1pct", "apb_hydra_r18_90")
+GPU_TARGETS = ("backdoorbench_badnets_1pct", "backdoorbench_badnets_1pct_clp", "apb_hydra_r18_90")
 HAS_GPU = any(os.path.exists(path) for path in ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd"))
 
 
