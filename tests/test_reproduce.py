@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,24 @@ def han_store(tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("han-store")
     _fake_store(results, CPU_TARGET, tool.load_preset(tool.PRESETS / f"{CPU_TARGET}.yaml"), _han_metrics)
     return results
+
+
+@pytest.mark.parametrize("target", GPU_TARGETS)
+def test_gpu_presets_cells_pass_the_checks_without_torch_but_for_the_keys_they_depend_on(target):
+    """Every cell of a GPU preset validates (keys, values, ranges) here, with `dataset.download=true` standing in
+    for the CIFAR-10 files; an override of a key the preset depends on (`key: value` in depends_on) is left out."""
+    from benchmark.grid import JobComposer, job_overrides
+    from benchmark.validate import check_config
+
+    preset = tool.load_preset(tool.PRESETS / f"{target}.yaml")
+    pending = {"=".join(m.groups()) for entry in preset.depends_on if (m := re.match(r"([\w.]+): (\S+)", entry))}
+    overrides = [o for o in preset.overrides if o not in pending] + ["dataset.download=true"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for sweep in preset.grids:
+            jobs = job_overrides(tool._compose(overrides, sweep))[0]
+            composer = JobComposer("config")
+            for job in jobs:
+                check_config(composer.compose(job))
 
 
 def test_finished_cells_are_compared_without_running_and_written_as_json_and_markdown(han_store, capsys):
