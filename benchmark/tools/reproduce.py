@@ -100,25 +100,26 @@ def _depends(preset: Preset) -> str:
     return f" (this preset depends on: {'; '.join(preset.depends_on)})" if preset.depends_on else ""
 
 
-def composed(preset: Preset, extra: list[str], sweep: dict[str, str] | None = None):
-    """The preset's config with `extra` (and a sweep), or the one line of a composition that fails."""
+def composed(preset: Preset, overrides: list[str], sweep: dict[str, str] | None = None):
+    """The config of `overrides` (and a sweep), or the one line of a composition that fails."""
     from benchmark.grid import one_line
 
     try:
-        return _compose([*preset.overrides, *extra], sweep)
+        return _compose(overrides, sweep)
     except Exception as err:  # noqa: BLE001 - Hydra's composition errors: one line, as the grid reports them
         raise PresetError(f"{one_line(err)}{_depends(preset)}") from None
 
 
-def missing_requirements(overrides: list[str]) -> tuple[list[str], bool]:
+def missing_requirements(preset: Preset, extra: list[str]) -> tuple[list[str], bool]:
     """(what is missing here, whether the data is among it): the dataset's files under data_root (unless it may
     download them), a CUDA GPU for `device=cuda`. Read from the overrides of the dataset and the device alone, so
     what is missing is said first, even where another key of the preset does not compose yet."""
     from benchmark.datasets import DATASETS
-    from benchmark.hashing import GPU_DEVICE_FILES
+    from benchmark.hashing import device_type
 
-    config = _compose([o for o in overrides if o.split("=", 1)[0].lstrip("+~") in ("dataset", "device")
-                       or o.startswith(("dataset.", "+dataset."))])
+    config = composed(preset, [o for o in [*preset.overrides, *extra]
+                               if o.split("=", 1)[0].lstrip("+~") in ("dataset", "device")
+                               or o.lstrip("+~").startswith("dataset.")])
     missing, data_missing = [], False
     dataset = config.dataset
     files = DATASETS[dataset.name].files if dataset.name in DATASETS else ()
@@ -129,19 +130,9 @@ def missing_requirements(overrides: list[str]) -> tuple[list[str], bool]:
             missing.append(f"{DATA_NAMES.get(dataset.name, dataset.name)} under {root} ({absent[0]} is missing; "
                            "dataset.data_root=DIR names another folder)")
             data_missing = True
-    if config.device == "cuda" and not _cuda_available(GPU_DEVICE_FILES):
+    if config.device == "cuda" and device_type("auto") != "cuda":  # torch is imported only where a driver is
         missing.append("a CUDA GPU (torch sees none here)")
     return missing, data_missing
-
-
-def _cuda_available(device_files: tuple[str, ...]) -> bool:
-    import os
-
-    if not any(os.path.exists(path) for path in device_files):
-        return False  # no GPU driver: known without importing torch
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------------------------------------------- the cells
@@ -151,7 +142,7 @@ def compose_jobs(preset: Preset, extra: list[str]) -> list[tuple[int, Any]]:
 
     jobs = []
     for index, sweep in enumerate(preset.grids):
-        errors, checked = check_jobs(composed(preset, extra, sweep))
+        errors, checked = check_jobs(composed(preset, [*preset.overrides, *extra], sweep))
         if errors:
             raise PresetError(f"grid {index + 1}: {errors[0]}{_depends(preset)}")
         jobs += [(index, job) for job in checked]
@@ -253,7 +244,7 @@ def reproduce(target: str, preset: Preset, results: Path, tracking_uri: str, ext
     experiment = f"reproduce_{target}"
     run_keys = [f"results_dir={results}", f"tracking_uri={tracking_uri}", f"experiment_name={experiment}"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        missing, data_missing = missing_requirements([*preset.overrides, *extra])
+        missing, data_missing = missing_requirements(preset, extra)
         if data_missing:  # a built-in dataset's cells are identified by its files' content: nothing to look up
             raise PresetError(f"needs {' and '.join(missing)}")
         jobs = compose_jobs(preset, [*extra, *run_keys])
