@@ -31,8 +31,8 @@ def _cells(preset: tool.Preset) -> list:
 
 
 def _fake_store(results: Path, target: str, preset: tool.Preset, metrics_of) -> None:
-    """A tracking store holding every cell of `preset` as a FINISHED run with the metrics `metrics_of(cfg)` gives,
-    under the experiment the tool reads."""
+    """Every cell of `preset` as a FINISHED run with the metrics `metrics_of(cfg)` gives, in the tracking store of
+    `results` (created if missing), under the experiment the tool reads for `target`."""
     from mlflow.tracking import MlflowClient
 
     from benchmark.tracking_store import default_tracking_uri, open_store
@@ -134,6 +134,21 @@ def test_cells_missing_from_the_store_are_not_compared_with_no_run(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "4 of its 4 cells are not FINISHED" in err
     assert not (tmp_path / "reproduce").exists()
+
+
+def test_a_gpu_preset_is_compared_from_a_store_filled_elsewhere(han_store, tmp_path, capsys):
+    """A preset whose cells run on `device=cuda` (their hashes differ from the CPU cells'): without a GPU here its
+    missing cells are named (exit 2); once the store holds them, as if filled on a GPU machine, they are compared."""
+    data = yaml.safe_load((tool.PRESETS / f"{CPU_TARGET}.yaml").read_text())
+    data["overrides"] = [o.replace("device=cpu", "device=cuda") for o in data["overrides"]]
+    path = tmp_path / "on_gpu.yaml"
+    path.write_text(yaml.safe_dump(data))
+    command = ["on_gpu", "--preset", str(path), "--results", str(han_store), "--no-run"]
+    assert tool.main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("needs a CUDA GPU" in err) == (not HAS_GPU)
+    _fake_store(han_store, "on_gpu", tool.load_preset(path), _han_metrics)
+    assert tool.main(command) == 0
 
 
 @pytest.mark.parametrize("target", GPU_TARGETS)
