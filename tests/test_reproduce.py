@@ -167,6 +167,16 @@ def test_no_or_an_unknown_target_exits_2_listing_the_targets(capsys):
     assert len(lines) == 2 and all(", ".join(tool.targets()) in line for line in lines)
 
 
+def test_a_preset_that_does_not_validate_exits_2_naming_the_key(tmp_path, capsys):
+    path = _edited(tmp_path, CPU_TARGET, 0, 0.0)
+    data = yaml.safe_load(path.read_text())
+    data["rows"][0]["tolerance"] = -0.01
+    path.write_text(yaml.safe_dump(data))
+    assert tool.main([CPU_TARGET, "--preset", str(path), "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rows.0.tolerance" in err and "-0.01" in err
+
+
 def test_make_reproduce_passes_target_results_and_overrides(tmp_path):
     done = subprocess.run(["make", "-n", "-o", ".venv/.installed", "reproduce", "TARGET=apb_hydra_r18_90",
                            f"RESULTS={tmp_path}", "REPRODUCE_ARGS=dataset.data_root=/nowhere"],

@@ -25,10 +25,10 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "reproduce"
@@ -48,7 +48,7 @@ class Row(BaseModel):
     where: dict[str, Any]  # config key -> value: the cells whose metric is averaged (over seeds)
     minus: dict[str, Any] | None = None  # the cells whose mean is subtracted: the row is a difference
     published: float
-    tolerance: float | None  # |measured - published| <= tolerance; None: reported, not checked
+    tolerance: Annotated[float, Field(ge=0)] | None  # |measured - published| <= it; None: reported, not checked
     cited: str  # where in the source the number is (table, row, column)
     note: str = ""
 
@@ -62,10 +62,11 @@ class Preset(BaseModel):
     expected_time: str
     depends_on: list[str] = []  # keys this preset needs that the suite does not have yet
     overrides: list[str]  # Hydra overrides of every cell
-    grids: list[dict[str, str]]  # sweeps (Hydra's sweeper params: key -> comma-separated values), each with overrides
-    rows: list[Row]
+    # sweeps, each crossed with the overrides (as Hydra's sweeper params: key -> comma-separated values)
+    grids: Annotated[list[dict[str, str]], Field(min_length=1)]
+    rows: Annotated[list[Row], Field(min_length=1)]
     tolerances: str = ""  # what the tolerances absorb, where the rows do not say
-    differences: list[str]  # every remaining difference in setting from the source
+    differences: Annotated[list[str], Field(min_length=1)]  # every remaining difference in setting from the source
 
 
 def targets() -> list[str]:
