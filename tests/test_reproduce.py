@@ -186,6 +186,16 @@ def test_make_reproduce_passes_target_results_and_overrides(tmp_path):
             f'"sqlite:///{tmp_path}/mlflow.db" dataset.data_root=/nowhere') in done.stdout
 
 
+def test_make_reproduce_on_a_cifar_target_says_what_is_missing_and_fails(tmp_path):
+    """make exits 2 for any failing command and names the command's own code (`Error 2`) in its last line."""
+    done = subprocess.run(["make", "-s", "-o", ".venv/.installed", "reproduce", "TARGET=backdoorbench_badnets_1pct",
+                           f"RESULTS={tmp_path}", f"REPRODUCE_ARGS=dataset.data_root={tmp_path / 'none'}"],
+                          cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 2 and lines[-1].endswith("Error 2"), done.stderr
+    assert lines[0].startswith("reproduce backdoorbench_badnets_1pct: needs CIFAR-10 under")
+
+
 def test_the_targets_block_lists_every_preset_with_its_status(tmp_path):
     assert render_reproduce(tmp_path).count("not yet run") == len(tool.targets())
     (tmp_path / "reproduce").mkdir()
