@@ -8,7 +8,7 @@ TRACKING_URI ?= sqlite:///$(abspath $(RESULTS))/mlflow.db
 EXPERIMENT ?= default
 UI_PORT    ?= 5000
 
-.PHONY: venv venv-ray benchmark grid figures docs verify paper test test-slow test-scale ui clean perf server gpu-check
+.PHONY: venv venv-ray benchmark grid figures docs verify paper reproduce test test-slow test-scale ui clean perf server gpu-check
 
 venv: $(STAMP)
 
@@ -71,6 +71,15 @@ verify: $(STAMP)
 # Needs the paper grid in the store first: `make benchmark EXPERIMENT=paper` (long; see conf/experiment/paper.yaml).
 paper: $(STAMP)
 	$(PY) -m benchmark.figures --tracking-uri "$(TRACKING_URI)" --experiment paper --out $(RESULTS)/paper
+
+# A reproduction preset (reproduce/TARGET.yaml, docs/reproduce.md): its cells run (or are read FINISHED from the
+# store) and compared with the published numbers; the table goes to $(RESULTS)/reproduce/TARGET.{json,md}. Exit 1
+# when a row is outside its tolerance, 2 (one line) without a TARGET or the data or GPU it needs.
+# REPRODUCE_ARGS: overrides for its cells and grids, e.g. "dataset.data_root=/data hydra/launcher=parallel".
+TARGET         ?=
+REPRODUCE_ARGS ?=
+reproduce: $(STAMP)
+	$(PY) -m benchmark.tools.reproduce "$(TARGET)" --results $(RESULTS) --tracking-uri "$(TRACKING_URI)" $(REPRODUCE_ARGS)
 
 # TEST_JOBS pytest-xdist workers (one torch thread each; tests/conftest.py); the tests that share the tiny grid's
 # store run on one of them (--dist loadgroup), so that grid is built once.
