@@ -72,7 +72,7 @@ verify: $(STAMP)
 paper: $(STAMP)
 	$(PY) -m benchmark.figures --tracking-uri "$(TRACKING_URI)" --experiment paper --out $(RESULTS)/paper
 
-# A reproduction preset (reproduce/TARGET.yaml, docs/reproduce.md): its cells run (or are read FINISHED from the
+# A reproduction preset (benchmark/reproduce_presets/TARGET.yaml, docs/reproduce.md): its cells run (or are read FINISHED from the
 # store) and compared with the published numbers; the table goes to $(RESULTS)/reproduce/TARGET.{json,md}. Exit 1
 # when a row is outside its tolerance, 2 (one line) without a TARGET or the data or GPU it needs.
 # REPRODUCE_ARGS: overrides for its cells and grids, e.g. "dataset.data_root=/data hydra/launcher=parallel".

@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
-PRESETS = ROOT / "reproduce"
+PRESETS = ROOT / "benchmark" / "reproduce_presets"
 OUT_DIR = "reproduce"  # under the results directory
 EXIT_OUTSIDE, EXIT_NOT_RUN = 1, 2
 DATA_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="?", default="", help=f"a preset of {PRESETS.relative_to(ROOT)}/")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides for every cell and the grid")
-    parser.add_argument("--preset", help="a preset file to use instead of reproduce/<target>.yaml")
+    parser.add_argument("--preset", help="a preset file to use instead of benchmark/reproduce_presets/<target>.yaml")
     parser.add_argument("--results", default=str(ROOT / "results"), help="the results directory")
     parser.add_argument("--tracking-uri", help="the tracking store (default: sqlite:///<results>/mlflow.db)")
     parser.add_argument("--no-run", action="store_true", help="only read FINISHED cells; run none")
