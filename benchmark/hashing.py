@@ -15,9 +15,10 @@ import os
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmark.datasets import DATASETS
-from benchmark.inputs import builtin_content_sha256, data_identity, model_identity, split_sizes
+from benchmark.inputs import builtin_content_sha256, data_identity, split_sizes
 from benchmark.pruning import ignores_sparsity
 from benchmark.version import code_identity
+from models.checkpoint import model_identity
 
 # Keys that change where or how a cell runs, not what it computes. `device` is not among them: its type (cpu or
 # cuda, `auto` resolved) enters every key as `device_type`, since CPU and CUDA kernels give different floats.
