@@ -9,8 +9,8 @@ every process that asks (a grid's workers too). An entry point of `prunesec.conf
 a plugin's config groups (`pruning/`, `threat/`, ...): hydra_plugins/prunesec_plugin_configs.py appends it to
 Hydra's search path, after this repository's conf/; a plugin adds options and never replaces one.
 
-A plugin that cannot be imported, or that registers a name or ships a YAML already taken, is a `PluginError`: one line naming the
-plugin, rejected (exit code 2) before any compute. This module imports nothing heavy.
+A plugin that cannot be imported, or that registers a name or ships a YAML already taken, is a `PluginError`: one
+line naming the plugin, rejected (exit code 2) before any compute. This module imports nothing heavy.
 """
 from __future__ import annotations
 

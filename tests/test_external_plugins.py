@@ -258,8 +258,14 @@ def magnitude_global(model, cfg, ctx):
      {"prunesec_clash/conf/__init__.py": "", "prunesec_clash/conf/pruning/magnitude_global.yaml": "method: x\n"},
      "plugin 'mine' (prunesec.configs = prunesec_clash.conf, from prunesec_clash 0.1) ships "
      "pruning/magnitude_global.yaml, which this repository's conf/ has too"),
+    ("[prunesec.pruning]\nempty = prunesec_clash.method\n", {"prunesec_clash/method.py": ""},
+     "plugin 'empty' (prunesec.pruning = prunesec_clash.method, from prunesec_clash 0.1) registers no "
+     "pruning.method='empty'"),
+    ("[prunesec.configs]\nmine = prunesec_clash.missing\n", {},
+     "plugin 'mine' (prunesec.configs = prunesec_clash.missing, from prunesec_clash 0.1): its config package cannot "
+     "be imported: ModuleNotFoundError: No module named 'prunesec_clash.missing'"),
 ])
-def test_a_plugin_that_takes_a_builtin_name_or_misnames_one_is_one_line_naming_it(tmp_path, entry_points, files, expected):
+def test_a_plugin_that_clashes_or_lists_what_is_not_there_is_one_line(tmp_path, entry_points, files, expected):
     clash = hand_installed(tmp_path / "clash", "prunesec_clash", entry_points,
                            {"prunesec_clash/__init__.py": "", **files})
     out = run(tmp_path / "results", clash, importtime=True)
