@@ -84,12 +84,19 @@ class Registry:
             for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
                 if not module.name.startswith("_"):
                     importlib.import_module(f"{self.package}.{module.name}")
-            for plugin in plugins.load(self.plugins) if self.plugins else ():
-                entry = self._entries.get(plugin.name)
-                if entry is None or entry.plugin is None or entry.plugin.package != plugin.package:
-                    raise PluginError(f"{plugin} registers no {self.key}={plugin.name!r}; allowed: an entry point "
-                                      "named after what its module registers")
+            try:
+                self._load_plugins()
+            except PluginError:
+                self._discovered = False  # asked again, the registry says the same instead of going on without it
+                raise
         return self
+
+    def _load_plugins(self) -> None:
+        for plugin in plugins.load(self.plugins) if self.plugins else ():
+            entry = self._entries.get(plugin.name)
+            if entry is None or entry.plugin is None or entry.plugin.package != plugin.package:
+                raise PluginError(f"{plugin} registers no {self.key}={plugin.name!r}; allowed: an entry point "
+                                  "named after what its module registers")
 
     def _lists(self, plugin: Plugin, name: str) -> bool:
         """Whether the package of `plugin` lists `name` under this registry's group (its version keys the name)."""

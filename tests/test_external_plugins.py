@@ -235,6 +235,13 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_naming_it(tmp_path):
     assert ("plugin 'broken' (prunesec.pruning = prunesec_broken.method, from prunesec_broken 0.1) cannot be "
             "imported: ModuleNotFoundError: No module named 'not_installed'") in lines[0], lines
     assert not (tmp_path / "results" / "mlflow.db").exists()
+    # a process that goes on (a notebook) gets the same error each time it asks, never the registry without it
+    again = ("from benchmark.pruning import PRUNERS\nfor _ in range(2):\n    try:\n        PRUNERS.names()\n"
+             "    except Exception as err:\n        print(type(err).__name__, err)\n")
+    done = subprocess.run([sys.executable, "-c", again], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**cli_env(), "PYTHONPATH": f"{ROOT}:{broken}"})
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith("PluginError plugin 'broken'"), lines
 
 
 CLASHING = """from benchmark.pruning import PRUNERS
