@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark.exit_codes import EXIT_FAILED, EXIT_REJECTED, one_line
 from benchmark.grid_figures import log_grid_artifacts
 from benchmark.tracking_store import redact, tracking_uri_of
-from benchmark.validate import ConfigError, check_config
+from benchmark.validate import check_config
 
 GRID_SIZE_ENV = "PRUNESEC_GRID_SIZE"
 CELLS_FILE = "cells.jsonl"
