@@ -94,7 +94,8 @@ def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, na
         torch.cuda.reset_peak_memory_stats(device)
     threat = build_threat(cfg.threat)
     tags = {"cell_hash": cell_hash, "device": str(device), "device_type": device.type, **tracking.provenance_tags(),
-            **threat.tags(cfg.model.name)}
+            **threat.tags(cfg.model.name),
+            **{f"plugin.{package}": version for package, version in hashing.plugin_versions(cfg).items()}}
     with tracking.cell_run(experiment_id, name, tags, os.environ.get(tracking.PARENT_RUN_ENV)) as run:
         mlflow.log_params(tracking.flatten(hashing.cell_identity(cfg)))
         mlflow.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")  # no credentials in artifacts

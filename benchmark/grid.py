@@ -24,48 +24,22 @@ from pathlib import Path
 from filelock import FileLock
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.exit_codes import EXIT_FAILED, EXIT_REJECTED, one_line
 from benchmark.grid_figures import log_grid_artifacts
 from benchmark.tracking_store import redact, tracking_uri_of
-from benchmark.validate import ConfigError, check_config
+from benchmark.validate import check_config
 
 GRID_SIZE_ENV = "PRUNESEC_GRID_SIZE"
 CELLS_FILE = "cells.jsonl"
 SKIPS_FILE = "finished_before.json"  # jobs whose cell was FINISHED when the grid started
-EXIT_FAILED = 1  # some cell failed
-EXIT_REJECTED = 2  # the config was rejected before any compute
 log = logging.getLogger("benchmark")
 started = False  # True once a grid passed its pre-check in this process
 # The lock each running grid holds (by parent run id), in this process only: the callback itself is pickled to
 # joblib workers, a lock cannot be.
 _grid_locks: dict[str, FileLock] = {}
-
-
-def one_line(err: BaseException) -> str:
-    """An error as one line: config mistakes as they are, Hydra's multi-line messages joined (a list of options
-    after a colon becomes comma-separated), other errors with their type; the first line of the cause is added
-    when the message does not already hold it (it often names the key)."""
-    text, in_list = "", False
-    for line in (line.strip() for line in str(err).splitlines()):
-        if not line or line.startswith(("full_key:", "object_type=", "reference_type=")):
-            continue
-        if not text:
-            text = line
-        elif text.endswith(":"):
-            text, in_list = f"{text} {line}", True
-        elif in_list and " " not in line:  # Hydra lists a group's options one per line
-            text += f", {line}"
-        elif line.startswith("Config search path:"):  # Hydra's search path: noise for a config mistake
-            break
-        else:
-            text, in_list = f"{text}{' ' if text.endswith('.') else '; '}{line}", False
-    cause = str(err.__cause__ or "").strip().splitlines()
-    if cause and cause[0] not in text:
-        text += f" ({cause[0]})"
-    return text if isinstance(err, (ConfigError, HydraException)) else f"{type(err).__name__}: {text}"
 
 
 def _sweep_overrides(config: DictConfig) -> list[str]:

@@ -3,8 +3,9 @@
 Key chain (docs/pipeline.md, "Hashing"): dense = H(code, device type, dataset, model, train, seed,
 training-data threat part); pruned = H(code, device type, dense, pruning, finetune, fine-tune data);
 cell = H(code, device type, resolved config minus run-only keys). `code` is benchmark.version.code_identity():
-the results version and the versions of the libraries that compute numbers or data splits, so a change that alters numbers makes
-every older cache entry and finished cell stale instead of silently reused.
+the results version and the versions of the libraries that compute numbers or data splits, so a change that alters
+numbers makes every older cache entry and finished cell stale instead of silently reused. A cell that uses an
+installed plugin's method, dataset, model or attack adds the plugin package's version (`plugins`) to every key.
 """
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ import os
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from attacks.backdoor_attacks import BACKDOOR_ATTACKS
+from attacks.evasion_attacks import EVASION_ATTACKS
+from attacks.poisoning_attacks import POISONING_ATTACKS
+from benchmark import plugins
 from benchmark.datasets import DATASETS
-from benchmark.inputs import builtin_content_sha256, data_identity, model_identity, split_sizes
-from benchmark.pruning import ignores_sparsity
+from benchmark.inputs import builtin_content_sha256, data_identity, split_sizes
+from benchmark.pruning import PRUNERS, ignores_sparsity
 from benchmark.version import code_identity
+from models import MODELS
+from models.checkpoint import model_identity
 
 # Keys that change where or how a cell runs, not what it computes. `device` is not among them: its type (cpu or
 # cuda, `auto` resolved) enters every key as `device_type`, since CPU and CUDA kernels give different floats.
@@ -109,8 +116,21 @@ def _data_identity(dataset: dict) -> dict:
     return identity if content is None else {**identity, "sha256": content}
 
 
+def plugin_versions(cfg: DictConfig) -> dict[str, str]:
+    """{package: version} of the installed plugins whose entries the cell uses, read from the packages' metadata
+    (no plugin imported); empty for a cell of built-in entries, whose keys then stay what they were."""
+    threat = cfg.threat
+    attack_registry = {"poisoning": POISONING_ATTACKS, "backdoor": BACKDOOR_ATTACKS}.get(threat.get("kind"))
+    used = [(PRUNERS, cfg.pruning.method), (DATASETS, cfg.dataset.name), (MODELS, cfg.model.name),
+            *((EVASION_ATTACKS, attack.name) for attack in threat.get("attacks") or []),
+            *([(attack_registry, threat.attack)] if attack_registry is not None else [])]
+    return plugins.versions([(registry.plugins, name) for registry, name in used])
+
+
 def _computation(cfg: DictConfig) -> dict:
-    return {"code": code_identity(), "device_type": device_type(cfg.device)}
+    computation = {"code": code_identity(), "device_type": device_type(cfg.device)}
+    versions = plugin_versions(cfg)
+    return {**computation, "plugins": versions} if versions else computation
 
 
 def cell_identity(cfg: DictConfig) -> dict:

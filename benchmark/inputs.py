@@ -1,10 +1,10 @@
-"""What the inputs a config names are, read without torch and without loading any image or tensor: the datasets'
-shapes and split sizes, your own data's and checkpoint's files checked and identified by their content's sha256.
+"""What the data a config names is, read without torch and without loading any image: the datasets' shapes and
+split sizes, your own data's files checked and identified by their content's sha256.
 
 The grid's pre-check hashes every cell with these before the heavy libraries are imported (benchmark/hashing.py);
-benchmark.data loads the images and models/checkpoint.py the weights. Built-in datasets: the sizes and shapes they
-declare. Your own data: `npz` (a NumPy archive, `dataset.path`) and `image_folder` (torchvision's ImageFolder
-layout, `dataset.root`; counting its images uses torchvision's own rules, so it imports torchvision).
+benchmark.data loads the images; models/checkpoint.py identifies your own checkpoint. Built-in datasets: the sizes
+and shapes they declare. Your own data: `npz` (a NumPy archive, `dataset.path`) and `image_folder` (torchvision's
+ImageFolder layout, `dataset.root`; counting its images uses torchvision's own rules, so it imports torchvision).
 """
 from __future__ import annotations
 
@@ -303,6 +303,11 @@ def _content_sha256(path: Path, stamp: tuple) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's content, computed again only when its size or modification time changes."""
+    return _content_sha256(path, _stamp(path))
+
+
 def data_identity(plain: dict) -> dict:
     """What the data is, for cache keys: your own data's location is replaced by its content's sha256, so a moved
     copy is the same data and an edited file is not."""
@@ -335,15 +340,14 @@ def builtin_content_sha256(dataset: dict) -> str | None:
     if entry is None:
         return None
     if entry.package_file is not None:
-        path = package_file(*entry.package_file)
-        return _content_sha256(path, _stamp(path))
+        return file_sha256(package_file(*entry.package_file))
     root = Path(dataset.get("data_root") or ".").expanduser().resolve()
     paths = [root / name for name in entry.files]
     if not paths or not all(path.is_file() for path in paths):
         return None
     digest = hashlib.sha256()
     for name, path in zip(entry.files, paths):
-        digest.update(f"{name}|{_content_sha256(path, _stamp(path))}|".encode())
+        digest.update(f"{name}|{file_sha256(path)}|".encode())
     return digest.hexdigest()
 
 
@@ -357,27 +361,3 @@ def split_sizes(cfg) -> tuple[int, int]:
         return sizes[0] - test, test
     train, test = sizes
     return min(train, cfg.get("n_train") or train), min(test, cfg.get("n_test") or test)
-
-
-# --- Your own checkpoint ------------------------------------------------------------------------------------------
-
-def checkpoint_path(checkpoint: str) -> Path:
-    path = Path(str(checkpoint)).expanduser().resolve()
-    if not path.is_file():
-        raise DataError(f"model.checkpoint={str(checkpoint)!r} is not a file; allowed: a .safetensors file or a "
-                        "torch state dict (.pt/.pth)")
-    return path
-
-
-def checkpoint_sha256(checkpoint: str) -> str:
-    path = checkpoint_path(checkpoint)
-    return _content_sha256(path, _stamp(path))
-
-
-def model_identity(plain_model: dict) -> dict:
-    """The `model` config as cache keys see it: without `checkpoint` when there is none (keys stay those of a
-    trained model), with the file's sha256 in place of its path when there is one."""
-    identity = {k: v for k, v in plain_model.items() if k != "checkpoint"}
-    if plain_model.get("checkpoint"):
-        identity["checkpoint_sha256"] = checkpoint_sha256(plain_model["checkpoint"])
-    return identity

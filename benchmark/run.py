@@ -7,6 +7,8 @@ Exit codes, for a single run and a grid alike:
      checks every cell first, so nothing has run and the tracking store is untouched), or the tracking store is
      unusable (one line naming the store and the cause).
 The config is composed and checked before torch, ART and MLflow are imported, so a mistake is reported fast.
+The checks are imported inside `cli`: importing them imports the installed plugins (benchmark/plugins.py), and a
+broken plugin is a rejected config too.
 """
 from __future__ import annotations
 
@@ -20,22 +22,27 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from benchmark import grid
-from benchmark.grid import EXIT_FAILED, EXIT_REJECTED, one_line
+from benchmark.checks import ConfigError
+from benchmark.exit_codes import EXIT_FAILED, EXIT_REJECTED, one_line
 from benchmark.tracking_store import StoreUnavailable, probe_store, redact, redact_file, tracking_uri_of
-from benchmark.validate import ConfigError, check_config, check_device, check_group_overrides
 
 log = logging.getLogger("benchmark")
 _job_started = False  # set once Hydra hands a composed config to `main`
 
 
 def _progress(hydra_cfg) -> str:
-    return grid.progress(hydra_cfg.job.num) if hydra_cfg.mode == RunMode.MULTIRUN else ""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return ""
+    from benchmark import grid
+
+    return grid.progress(hydra_cfg.job.num)
 
 
 def _record(hydra_cfg, status: str, run: str, cell_hash: str | None = None, run_id: str | None = None,
             error: str | None = None) -> None:
     if hydra_cfg.mode == RunMode.MULTIRUN:
+        from benchmark import grid
+
         grid.record(hydra_cfg.sweep.dir, hydra_cfg.job.num, status, run, cell_hash, run_id, error)
 
 
@@ -48,6 +55,8 @@ def main(cfg: DictConfig) -> str:
     if hydra_cfg.output_subdir is not None:  # the configs Hydra saved for this job: no credentials in them
         for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
             redact_file(Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir / name)
+    from benchmark.validate import check_config, check_device
+
     try:
         if not multirun:  # a grid checked every cell and its store before the first one started
             check_config(cfg)
@@ -87,12 +96,15 @@ def cli() -> None:
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors instead of printing them and exiting 1
     try:
+        from benchmark.validate import check_group_overrides  # the schema: every plugin is imported here
+
         check_group_overrides(sys.argv[1:])
         main()
     except Exception as err:  # noqa: BLE001 - every error reaches the user as one line and an exit code
         if user_wants_traceback:
             raise
-        started = _job_started or grid.started
+        grid = sys.modules.get("benchmark.grid")  # a grid's callback imports it; a single run has no grid
+        started = _job_started or bool(grid and grid.started)
         print(redact(f"{'error' if started else 'config rejected'}: {one_line(err)}"), file=sys.stderr)
         sys.exit(EXIT_FAILED if started else EXIT_REJECTED)
 

@@ -51,7 +51,7 @@ def check_config(cfg: DictConfig) -> None:
                           "threat with a checkpoint")
     _check_dataset_shape(plain["dataset"])
     if plain["model"].get("checkpoint"):
-        from benchmark.inputs import checkpoint_path
+        from models.checkpoint import checkpoint_path
 
         checkpoint_path(plain["model"]["checkpoint"])
     if DATASETS[plain["dataset"]["name"]].summary is None:  # declared shape: its split is checked without the files

@@ -17,7 +17,7 @@ from pydantic import Field
 from benchmark.checks import Group
 from benchmark.registry import Registry
 
-MODELS = Registry("model.name", "models")
+MODELS = Registry("model.name", "models", plugins="prunesec.models")
 
 
 class ModelConfig(Group):

@@ -1,18 +1,47 @@
 """Your own trained weights: `model.checkpoint=<path>` (safetensors, or a torch state dict read with
 `weights_only=True`) replaces dense training. The file's sha256, not its path, identifies the model in every key
-(benchmark.inputs.model_identity)."""
+(`model_identity`). Finding and identifying the file needs no torch (the grid's pre-check hashes every cell before
+the heavy imports); reading and loading the weights import it.
+"""
 from __future__ import annotations
 
-import torch
-import torch.nn as nn
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from benchmark.inputs import DataError, checkpoint_path
+from benchmark.inputs import DataError, file_sha256
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 
 
+def checkpoint_path(checkpoint: str) -> Path:
+    path = Path(str(checkpoint)).expanduser().resolve()
+    if not path.is_file():
+        raise DataError(f"model.checkpoint={str(checkpoint)!r} is not a file; allowed: a .safetensors file or a "
+                        "torch state dict (.pt/.pth)")
+    return path
+
+
+def checkpoint_sha256(checkpoint: str) -> str:
+    return file_sha256(checkpoint_path(checkpoint))
+
+
+def model_identity(plain_model: dict) -> dict:
+    """The `model` config as cache keys see it: without `checkpoint` when there is none (keys stay those of a
+    trained model), with the file's sha256 in place of its path when there is one."""
+    identity = {k: v for k, v in plain_model.items() if k != "checkpoint"}
+    if plain_model.get("checkpoint"):
+        identity["checkpoint_sha256"] = checkpoint_sha256(plain_model["checkpoint"])
+    return identity
+
+
 def read_checkpoint(checkpoint: str) -> dict[str, torch.Tensor]:
     """The state dict in the file, on the CPU. Never unpickles code: safetensors, or torch.load(weights_only=True)."""
+    import torch
+
     path = checkpoint_path(checkpoint)
     try:
         if path.suffix in SAFETENSORS_SUFFIXES:

@@ -23,7 +23,7 @@ from pydantic import Field
 from benchmark.checks import SEED, UNIT, Group, number, whole
 from benchmark.registry import Registry
 
-BACKDOOR_ATTACKS = Registry("threat.attack", "attacks.backdoor_attacks")
+BACKDOOR_ATTACKS = Registry("threat.attack", "attacks.backdoor_attacks", plugins="prunesec.backdoor_attacks")
 
 
 class PatternTrigger(Group):

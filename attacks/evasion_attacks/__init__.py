@@ -29,7 +29,7 @@ EVASION_ATTACKS = Registry("threat.attacks.name", "attacks.evasion_attacks", met
     # (minimal perturbation: run once, robust accuracy read off at every eps)
     "role": "iterative",
     "query_budget": None,  # params -> model queries per image allowed (black-box attacks), logged beside the count
-})
+}, plugins="prunesec.evasion_attacks")
 
 
 class AttackConfig(Group):

@@ -21,7 +21,7 @@ from pydantic import Field
 from benchmark.checks import CLASS, COUNT, LR, UNIT, Group, whole
 from benchmark.registry import Registry
 
-POISONING_ATTACKS = Registry("threat.attack", "attacks.poisoning_attacks")
+POISONING_ATTACKS = Registry("threat.attack", "attacks.poisoning_attacks", plugins="prunesec.poisoning_attacks")
 
 
 class PoisonConfig(Group):

@@ -22,7 +22,7 @@ DATASETS = Registry("dataset.name", "benchmark.datasets", metadata={
     "package_file": None,
     "summary": None,  # your own data: cfg -> (DataShape, sizes) read from the files' headers (benchmark/inputs.py)
     "location_key": None,  # your own data: the key naming the files, replaced by their sha256 in cache keys
-})
+}, plugins="prunesec.datasets")
 
 
 class DatasetConfig(Group):

@@ -46,7 +46,7 @@ PRUNERS = Registry("pruning.method", "benchmark.pruning.methods", metadata={
     "ignores_sparsity": False,
     "variant_label": variant_label,  # pruning cfg -> run-name suffix
     "model_check": None,  # model -> None, or what the method needs that the model lacks (checked before compute)
-})
+}, plugins="prunesec.pruning")
 
 
 class PruningConfig(Group):
