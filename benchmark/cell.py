@@ -72,14 +72,11 @@ def prepare(cfg: DictConfig) -> tuple[str, str]:
 
 
 class Unrecorded:
-    """Where a cell computed without an MLflow run (`run_cell(..., logged=False)`) sends what it would log: its tags
-    are kept (`tags`), its figures, dicts, tables and files dropped. The same names as mlflow's logging functions."""
-
-    def __init__(self):
-        self.tags: dict[str, str] = {}
+    """Where a cell computed without an MLflow run (`run_cell(..., logged=False)`) sends its tags, figures, dicts,
+    tables and files: nowhere. The same names as mlflow's logging functions."""
 
     def set_tags(self, tags: dict) -> None:
-        self.tags.update(tags)
+        pass
 
     def log_figure(self, figure, artifact_file: str) -> None:
         pass
