@@ -48,10 +48,16 @@ def run_name(cfg: DictConfig) -> str:
     method = pruning.method + run_label(pruning)
     if cfg.finetune.adversarial:
         method += "+advft"
-    model = cfg.model.get("arch", cfg.model.name)
+    model = cfg.model.get("arch") or _class_name(cfg.model.get("_target_") or cfg.model.get("module_class")) \
+        or cfg.model.name
     if cfg.train.adversarial != "none":  # the dense model's training: pgd-at or trades
         model += "+" + {"pgd": "pgd_at", "trades": "trades"}[cfg.train.adversarial]
     return f"{model}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
+
+
+def _class_name(import_path: str | None) -> str | None:
+    """`Net` for `pkg.nets.Net`: how a model by import path (`custom`) or a module object (`instance`) is named."""
+    return import_path.rsplit(".", 1)[-1] if import_path else None
 
 
 def prepare(cfg: DictConfig) -> tuple[str, str]:
@@ -65,7 +71,29 @@ def prepare(cfg: DictConfig) -> tuple[str, str]:
     return hashing.cell_hash(cfg), run_name(cfg)
 
 
-def run_cell(cfg: DictConfig, progress: str = "") -> CellResult:
+class Unrecorded:
+    """Where a cell computed without an MLflow run (`run_cell(..., logged=False)`) sends its tags, figures, dicts,
+    tables and files: nowhere. The same names as mlflow's logging functions."""
+
+    def set_tags(self, tags: dict) -> None:
+        pass
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        pass
+
+    def log_dict(self, dictionary, artifact_file: str) -> None:
+        pass
+
+    def log_table(self, data, artifact_file: str) -> None:
+        pass
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        pass
+
+
+def run_cell(cfg: DictConfig, progress: str = "", logged: bool = True) -> CellResult:
+    """The cell: logged as one MLflow run (skipped when a FINISHED run of it exists), or with `logged=False`
+    computed without any run (the caches are used and filled alike)."""
     started = time.perf_counter()
     cell_hash, name = prepare(cfg)
     results = Path(cfg.results_dir).resolve()
@@ -74,7 +102,37 @@ def run_cell(cfg: DictConfig, progress: str = "") -> CellResult:
     lock = tracking.cell_lock_path(results, cell_hash)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):
+        if not logged:
+            return _unlogged_cell(cfg, started, cell_hash, name, results)
         return _run_cell(cfg, progress, started, cell_hash, name, results)
+
+
+def _start(cfg: DictConfig):
+    """The cell's device and threat, with the thread count it asks for."""
+    if cfg.get("torch_threads"):  # e.g. several submitit_local jobs on one machine: avoid oversubscribing cores
+        torch.set_num_threads(int(cfg.torch_threads))
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    return device, build_threat(cfg.threat)
+
+
+def _finish(metrics: dict[str, float], device, started: float) -> dict[str, str]:
+    """The device's report and the cell's timers added to `metrics`; the device's tags returned."""
+    device_tags, device_metrics = device_report(device)  # GPU name and peak memory, on CUDA only
+    metrics.update(device_metrics)
+    metrics["time/cell_s"] = time.perf_counter() - started
+    metrics["time/bookkeeping_s"] = metrics["time/cell_s"] - sum(
+        v for k, v in metrics.items() if k in _COMPUTE_TIMERS)
+    return device_tags
+
+
+def _unlogged_cell(cfg: DictConfig, started: float, cell_hash: str, name: str, results: Path) -> CellResult:
+    log.info("%s (cell %s), not logged", name, cell_hash)
+    device, threat = _start(cfg)
+    metrics, _ = _compute(cfg, threat, device, results, cell_hash, record=Unrecorded())
+    _finish(metrics, device, started)
+    return CellResult("finished", cell_hash, name, None, metrics)
 
 
 def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, name: str, results: Path) -> CellResult:
@@ -87,12 +145,7 @@ def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, na
         return CellResult("skipped", cell_hash, name, finished)
 
     log.info("%s %s (cell %s)", progress, name, cell_hash)
-    if cfg.get("torch_threads"):  # e.g. several submitit_local jobs on one machine: avoid oversubscribing cores
-        torch.set_num_threads(int(cfg.torch_threads))
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    threat = build_threat(cfg.threat)
+    device, threat = _start(cfg)
     tags = {"cell_hash": cell_hash, "device": str(device), "device_type": device.type, **tracking.provenance_tags(),
             **threat.tags(cfg.model.name),
             **{f"plugin.{package}": version for package, version in hashing.plugin_versions(cfg).items()}}
@@ -100,12 +153,7 @@ def _run_cell(cfg: DictConfig, progress: str, started: float, cell_hash: str, na
         mlflow.log_params(tracking.flatten(hashing.cell_identity(cfg)))
         mlflow.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")  # no credentials in artifacts
         metrics, curves = _compute(cfg, threat, device, results, cell_hash)
-        device_tags, device_metrics = device_report(device)  # GPU name and peak memory, on CUDA only
-        mlflow.set_tags(device_tags)
-        metrics.update(device_metrics)
-        metrics["time/cell_s"] = time.perf_counter() - started
-        metrics["time/bookkeeping_s"] = metrics["time/cell_s"] - sum(
-            v for k, v in metrics.items() if k in _COMPUTE_TIMERS)
+        mlflow.set_tags(_finish(metrics, device, started))
         mlflow.log_metrics(metrics)
         mlflow.MlflowClient().log_batch(run.info.run_id, metrics=[
             Metric(key, value, int(time.time() * 1000), step) for key, value, step in curves])
@@ -118,7 +166,9 @@ _COMPUTE_TIMERS = {"time/data_s", "time/train_s", "time/prune_s", "time/finetune
                    "time/security_s"}
 
 
-def _compute(cfg, threat, device, results: Path, cell_hash: str):
+def _compute(cfg, threat, device, results: Path, cell_hash: str, record=mlflow):
+    """The cell's metrics and curves; its tags, figures and artifacts go to `record` (the active MLflow run, or
+    an `Unrecorded`)."""
     cache, use_cache = ModelCache(results / "cache"), not cfg.force
     metrics: dict[str, float] = {"sparsity/target": float(cfg.pruning.sparsity)}
 
@@ -127,7 +177,8 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     plan = threat.plan(data, device, cfg.seed)
     sets = plan.sets
     metrics["time/data_s"] = time.perf_counter() - t
-    tracking.log_datasets(cfg.dataset.name, data, sets.dense)
+    if record is mlflow:
+        tracking.log_datasets(cfg.dataset.name, data, sets.dense)
 
     dense_key = hashing.dense_key(cfg, plan.dense_data_key)
     dense, dense_meta = stages.dense_model(cfg, sets.dense, dense_key, cache, device, use_cache)
@@ -140,7 +191,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     metrics["time/finetune_s"] = 0.0 if meta["cache_hit"] else meta["finetune_s"]
     metrics["cache/pruned_hit"] = float(meta["cache_hit"])
     metrics.update(meta["info"])
-    mlflow.set_tags({"dense_key": dense_key, "pruned_key": pruned_key, "structured": str(meta["structured"]).lower(),
+    record.set_tags({"dense_key": dense_key, "pruned_key": pruned_key, "structured": str(meta["structured"]).lower(),
                      # cache entries record the commit that computed them; "unknown" for entries without it
                      "produced_by_commit": meta.get("produced_by_commit", "unknown"),
                      "produced_by_commit.dense": dense_meta.get("produced_by_commit", "unknown"),
@@ -158,7 +209,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     properties, property_curves, property_figures = security_properties(cfg.eval, dense, model, data, device, cfg.seed)
     metrics.update(properties)
     for artifact, figure in property_figures.items():
-        mlflow.log_figure(figure, artifact)
+        record.log_figure(figure, artifact)
     metrics["time/security_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -177,18 +228,18 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
 
     metrics.update(threat.effectiveness(dense_for, data, device, cfg.seed))  # threat/dense_success, threat/effective
     for artifact, figure in {**plan.report.figures, **report.figures}.items():
-        mlflow.log_figure(figure, artifact)
+        record.log_figure(figure, artifact)
     for artifact, content in report.artifacts.items():
-        mlflow.log_dict(content, artifact)
+        record.log_dict(content, artifact)
     metrics["time/threat_s"] = time.perf_counter() - t
 
     curves = [("finetune/loss", loss, epoch) for epoch, loss in enumerate(meta["epoch_losses"], start=1)] + report.curves
     curves += property_curves
     curves += [(f"finetune/{name}", value, step)  # step 0: just pruned; step e: after fine-tune epoch e
                for step, tracked in enumerate(meta.get("tracked", [])) for name, value in tracked.items()]
-    mlflow.log_dict(per_layer_sparsity, "sparsity_per_layer.json")
-    mlflow.log_table(predictions, PREDICTIONS_ARTIFACT)
-    mlflow.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
+    record.log_dict(per_layer_sparsity, "sparsity_per_layer.json")
+    record.log_table(predictions, PREDICTIONS_ARTIFACT)
+    record.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
     return metrics, curves
 
 

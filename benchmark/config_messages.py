@@ -85,7 +85,8 @@ def _literal_values(member, field: str) -> tuple:
 
 def _field(model, name: str):
     """A model field's annotation with what pydantic keeps beside it (metadata, discriminator) put back."""
-    info = model.model_fields.get(name)
+    info = model.model_fields.get(name) or next(  # a key that is no identifier (`_target_`) is a field's alias
+        (field for field in model.model_fields.values() if field.alias == name), None)
     if info is None:
         return None
     annotation = info.rebuild_annotation()

@@ -25,6 +25,7 @@ from benchmark.pruning import PRUNERS, ignores_sparsity
 from benchmark.version import code_identity
 from models import MODELS
 from models.checkpoint import model_identity
+from models.import_path import source_identity
 
 # Keys that change where or how a cell runs, not what it computes. `device` is not among them: its type (cpu or
 # cuda, `auto` resolved) enters every key as `device_type`, since CPU and CUDA kernels give different floats.
@@ -127,6 +128,18 @@ def plugin_versions(cfg: DictConfig) -> dict[str, str]:
     return plugins.versions([(registry.plugins, name) for registry, name in used])
 
 
+def _model_identity(plain_model: dict) -> dict:
+    """The model config as keys see it: the checkpoint by its content (`model_identity`), the code a `_target_`
+    names by its content (`source_identity`), and no `normalize` key where there is none, so the keys of a model
+    without it are those it had before the key existed."""
+    identity = model_identity(plain_model)
+    if "normalize" in identity and identity["normalize"] is None:
+        del identity["normalize"]
+    if plain_model.get("_target_"):
+        identity["_target_code"] = source_identity(str(plain_model["_target_"]))
+    return identity
+
+
 def _computation(cfg: DictConfig) -> dict:
     computation = {"code": code_identity(), "device_type": device_type(cfg.device)}
     versions = plugin_versions(cfg)
@@ -137,7 +150,7 @@ def cell_identity(cfg: DictConfig) -> dict:
     """The config that defines what a cell computes (logged as the run's params)."""
     plain = {k: v for k, v in resolved(cfg).items() if k not in RUN_ONLY_KEYS}
     plain["dataset"] = _data_identity(plain["dataset"])
-    plain["model"] = model_identity(plain["model"])
+    plain["model"] = _model_identity(plain["model"])
     return canonical(plain)
 
 
@@ -151,7 +164,7 @@ def dense_key(cfg: DictConfig, training_data_key: dict | None) -> str:
         {
             **_computation(cfg),
             "dataset": _data_identity(plain["dataset"]),
-            "model": model_identity(plain["model"]),
+            "model": _model_identity(plain["model"]),
             "train": plain["train"],
             "seed": plain["seed"],
             "training_data": training_data_key,

@@ -143,6 +143,6 @@ def _model_fits_dataset(cfg: DictConfig, shape) -> None:
 
     _, problems = model_problems(cfg.model, shape, PRUNERS[cfg.pruning.method])
     for key, value, allowed in problems:
-        model = f"model.arch={cfg.model.arch!r}" if cfg.model.get("arch") else f"model.name={cfg.model.name!r}"
+        model = next(f"model.{k}={cfg.model[k]!r}" for k in ("_target_", "arch", "name") if cfg.model.get(k))
         other = model if key in ("pruning.method", "model.checkpoint") else f"dataset.name={cfg.dataset.name!r}"
         raise ConfigError(f"{key}={value!r} does not fit {other}; allowed: {allowed}")

@@ -14,22 +14,29 @@ from typing import Annotated
 
 from pydantic import Field
 
-from benchmark.checks import Group
+from benchmark.checks import Group, number
 from benchmark.registry import Registry
 
 MODELS = Registry("model.name", "models", plugins="prunesec.models")
+
+
+class Normalize(Group):
+    """Per-channel normalisation applied inside the model (models/normalize.py)."""
+    mean: Annotated[list[number(-1000.0, 1000.0)], Field(min_length=1)]
+    std: Annotated[list[number(0.0, 1000.0, low_open=True)], Field(min_length=1)]
 
 
 class ModelConfig(Group):
     """Keys every model has; a model with builder options declares a subclass with them."""
     name: Annotated[str, Field(min_length=1)]
     checkpoint: str | None = None  # trained weights that replace dense training
+    normalize: Normalize | None = None  # for a model trained on normalised inputs: applied inside it
 
 
-NOT_BUILDER_OPTIONS = {"name", "checkpoint"}  # model config keys that are not builder arguments
+NOT_BUILDER_OPTIONS = {"name", "checkpoint", "normalize"}  # model config keys that are not builder arguments
 
 
-def build_model(name: str, in_channels: int, image_size: int, num_classes: int, **options) -> nn.Module:
+def build_model(name: str, in_channels: int, image_size: int, num_classes: int, /, **options) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"model.name={name!r} is unknown; allowed: {MODELS.names()}")
     return MODELS[name].target(in_channels, image_size, num_classes, **options)
@@ -41,7 +48,12 @@ def model_options(model_cfg) -> dict:
 
 
 def build_from_config(model_cfg, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
-    return build_model(model_cfg.name, in_channels, image_size, num_classes, **model_options(model_cfg))
+    model = build_model(model_cfg.name, in_channels, image_size, num_classes, **model_options(model_cfg))
+    if model_cfg.get("normalize") is not None:
+        from models.normalize import normalized
+
+        model = normalized(model, model_cfg.normalize, in_channels)
+    return model
 
 
 def model_config(name: str) -> type[ModelConfig]:

@@ -13,6 +13,8 @@ Problem = tuple[str, object, str]
 
 
 def _model_label(model_cfg) -> tuple[str, object]:
+    if "_target_" in model_cfg:
+        return "model._target_", model_cfg["_target_"]
     return ("model.arch", model_cfg.arch) if "arch" in model_cfg else ("model.name", model_cfg.name)
 
 
@@ -37,7 +39,7 @@ def model_problems(model_cfg, shape, pruner) -> tuple[nn.Module | None, list[Pro
     try:
         with torch.no_grad():
             out = model.eval()(torch.zeros(1, shape.in_channels, shape.image_size, shape.image_size))
-    except RuntimeError as err:
+    except Exception as err:  # noqa: BLE001 - any error of the forward pass (your own module's too) is a misfit
         return model, [(key, value, f"a model that runs on {shape.in_channels}x{shape.image_size}x{shape.image_size} "
                                     f"images (forward failed: {str(err).splitlines()[0]})")]
     if not isinstance(out, torch.Tensor) or out.shape != (1, shape.num_classes):

@@ -189,6 +189,7 @@ def test_notebook_is_stored_without_outputs_and_executes(store, tmp_path, monkey
     assert len(images) == 3  # robust, clean and Pareto figures drawn by the library
     texts = "".join(o.get("text", "") for cell in code for o in cell.outputs)
     assert f"{tiny_store.N_CELLS} cells;" in texts
+    assert "evaluate: " in texts and "achieved sparsity " in texts  # the API example ran its two cells
 
 
 def _cells(rows: list[dict], threat: str = "evasion") -> pd.DataFrame:

@@ -29,7 +29,9 @@ def _imports(path: Path, modules: dict[str, Path]) -> list[tuple[str, list[str]]
                 names = [a.name for a in node.names]
                 submodules = [f"{node.module}.{n}" for n in names if f"{node.module}.{n}" in modules]
                 found += [(m, []) for m in submodules]
-                found.append((node.module, [n for n in names if f"{node.module}.{n}" not in modules]))
+                others = [n for n in names if f"{node.module}.{n}" not in modules]
+                if others or not submodules:  # `from pkg import sub` depends on pkg.sub, not on what pkg offers
+                    found.append((node.module, others))
     return found
 
 

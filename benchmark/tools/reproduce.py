@@ -103,7 +103,7 @@ def _depends(preset: Preset) -> str:
 
 def composed(preset: Preset, overrides: list[str], sweep: dict[str, str] | None = None):
     """The config of `overrides` (and a sweep), or the one line of a composition that fails."""
-    from benchmark.grid import one_line
+    from benchmark.exit_codes import one_line
 
     try:
         return _compose(overrides, sweep)
