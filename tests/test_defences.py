@@ -9,9 +9,8 @@ import torch.nn as nn
 
 from benchmark import measure, stages
 from benchmark.pruning import PRUNERS, prune
-from benchmark.pruning.methods.clp import above_mean_plus_std, channel_lipschitz
-from benchmark.pruning.common import finalize
-from benchmark.pruning.methods.clp import batchnorm_after_each_conv
+from benchmark.pruning.common import PruneContext, finalize
+from benchmark.pruning.methods.clp import above_mean_plus_std, channel_lipschitz, conv_before_each_batchnorm
 from benchmark.pruning.neurons import (Modulation, batchnorm_pairs, defender_split,
                                        largest_within_margin, neuron_layers, switch_off)
 from benchmark.training import fit
@@ -140,14 +139,130 @@ def test_clp_switches_off_a_planted_high_lipschitz_channel_and_uses_no_data_when
 
 
 def test_clp_compatibility_check_before_compute(cfg_factory):
+    # as the reference code: a conv that no BatchNorm follows is not considered; each BatchNorm takes the conv
+    # registered last before it
     conv_without_bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3), nn.Flatten(),
                                     nn.Linear(4, 2))
-    assert "2" in batchnorm_after_each_conv(conv_without_bn)  # the conv without a BatchNorm is named
-    assert batchnorm_after_each_conv(build_model("seed_cnn_bn", 1, 16, 10)) is None
-    assert batchnorm_after_each_conv(build_model("seed_cnn", 1, 16, 10)) is None  # no BatchNorm at all: fine
-    assert batchnorm_after_each_conv(build_model("resnet20", 1, 16, 10)) is None
+    assert conv_before_each_batchnorm(conv_without_bn) is None
+    bn_first = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    assert "0 (no Conv2d registered before it)" in conv_before_each_batchnorm(bn_first)
+    assert conv_before_each_batchnorm(build_model("seed_cnn_bn", 1, 16, 10)) is None
+    assert conv_before_each_batchnorm(build_model("seed_cnn", 1, 16, 10)) is None  # no BatchNorm at all: fine
+    assert conv_before_each_batchnorm(build_model("resnet20", 1, 16, 10)) is None
+    assert conv_before_each_batchnorm(build_model("preact_resnet18", 3, 32, 10, width=8)) is None
+    validate(cfg_factory("pruning=clp", "model=preact_resnet18"))
     with pytest.raises(ConfigError, match=r"pruning\.method='clp'"):
         validate(cfg_factory("pruning=clp", "model=lenet300"))  # no conv
+
+
+class _BatchNormAfterTheOtherConv(nn.Module):
+    """Runs, but its BatchNorm (8 channels, reading conv_a) is registered after conv_b (4 outputs): the reference
+    code pairs it with conv_b and fails on the channel count."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.conv_a = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.conv_b = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(12, num_classes)
+
+    def forward(self, x):
+        out = torch.cat([self.bn(self.conv_a(x)), self.conv_b(x)], 1)
+        return self.head(out.mean((2, 3)))
+
+
+def test_clp_rejects_a_batchnorm_whose_channels_differ_from_the_conv_before_it_in_one_line(cfg_factory):
+    import models
+
+    models.MODELS.register("bn_after_other_conv")(lambda c, s, n: _BatchNormAfterTheOtherConv(c, n))
+    try:
+        with pytest.raises(ConfigError) as err:
+            validate(cfg_factory("pruning=clp", "model.name=bn_after_other_conv"))
+        validate(cfg_factory("pruning=anp", "model.name=bn_after_other_conv"))  # CLP's own premise
+    finally:
+        models.MODELS.unregister("bn_after_other_conv")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("pruning.method='clp' does not fit "
+                                                      "model.name='bn_after_other_conv'"), message
+    assert "bn (8 channels after conv_b with 4 outputs)" in message, message
+
+
+def _reference_clp(net, u):
+    """CLP as the reference code computes it (rkteddy/channel-Lipschitzness-based-pruning defense.py, the same
+    function as BackdoorBench's defense/clp.py CLP_prune), verbatim but for returning the channels it zeroes."""
+    params = net.state_dict()
+    zeroed = {}
+    for name, m in net.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            std = m.running_var.sqrt()
+            weight = m.weight
+            channel_lips = []
+            for idx in range(weight.shape[0]):
+                w = conv.weight[idx].reshape(conv.weight.shape[1], -1) * (weight[idx] / std[idx]).abs()
+                channel_lips.append(torch.svd(w.cpu())[1].max())
+            channel_lips = torch.Tensor(channel_lips)
+            index = torch.where(channel_lips > channel_lips.mean() + u * channel_lips.std())[0]
+            params[name + ".weight"][index] = 0
+            params[name + ".bias"][index] = 0
+            zeroed[name] = (channel_lips, channel_lips.mean() + u * channel_lips.std())
+        elif isinstance(m, nn.Conv2d):
+            conv = m
+    net.load_state_dict(params)
+    return zeroed
+
+
+def test_clp_on_preact_resnet18_switches_off_the_channels_the_reference_code_does(tmp_path):
+    """Pre-activation: some BatchNorms normalise a residual sum. CLP pairs each with the conv registered last
+    before it, as the reference code does, and switching off computes what the reference's zeroing computes."""
+    from conftest import compose_cfg
+
+    torch.manual_seed(0)
+    model = build_model("preact_resnet18", 3, 32, 10, width=8)
+    x = torch.rand(16, 3, 32, 32)
+    with torch.no_grad():
+        batchnorms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
+        for bn in batchnorms:
+            bn.weight.uniform_(0.2, 2.0)
+            bn.bias.uniform_(-0.5, 0.5)
+        model.get_submodule("layers.1.0.bn1").weight[3] = 50.0  # a residual sum's channel far above its layer's
+        model.train()
+        for _ in range(3):
+            model(x)  # running statistics of its own
+    model.eval()
+    for bn in batchnorms:
+        bn.eps = 0.0  # the reference code leaves eps out: the same bounds on both sides
+    cfg = compose_cfg(tmp_path, "pruning=clp", "pruning.selection=fixed", "pruning.u=1").pruning
+    ctx = PruneContext(example_inputs=x[:1], calibration=(x, torch.arange(16) % 10), seed=0)
+    outcome = prune(copy.deepcopy(model), cfg, ctx)
+    pruned = finalize(outcome.model).eval()
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        bounds = _reference_clp(reference, 1.0)
+    modules = dict(pruned.named_modules())
+    ours = {name: modules[name].weight == 0 for name in bounds}
+    assert set(bounds) == {name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    layers = neuron_layers(model)
+    assert [layer.name for layer in layers] == list(bounds)
+    for layer in layers:
+        assert torch.allclose(channel_lipschitz(layer), bounds[layer.name][0], rtol=1e-4), layer.name
+    for name, (lips, threshold) in bounds.items():
+        clear = (lips - threshold).abs() > 1e-4 * threshold  # away from the threshold: float rounding decides no flag
+        assert torch.equal(ours[name][clear], (lips > threshold)[clear]), name
+        assert torch.all(modules[name].bias[ours[name]] == 0), name
+    assert 0 < outcome.info["pruning/neurons_pruned"] == sum(int(flags.sum()) for flags in ours.values())
+    assert ours["layers.1.0.bn1"][3]  # the planted channel: its BatchNorm pairs with layers.0.1.conv2
+    # the stem conv's output also runs along the first residual path: its filters stay as they were; a block's
+    # conv1 feeds its bn2 alone: its filters of the channels switched off are zero too
+    assert torch.equal(pruned.conv1.weight, model.conv1.weight)
+    for i in range(4):
+        block = f"layers.{i}.0"
+        assert torch.all(pruned.get_submodule(f"{block}.conv1").weight[ours[f"{block}.bn2"]] == 0), block
+    with torch.no_grad():
+        for name, flags in ours.items():  # the reference's zeroing at our flags: the same function
+            reference_bn = dict(reference.named_modules())[name]
+            reference_bn.weight.copy_(model.get_submodule(name).weight * ~flags)
+            reference_bn.bias.copy_(model.get_submodule(name).bias * ~flags)
+        assert torch.allclose(pruned(x), reference.eval()(x), atol=1e-5)
 
 
 def test_defences_ignore_sparsity():

@@ -2,18 +2,22 @@
 or switched off, and how a defender picks the amount from clean held-out data.
 
 A neuron is one output channel of a BatchNorm layer in a model with BatchNorm (its scale gamma is what ANP masks
-and CLP combines with the conv before it), or, in a model without BatchNorm, one output channel of a conv layer
-or one output unit of a hidden Linear layer (a per-channel multiplier on its output). Switching a neuron off zeroes
-its weight part (gamma, or the conv/Linear weights of that channel) and, for BatchNorm, the filter of the conv that
-feeds it, with `torch.nn.utils.prune` masks (kept through fine-tuning, counted as sparsity); its bias stays
-unless the method also zeroes it (CLP does, ANP does not).
+and CLP combines with the conv registered last before it), or, in a model without BatchNorm, one output channel of
+a conv layer or one output unit of a hidden Linear layer (a per-channel multiplier on its output). Switching a
+neuron off zeroes its weight part (gamma, or the conv/Linear weights of that channel) and, where that conv's output
+is read by this BatchNorm alone, the conv's filter too (it then computes the same), with `torch.nn.utils.prune`
+masks (kept through fine-tuning, counted as sparsity); its bias stays unless the method also zeroes it (CLP does,
+ANP does not). In a pre-activation net a BatchNorm can normalise a residual sum: the conv registered before it is
+one of the sum's terms, whose output the residual path reads as well, so its filter is left alone.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.fx
 import torch.nn as nn
 from torch.nn.utils import prune as torch_prune
 
@@ -27,7 +31,8 @@ _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 class NeuronLayer:
     name: str
     module: nn.Module  # whose output channels are the neurons: a BatchNorm, or a Conv2d / hidden Linear without one
-    conv: nn.Module | None = None  # the Conv2d / Linear whose output the BatchNorm normalises (None without BN)
+    conv: nn.Module | None = None  # with BatchNorm: the Conv2d (Linear for BatchNorm1d) registered last before it
+    conv_feeds_only_it: bool = False  # the BatchNorm alone reads `conv`'s output: switching off masks its filter
 
     @property
     def size(self) -> int:
@@ -38,24 +43,43 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, _BATCHNORM) for m in model.modules())
 
 
+def _sole_readers(model: nn.Module) -> set[tuple[str, str]]:
+    """(layer name, BatchNorm name) where the BatchNorm's input is that layer's output and nothing else reads it,
+    each called once, from torch.fx's graph of the forward; empty when symbolic tracing cannot follow the forward
+    (data-dependent control flow): then no conv filter is masked, the reference code's own rule."""
+    try:
+        nodes = list(torch.fx.symbolic_trace(model).graph.nodes)
+    except Exception:  # fx raises assorted error types on forwards it cannot trace
+        return set()
+    calls = Counter(node.target for node in nodes if node.op == "call_module")
+    pairs = set()
+    for node in nodes:
+        source = node.args[0] if node.op == "call_module" and node.args else None
+        if (isinstance(source, torch.fx.Node) and source.op == "call_module" and len(source.users) == 1
+                and calls[source.target] == 1 and calls[node.target] == 1):
+            pairs.add((source.target, node.target))
+    return pairs
+
+
 def batchnorm_pairs(model: nn.Module) -> tuple[list[NeuronLayer], list[str]]:
-    """Each BatchNorm with the Conv2d / Linear registered just before it (the pairing CLP's reference code uses),
-    and the names of what breaks that pairing: a BatchNorm without such a layer with as many output channels, a
-    Conv2d with no BatchNorm after it."""
-    layers, unpaired, previous = [], [], None
+    """Each BatchNorm with the Conv2d (a BatchNorm1d: the Linear) registered last before it, the pairing of CLP's
+    reference code (`named_modules()` order; a layer no BatchNorm follows is not paired), and what breaks it: a
+    BatchNorm with no such layer before it, or with another channel count than that layer's outputs."""
+    readers = _sole_readers(model)
+    layers, unpaired, last = [], [], {}
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            if previous is not None and isinstance(previous[1], nn.Conv2d):
-                unpaired.append(previous[0])
-            previous = (name, module)
+            last[nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Linear] = (name, module)
         elif isinstance(module, _BATCHNORM):
-            paired = previous is not None and previous[1].weight.shape[0] == module.num_features
-            layers.append(NeuronLayer(name, module, previous[1] if paired else None))
-            if not paired:
-                unpaired.append(name)
-            previous = None
-    if previous is not None and isinstance(previous[1], nn.Conv2d):
-        unpaired.append(previous[0])
+            kernel = nn.Conv2d if isinstance(module, nn.BatchNorm2d) else nn.Linear
+            conv_name, conv = last.get(kernel, (None, None))
+            if conv is None:
+                unpaired.append(f"{name} (no {kernel.__name__} registered before it)")
+            elif conv.weight.shape[0] != module.num_features:
+                unpaired.append(f"{name} ({module.num_features} channels after {conv_name} with "
+                                f"{conv.weight.shape[0]} outputs)")
+                conv = None
+            layers.append(NeuronLayer(name, module, conv, conv is not None and (conv_name, name) in readers))
     return layers, unpaired
 
 
@@ -106,12 +130,13 @@ class Modulation:
 
 def switch_off(layers: list[NeuronLayer], off: list[torch.Tensor], zero_bias: bool) -> int:
     """Mask the neurons flagged in `off` (a bool tensor per layer) for good: their weight part (and the filter of
-    the conv that feeds a BatchNorm), and their bias when `zero_bias`. Returns how many were switched off."""
+    the conv whose output only that BatchNorm reads), and their bias when `zero_bias`. Returns how many were
+    switched off."""
     for layer, flags in zip(layers, off):
         if not bool(flags.any()):
             continue
         keep = (~flags).to(layer.module.weight.dtype)
-        for module in (layer.module, layer.conv):
+        for module in (layer.module, layer.conv if layer.conv_feeds_only_it else None):
             if module is None:
                 continue
             names = ["weight"] + (["bias"] if zero_bias and getattr(module, "bias", None) is not None else [])

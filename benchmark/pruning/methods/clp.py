@@ -1,12 +1,20 @@
 """Channel Lipschitzness-based Pruning (Zheng et al., ECCV 2022), a data-free backdoor defence: per layer, switch off
 the channels whose upper bound of the Lipschitz constant (UCLC, below) exceeds mean + u * std.
 
-Neurons are BatchNorm channels (with the conv before each one), or, in a model without BatchNorm, the output
-channels of its convs and hidden Linear layers (benchmark/pruning/neurons.py). Switching one off zeroes its
-weights, its BatchNorm scale and its bias, as the reference code does; the masks stay through fine-tuning and
-count as sparsity. The reference pairs each BatchNorm with the conv registered just before it: a model with
-BatchNorm where that pairing fails (a conv without a BatchNorm after it, a BatchNorm without its conv) is rejected
-before compute (`model_check`).
+Neurons are BatchNorm channels, or, in a model without BatchNorm, the output channels of its convs and hidden
+Linear layers (benchmark/pruning/neurons.py). Switching one off zeroes its BatchNorm scale and shift, as the
+reference code does (and the filter of the conv whose output only that BatchNorm reads, which computes the same);
+the masks stay through fine-tuning and count as sparsity.
+
+Pairing, as the reference code (rkteddy/channel-Lipschitzness-based-pruning, BackdoorBench's defense/clp.py) does
+it: walking `named_modules()`, each BatchNorm2d takes the Conv2d registered last before it; a conv that no
+BatchNorm follows is not considered. A model where a BatchNorm has no conv before it, or another channel count
+than that conv's outputs (where the reference code fails), is rejected before compute (`model_check`). Caveat:
+in a pre-activation net (PreActResNet-18, the wide ResNets) a block's bn2 pairs with its conv1, as in a
+post-activation one, but its bn1 pairs with the previous block's conv2 (or its shortcut conv, registered after
+conv2; the first block's with the stem conv), and that BatchNorm normalises the residual sum, not that conv's output
+alone: the bound is the reference code's, not a Lipschitz bound of the channel. There only the BatchNorm's
+channels are switched off, as in the reference code: the conv's output also runs along the residual path.
 
 The amount (`selection`): `fixed` uses `u` (the paper's 3) and no data (`pruning/clean_images` = 0);
 `validation` (the defender's rule) the smallest u of `u_grid` whose accuracy on `val_images` held-out clean
@@ -14,10 +22,10 @@ training images is within `max_acc_drop` of the dense model's. CLP can collapse 
 it as a curve over u (experiment=backdoor_defences_clp). `pruning.sparsity` is not an input.
 
 The UCLC of a channel k of a conv followed by a BatchNorm is the largest singular value of its kernel reshaped to
-(input channels, kh * kw) times |gamma_k| / sqrt(running_var_k + eps); without BatchNorm, of the kernel alone (a
-hidden Linear unit: the norm of its weight row). Backdoor channels have an unusually large UCLC. ART has no CLP and
-torch-pruning ranks channels to shrink models, not by this bound: the few lines here are the method (torch.linalg
-for the singular values). torch is imported inside the functions: the config checks import this module.
+(input channels, kh * kw) times |gamma_k| / sqrt(running_var_k + eps) (the reference code leaves out the BatchNorm's
+eps); without BatchNorm, of the kernel alone (a hidden Linear unit: the norm of its weight row). Backdoor channels
+have an unusually large UCLC. ART has no CLP and torch-pruning ranks channels to shrink models, not by this bound:
+the few lines here are the method (torch.linalg for the singular values). torch is imported inside the functions: the config checks import this module.
 """
 from __future__ import annotations
 
@@ -67,15 +75,14 @@ def above_mean_plus_std(bounds, u: float):
     return bounds > bounds.mean() + u * bounds.std()
 
 
-def batchnorm_after_each_conv(model) -> str | None:
-    from benchmark.pruning.neurons import batchnorm_pairs, has_batchnorm
+def conv_before_each_batchnorm(model) -> str | None:
+    from benchmark.pruning.neurons import batchnorm_pairs
 
-    if not has_batchnorm(model):
-        return None
     _, unpaired = batchnorm_pairs(model)
     if unpaired:
-        return ("a model with a BatchNorm right after each conv, or none at all (CLP pairs them in registration "
-                f"order); these break the pairing: {', '.join(unpaired[:5])}")
+        return ("a model whose every BatchNorm has as many channels as the conv registered last before it, or no "
+                "BatchNorm at all (CLP pairs them in registration order); these break the pairing: "
+                f"{', '.join(unpaired[:5])}")
     return None
 
 
@@ -84,7 +91,7 @@ def clp_label(cfg) -> str:
     return f"+u{float(cfg.u):g}" if cfg.selection == "fixed" else ""
 
 
-@PRUNERS.register("clp", config=CLP, ignores_sparsity=True, needs_conv=True, model_check=batchnorm_after_each_conv,
+@PRUNERS.register("clp", config=CLP, ignores_sparsity=True, needs_conv=True, model_check=conv_before_each_batchnorm,
                   variant_label=clp_label)
 def clp(model, cfg, ctx):
     from benchmark.pruning.common import PruneOutcome
