@@ -333,14 +333,14 @@ def test_any_iterate_pgd_breaks_every_image_its_final_iterate_breaks_and_more(tr
     from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
 
     model = copy.deepcopy(trained_seed_cnn).eval()
-    x, y = to_numpy(digits.x_test[:150]), digits.y_test[:150].numpy()
+    x, y = to_numpy(digits.x_test), digits.y_test.numpy()
     with frozen_parameters(model):
         classifier = art_classifier(model, x.shape[1:], digits.num_classes, CPU)
         for restarts in (0, 2):
             pgd = AnyIteratePGD.like(_pgd(classifier, 0.1, 2.0, 10, restarts))
             final = classifier.predict(pgd.generate(x=x, y=y, seed=0)).argmax(1) != y
             assert np.all(pgd.fooled[final]), restarts
-            assert (pgd.fooled & ~final).sum() >= 3, restarts  # the rule matters on this model
+            assert (pgd.fooled & ~final).any(), restarts  # the rule matters on this model
 
 
 def test_random_starts_are_per_image_whatever_else_is_attacked(trained_seed_cnn, digits):

@@ -144,7 +144,7 @@ def test_a_cell_logs_calibration_corruption_and_interpretability(cfg_factory):
         assert key in m, key
     assert m["calib/nll"] == pytest.approx(m["clean/loss"], rel=1e-4)  # same cross-entropy, same test split
     assert 0 <= m["calib/ece"] <= 1 and 0 < m["interpret/saliency/spearman"] <= 1
-    assert m["time/security_s"] < 3.0
+    assert m["time/security_s"] < 1.5 * m["time/train_s"]  # cheap beside the 8 epochs of dense training
     client = mlflow.MlflowClient()
     assert [a.path for a in client.list_artifacts(result.run_id, "interpret")] == ["interpret/attributions.png"]
     steps = [h.step for h in client.get_metric_history(result.run_id, "corruption_curve/contrast")]
