@@ -5,7 +5,8 @@ acc(4B) at each eps, and the gap acc(B) - acc(4B), on the dense model and the sp
 Each case is one cell of the `paper` preset run as a grid runs it (`benchmark.cell.run_cell`: the preset's
 training, its PGD-20 x 4 starts at a step of 0.25 eps on all 1,000 test images, its convergence check at 2B and 4B
 random starts), with PGD alone (no FGSM, no AutoAttack: the check re-runs PGD only) and `eval=fast`, on the CPU,
-seed 0, in a scratch results directory (nothing cached or finished elsewhere is reused).
+seed 0, each in a scratch results directory of its own (nothing cached or finished elsewhere is reused), one case
+per process (`--jobs`, default 3: the cases side by side, one torch thread each).
 
 `python -m benchmark.tools.convergence` writes results/convergence.json (the `convergence` block of
 docs/threats.md, `make docs`).
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,28 +56,33 @@ def row(method: str, sparsity: float, metrics: dict[str, float]) -> dict:
             "achieved_sparsity": metrics["sparsity/achieved"], "eps": per_eps, "cell_s": metrics["time/cell_s"]}
 
 
+def measure(case: tuple[str, float]) -> dict:
+    """One case's row, computed from scratch as a grid computes its cell."""
+    from benchmark.cell import run_cell
+
+    method, sparsity = case
+    with tempfile.TemporaryDirectory(prefix="convergence-") as scratch:
+        result = run_cell(compose(Path(scratch), method, sparsity))
+    measured = row(method, sparsity, result.metrics)
+    print(f"{method} {sparsity:g}: gap " + ", ".join(f"eps {e}: {v['gap'] * 100:.1f} points"
+                                                for e, v in measured["eps"].items())
+          + f" ({measured['cell_s']:.0f} s)", flush=True)
+    return measured
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "results" / "convergence.json"))
+    parser.add_argument("--jobs", type=int, default=len(CASES), help="cases measured side by side")
     args = parser.parse_args(argv)
-    from benchmark.cell import run_cell
-
-    started, rows = time.perf_counter(), []
-    with tempfile.TemporaryDirectory(prefix="convergence-") as scratch:
-        for method, sparsity in CASES:
-            result = run_cell(compose(Path(scratch), method, sparsity))
-            if result.status != "finished":
-                print(f"{method} {sparsity}: {result.status} {result.error or ''}")
-                return 1
-            rows.append(row(method, sparsity, result.metrics))
-            print(f"{method} {sparsity:g}: gap " + ", ".join(f"eps {e}: {v['gap'] * 100:.1f} points"
-                                                        for e, v in rows[-1]["eps"].items())
-                  + f" ({rows[-1]['cell_s']:.0f} s)", flush=True)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        rows = list(pool.map(measure, CASES))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"multipliers": list(MULTIPLIERS), "overrides": list(OVERRIDES), "rows": rows,
                                "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
-                               "total_s": time.perf_counter() - started}, indent=1) + "\n")
+                               "jobs": args.jobs, "total_s": time.perf_counter() - started}, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
 

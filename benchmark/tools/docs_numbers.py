@@ -205,7 +205,9 @@ def render_convergence(path: Path) -> str:
             cells += [" / ".join(f"{measured['acc'][k]:.3f}" for k in measured["acc"]), f"{measured['gap'] * 100:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     minutes = result["total_s"] / 60
-    return "\n".join(lines) + f"\n\nMeasured on {result['machine']} in {minutes:.0f} min (the three cells together).\n"
+    side = f"{result['jobs']} cells side by side" if result.get("jobs", 1) > 1 else "one cell after the other"
+    return "\n".join(lines) + (f"\n\nMeasured on {result['machine']} in {minutes:.0f} min ({side}, one CPU thread "
+                               "each).\n")
 
 
 MAKE_BENCHMARK_GRIDS = ("default", "default_poisoning")  # the presets `make benchmark` runs by default
