@@ -20,7 +20,7 @@ from benchmark.artifacts import PREDICTIONS_ARTIFACT
 from benchmark.cache import ModelCache
 from benchmark.data import image_ids, load_dataset, seeded_indices
 from benchmark.properties import security_properties
-from benchmark.pruning import run_label
+from benchmark.pruning import amount_key, run_label
 from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
 from benchmark.tracking_store import redact, tracking_uri_of
 from benchmark.training import (accuracy_and_loss, device_report, logits_accuracy_and_loss, predict,
@@ -43,7 +43,8 @@ class CellResult:
 def run_name(cfg: DictConfig) -> str:
     """Reads like the cell: `seed_cnn|magnitude_global|s=0.9|pgd|seed=0`, the method followed by its
     non-default variants (`+layerwise`, `+iterative3`, `+reinit`, `+advft`) and the model by its adversarial training
-    (`seed_cnn+pgd_at`), so the UI's run list tells them apart."""
+    (`seed_cnn+pgd_at`), so the UI's run list tells them apart; a method whose amount is not a sparsity names its
+    own key (`seed_cnn|threshold|rate=0.5|...`)."""
     pruning = cfg.pruning
     method = pruning.method + run_label(pruning)
     if cfg.finetune.adversarial:
@@ -52,7 +53,9 @@ def run_name(cfg: DictConfig) -> str:
         or cfg.model.name
     if cfg.train.adversarial != "none":  # the dense model's training: pgd-at or trades
         model += "+" + {"pgd": "pgd_at", "trades": "trades"}[cfg.train.adversarial]
-    return f"{model}|{method}|s={pruning.sparsity:g}|{cfg.threat.name}|seed={cfg.seed}"
+    key = amount_key(pruning)
+    amount = f"s={pruning.sparsity:g}" if key is None else f"{key}={pruning[key]:g}"
+    return f"{model}|{method}|{amount}|{cfg.threat.name}|seed={cfg.seed}"
 
 
 def _class_name(import_path: str | None) -> str | None:

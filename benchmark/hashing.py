@@ -21,7 +21,7 @@ from attacks.poisoning_attacks import POISONING_ATTACKS
 from benchmark import plugins
 from benchmark.datasets import DATASETS
 from benchmark.inputs import builtin_content_sha256, data_identity, split_sizes
-from benchmark.pruning import PRUNERS, ignores_sparsity
+from benchmark.pruning import PRUNERS, amount_key, ignores_sparsity
 from benchmark.version import code_identity
 from models import MODELS
 from models.checkpoint import model_identity
@@ -45,6 +45,12 @@ def canonicalize(cfg: DictConfig) -> list[str]:
         notes.append(f"pruning={cfg.pruning.method}: sparsity {cfg.pruning.sparsity} normalised to 0 (it ignores "
                      "sparsity)")
         cfg.pruning.sparsity = 0.0
+    if (key := amount_key(cfg.pruning)) is not None:
+        cfg.pruning[key] = cfg.pruning[key]  # its value from here on, not the `${.sparsity}` it may follow
+        if cfg.pruning.sparsity != 0:
+            notes.append(f"pruning={cfg.pruning.method}: sparsity {cfg.pruning.sparsity} normalised to 0 (its "
+                         f"{key}, {cfg.pruning[key]}, sets the amount)")
+            cfg.pruning.sparsity = 0.0
     rate = cfg.threat.get("poison_rate")
     if isinstance(rate, float) and rate.is_integer():  # `r=0` and `r=0.0` in the threat's name: one setting
         cfg.threat.poison_rate = int(rate)

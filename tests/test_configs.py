@@ -165,3 +165,22 @@ def test_the_apb_presets_sweep_the_adversarial_pruning_benchmarks_sparsities_per
     dry_run = subprocess.run(["make", "-n", "-o", ".venv/.installed", "benchmark", "EXPERIMENT=apb"], cwd=ROOT,
                              capture_output=True, text=True, timeout=60).stdout
     assert "experiment=apb\n" in dry_run and "experiment=apb_structured\n" in dry_run
+
+
+def test_the_hydra_at_preset_compares_learned_scores_with_lwm_from_a_trades_model():
+    """experiment=hydra_at: every cell is HYDRA under the reference code's TRADES loss on a TRADES-trained dense
+    model with the adversarial fine-tune, at the paper's sparsities, with and without score epochs (0: the LWM
+    baseline); every job passes the grid's pre-check."""
+    from benchmark.grid import check_jobs
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        config = compose("config", overrides=["experiment=hydra_at"], return_hydra_config=True)
+        errors, jobs = check_jobs(config)
+    assert not errors, errors
+    assert {(job.cfg.pruning.score_epochs, job.cfg.pruning.sparsity) for job in jobs} == {
+        (epochs, s) for epochs in (0, 3) for s in (0.9, 0.95, 0.99)}
+    for job in jobs:
+        cfg = job.cfg
+        assert (cfg.pruning.method, cfg.pruning.loss, cfg.pruning.scope) == ("hydra", "trades", "layerwise")
+        assert cfg.train.adversarial == "trades" and cfg.finetune.adversarial and cfg.experiment_name == "hydra_at"
+    assert len({job.cell_hash for job in jobs}) == 6

@@ -141,6 +141,47 @@ def test_defences_block_from_the_known_answers(repo):
     assert "10 signed-gradient steps of eps = 0.4" in text and "| seed_cnn_bn | mnist5k | 0 | 0.574 | 0.000 | 0.498 | 0.010 |" in text
 
 
+def test_convergence_block_from_the_convergence_tool(repo):
+    from benchmark.tools.convergence import row
+
+    def metrics(acc_b, acc_2b, acc_4b, clean):
+        out = {"clean/acc": clean, "sparsity/achieved": 0.99, "time/cell_s": 100.0}
+        for eps, shift in (("0.1", 0.0), ("0.2", -0.5)):
+            b, b2, b4 = acc_b + shift, acc_2b + shift, acc_4b + shift
+            out.update({f"robust/pgd_linf/eps_{eps}": b, f"robust/pgd_linf_x2/eps_{eps}": b2,
+                        f"robust/pgd_linf_x4/eps_{eps}": b4, f"robust/convergence_gap/eps_{eps}": b - b4})
+        return out
+
+    rows = [row("none", 0.0, metrics(0.687, 0.687, 0.685, 0.96)), row("l1_filter", 0.99, metrics(0.6, 0.59, 0.58, 0.83))]
+    (repo / "results" / "convergence.json").write_text(json.dumps(
+        {"multipliers": [2, 4], "rows": rows, "machine": "x86_64 test", "total_s": 600.0}))
+    (repo / "docs" / "threats.md").write_text("<!-- generated:convergence -->\n<!-- /generated:convergence -->\n")
+    assert run(repo) == 0
+    text = (repo / "docs" / "threats.md").read_text()
+    assert "| model | clean acc. | eps 0.1: acc(B) / acc(2B) / acc(4B) | gap | eps 0.2: acc(B) / acc(2B) / acc(4B) | gap |" in text
+    assert "| dense (`none`) | 0.960 | 0.687 / 0.687 / 0.685 | 0.2 | 0.187 / 0.187 / 0.185 | 0.2 |" in text
+    assert "| `l1_filter` 0.99 | 0.830 | 0.600 / 0.590 / 0.580 | 2.0 | 0.100 / 0.090 / 0.080 | 2.0 |" in text
+    assert "in 10 min" in text and "(`python -m benchmark.tools.convergence`)" in text
+
+
+def test_the_convergence_tool_measures_the_paper_presets_own_pgd_and_check(tmp_path):
+    """Each case is the `paper` preset's cell with its PGD alone: the same PGD entry, images and convergence check,
+    so the block's numbers are the preset's budget (a change to the preset's PGD fails here until the tool follows)."""
+    from hydra import compose, initialize_config_dir
+
+    from benchmark.tools.convergence import CASES, EPS, MULTIPLIERS, ROOT, compose as compose_case
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        paper = compose(config_name="config", overrides=["experiment=paper"])
+    preset_pgd = next(a for a in paper.threat.attacks if a.name == "pgd_linf")
+    for method, sparsity in CASES:
+        cfg = compose_case(tmp_path, method, sparsity)
+        assert list(cfg.threat.attacks) == [preset_pgd] and cfg.threat.subset == paper.threat.subset
+        assert tuple(cfg.threat.convergence.multipliers) == MULTIPLIERS and cfg.threat.convergence == paper.threat.convergence
+        assert tuple(cfg.dataset.eps) == EPS and cfg.train == paper.train and cfg.finetune == paper.finetune
+        assert (cfg.pruning.method, cfg.pruning.sparsity, cfg.seed) == (method, sparsity, 0)
+
+
 def test_grid_sizes_are_counted_from_the_presets_not_typed():
     """Jobs: the product of the preset's swept values; cells: less the repeats of a method that ignores sparsity
     (it computes one cell per model whatever the swept sparsity)."""

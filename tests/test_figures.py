@@ -82,6 +82,44 @@ def test_cells_differing_in_more_than_the_seed_are_separate_variants_never_avera
     assert summary.loc[summary["variant"] == "pruning.scope=layerwise", "clean/acc"].item() == pytest.approx(0.5)
 
 
+def test_thresholds_rate_is_its_own_column_never_a_target_sparsity_and_never_splits_its_line():
+    """threshold's amount is a rate, not a sparsity: its points have an empty target and a `rate`; rates set with
+    the sparsity normalised to 0 (or, in older runs, equal to it) are points of one line, never variants; the
+    x-axis is the achieved sparsity, and a profile labels each line `rate=`."""
+    def run(i, method, sparsity, rate, achieved, seed=0):
+        return {"tags.cell_hash": f"h{i}", "start_time": i, "run_id": f"r{i}", "params.model.name": "seed_cnn",
+                "params.dataset.name": "digits", "params.threat.name": "pgd", "params.pruning.method": method,
+                "params.pruning.sparsity": sparsity, "params.pruning.rate": rate, "params.seed": str(seed),
+                "metrics.sparsity/achieved": achieved, "metrics.clean/acc": 0.9 - achieved / 2,
+                "metrics.robust/worst/eps_0.1": 0.5, "metrics.robust/worst/eps_0.2": 0.2}
+
+    frame = figures.tidy(pd.DataFrame([
+        run(0, "magnitude_global", "0.5", None, 0.5), run(1, "threshold", "0", "0.3", 0.2),
+        run(2, "threshold", "0", "0.7", 0.6), run(3, "threshold", "0", "0.7", 0.62, seed=1),
+        run(4, "threshold", "0.9", "0.9", 0.8)]))  # a run whose sparsity followed its rate
+    assert (frame["variant"] == "").all()
+    summary = figures.summary_table(frame).set_index("method")
+    threshold = summary.loc["threshold"]
+    assert threshold["target"].isna().all() and list(threshold["rate"]) == [0.3, 0.7, 0.9]
+    assert list(threshold["n_seeds"]) == [1, 2, 1]
+    assert list(threshold["sparsity/achieved"]) == pytest.approx([0.2, 0.61, 0.8])
+    assert summary.loc["magnitude_global", "target"] == 0.5 and np.isnan(summary.loc["magnitude_global", "rate"])
+    markdown = figures.to_markdown(figures.summary_table(frame))
+    header = [c.strip() for c in markdown.splitlines()[0].strip("|").split("|")]
+    row = [c.strip() for c in next(r for r in markdown.splitlines() if "| threshold |" in r).strip("|").split("|")]
+    assert row[header.index("target")] == "" and row[header.index("rate")] == "0.300"
+    spec = next(s for s in figures.FIGURES if s.name == "clean_vs_sparsity")
+    fig = figures.plot_spec(frame, spec, ("seed_cnn", "digits", "pgd"))
+    line = next(c for c in fig.axes[0].containers if c.get_label() == "threshold")
+    assert list(line.lines[0].get_xdata()) == pytest.approx([0.2, 0.61, 0.8])  # one line, at achieved sparsity
+    plt.close(fig)
+    profile = next(s for s in figures.PROFILES if s.name == "worst_robust_vs_eps")
+    fig = figures.plot_profile(figures.profile_points(frame, profile), profile, ("seed_cnn", "digits", "pgd"))
+    labels = {t.get_label() for ax in fig.axes for t in ax.containers}
+    assert {"rate=0.3", "rate=0.7", "rate=0.9", "s=0.5"} <= labels and "s=0" not in labels
+    plt.close(fig)
+
+
 def test_one_config_and_seed_on_another_device_or_library_is_not_another_seed(caplog):
     """Device type and library versions are in the cell hash, not the params: two such runs of one seed are the
     same seed, and the point's interval counts seeds, not rows."""

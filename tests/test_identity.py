@@ -165,3 +165,15 @@ def test_fine_pruning_with_a_channel_fraction_is_one_cell_per_fraction(cfg_facto
     assert cell("pruning.channel_fraction=0.5", "pruning.sparsity=0.5") == \
         cell("pruning.channel_fraction=0.5", "pruning.sparsity=0.9")
     assert cell("pruning.sparsity=0.5") != cell("pruning.sparsity=0.9")
+
+
+def test_threshold_is_one_cell_per_rate_named_by_its_rate_never_by_a_sparsity(cfg_factory):
+    """threshold's amount is its rate: a swept sparsity sets the rate (`rate: ${.sparsity}`), then the sparsity is
+    normalised to 0, so one rate is one cell however it was set, and the run name says `rate=`, not `s=`."""
+    swept, explicit = cfg_factory("pruning=threshold", "pruning.sparsity=0.7"), cfg_factory(
+        "pruning=threshold", "pruning.rate=0.7", "pruning.sparsity=0.2")
+    (swept_hash, swept_name), (explicit_hash, explicit_name) = prepare(swept), prepare(explicit)
+    assert swept_hash == explicit_hash and swept_name == explicit_name
+    assert "|threshold|rate=0.7|" in swept_name and "s=" not in swept_name
+    assert (swept.pruning.rate, swept.pruning.sparsity) == (0.7, 0)
+    assert prepare(cfg_factory("pruning=threshold", "pruning.sparsity=0.5"))[0] != swept_hash

@@ -330,6 +330,7 @@ def test_cost_metrics_show_real_speedup_only_for_structured(trained_seed_cnn, cf
     (("pruning=hydra", "pruning.adv_eps=2"), "pruning.adv_eps"),
     (("pruning=hydra", "pruning.score_epochs=-1"), "pruning.score_epochs"),
     (("pruning=hydra", "pruning.scope=per_layer"), "pruning.scope"),
+    (("pruning=hydra", "pruning.loss=kl"), "pruning.loss"),
     # the defences' selection rules use clean data only, never the test set's ASR
     (("pruning=clp", "pruning.selection=best_asr"), "pruning.selection"),
     (("pruning=clp", "pruning.u_grid=[]"), "pruning.u_grid"),
@@ -411,6 +412,34 @@ def test_hydra_learns_its_scores_on_the_pruning_stage_training_set(trained_seed_
         model = prune(copy.deepcopy(trained_seed_cnn), cfg.pruning, ctx).model
         masks.append(torch.cat([m.weight_mask.flatten() for _, m in prunable_layers(model)]))
     assert not torch.equal(*masks)
+
+
+def test_hydra_loss_trades_scores_under_the_trades_objective(trained_seed_cnn, cfg_factory, digits, monkeypatch):
+    """`pruning.loss=trades` optimises the scores under the suite's TRADES loss (the dense `train.adversarial=trades`
+    objective) at the reference code's settings (beta 6, step 2.5 eps / steps), on every mini-batch; `ce` never
+    builds it. The loss is part of the pruned model's key and of the run name."""
+    from benchmark.cell import run_name
+    from benchmark.pruning import loops
+
+    built, scored = [], []
+    real = loops.trades_loss
+
+    def recording(eps, steps, step, beta):
+        built.append((eps, steps, step, beta))
+        loss = real(eps, steps, step, beta)
+        return lambda model, x, y: scored.append(len(y)) or loss(model, x, y)
+
+    monkeypatch.setattr(loops, "trades_loss", recording)
+    trades = _cfg(cfg_factory, "hydra", 0.5, "pruning.loss=trades")
+    _prune(trained_seed_cnn, trades, digits)
+    assert built == [pytest.approx((0.1, 1, 0.25, 6.0))]
+    assert sum(scored) == len(digits.y_train)  # one epoch: every training image, through the TRADES loss
+    built.clear()
+    ce = _cfg(cfg_factory, "hydra", 0.5)
+    _prune(trained_seed_cnn, ce, digits)
+    assert built == []
+    assert hashing.pruned_key("dense", ce) != hashing.pruned_key("dense", trades)
+    assert "|hydra+trades|" in run_name(trades) and "|hydra|" in run_name(ce)
 
 
 def test_hydra_is_at_least_as_robust_as_magnitude_with_adversarial_finetuning(trained_seed_cnn, cfg_factory, digits,

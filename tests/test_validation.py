@@ -46,6 +46,8 @@ BAD = [
     (["pruning.sparsity=-0.1"], ["pruning.sparsity=-0.1", "0.0 <= sparsity < 1.0"]),
     (["pruning.sparsity=half"], ["pruning.sparsity='half' is not a number", "0.0 <= sparsity < 1.0"]),
     (["pruning=threshold", "pruning.rate=1.2"], ["pruning.rate=1.2", "0.0 <= rate <= 1.0"]),
+    (["pruning=hydra", "pruning.loss=mse"], ["pruning.loss='mse' is unknown", "allowed: 'ce' or 'trades'"]),
+    (["pruning=hydra", "pruning.trades_beta=-1"], ["pruning.trades_beta=-1", "0.0 <= trades_beta <= 1000.0"]),
     (["dataset.eps=[0.1,-0.05]"], ["dataset.eps[1]=-0.05", "0.0 <= eps[1] <= 1.0"]),
     (["train.epochs=-1"], ["train.epochs=-1", "1 <= epochs <= 10000"]),
     (["finetune.epochs=-2"], ["finetune.epochs=-2", "0 <= epochs"]),
@@ -257,6 +259,7 @@ CLI_BAD = [
     (lambda d: [f"tracking_uri=file://{d}/mlruns"], "tracking_uri='file://"),
     (lambda d: [f"model.checkpoint={d}/missing.pt"], "model.checkpoint='"),
     (["model=torchvision", "model.arch=nonet"], "model.arch='nonet' is not a torchvision classification model"),
+    (["pruning=hydra", "pruning.loss=kl"], "pruning.loss='kl' is unknown; allowed: 'ce' or 'trades'"),
 ]
 
 

@@ -9,7 +9,7 @@ tabulate, declared: add a figure or a column there), `plot` (matplotlib), `table
 (`python -m benchmark.figures`). This package re-exports what callers use.
 """
 from benchmark.figures.cli import main, regenerate
-from benchmark.figures.frame import (CHANCE, COLLAPSED, DATASET, EFFECTIVE, METHOD, MODEL, POINT, RUN_ID, SEED,
+from benchmark.figures.frame import (CHANCE, COLLAPSED, DATASET, EFFECTIVE, METHOD, MODEL, POINT, RATE, RUN_ID, SEED,
                                      SETTING, TARGET, THREAT, VARIANT, X_SPARSITY, aggregate, binomial_interval,
                                      ci_halfwidth, ineffective_share, load_runs, matching, pareto_front,
                                      pooled_binomial_interval, settings, subset_size_metric, tidy, variants)
@@ -22,7 +22,7 @@ from benchmark.figures.tables import (convergence_table, pareto_table, summary_t
                                       write_table, write_tables)
 
 __all__ = ["CHANCE", "COLLAPSED", "DATASET", "EFFECTIVE", "FIGURES", "METHOD", "MODEL", "POINT", "PROFILES", "RUN_ID",
-           "CLASS_IMPACT_CAPTION", "PIE_CAPTION", "SEED", "SETTING", "SUMMARY_COLUMNS", "TARGET", "THREAT", "VARIANT", "X_SPARSITY",
+           "CLASS_IMPACT_CAPTION", "PIE_CAPTION", "RATE", "SEED", "SETTING", "SUMMARY_COLUMNS", "TARGET", "THREAT", "VARIANT", "X_SPARSITY",
            "aggregate", "binomial_interval", "ci_halfwidth", "class_impact_table", "Column", "convergence_table",
            "forgetting_tables",
            "FigureSpec",

@@ -17,12 +17,16 @@ log = logging.getLogger("benchmark")
 
 # Columns of the tidy frame (short names for the MLflow columns a figure groups by).
 MODEL, DATASET, THREAT, METHOD, TARGET, SEED = "model", "dataset", "threat", "method", "target", "seed"
+# `target` is the requested sparsity; a method whose amount is its own key (threshold's rate, benchmark.pruning's
+# `amount_key`) has none: its amount is in a column of its own and its target is empty.
+RATE = "rate"
 RUN_ID = "run_id"  # to read a run's logged curves (metric history)
 VARIANT = "variant"  # other config keys on which cells of one point differ, e.g. "pruning.scope=layerwise"
 PARAMS = {MODEL: "params.model.name", DATASET: "params.dataset.name", THREAT: "params.threat.name",
-          METHOD: "params.pruning.method", TARGET: "params.pruning.sparsity", SEED: "params.seed"}
+          METHOD: "params.pruning.method", TARGET: "params.pruning.sparsity", RATE: "params.pruning.rate",
+          SEED: "params.seed"}
 SETTING = [MODEL, DATASET, THREAT]  # one figure file per setting
-POINT = [*SETTING, METHOD, VARIANT, TARGET]  # one plotted point (mean over seeds) per group
+POINT = [*SETTING, METHOD, VARIANT, TARGET, RATE]  # one plotted point (mean over seeds) per group
 # Params that never make two cells different experiments: the run-only keys the cell hash leaves out.
 NOT_VARIANT = {*(f"params.{k}" for k in RUN_ONLY_KEYS), *(f"params.dataset.{k}" for k in DATASET_RUN_ONLY_KEYS),
                *PARAMS.values()}
@@ -66,7 +70,8 @@ def tidy(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.sort_values("start_time").drop_duplicates("tags.cell_hash", keep="last")
     frame = pd.DataFrame({short: runs[col] for short, col in PARAMS.items() if col in runs})
     frame[RUN_ID] = runs["run_id"] if "run_id" in runs else ""
-    frame[TARGET] = frame[TARGET].astype(float)
+    frame[RATE] = frame[RATE].astype(float) if RATE in frame else np.nan
+    frame[TARGET] = frame[TARGET].astype(float).where(frame[RATE].isna())  # a rate is not a target sparsity
     frame[SEED] = frame[SEED].astype(int)
     frame.insert(list(PARAMS).index(METHOD) + 1, VARIANT, variants(runs, frame))
     metrics = runs[[c for c in runs.columns if c.startswith("metrics.")]]
@@ -82,12 +87,12 @@ def variants(runs: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
     """Per run, "key=value, ..." over the params on which cells of one point (setting, method, target sparsity)
     differ: cells that differ in anything but the seed (e.g. pruning.scope, finetune.adversarial, train.epochs) are
     separate lines and rows, never averaged as if they were seeds. Keys are collected per (setting, method), so a
-    line keeps one label across sparsities; params that only follow the target (threshold's rate) are not
-    variants. Empty when every point has one configuration."""
+    line keeps one label across sparsities; a point's amount (target sparsity, or threshold's rate) is not a
+    variant. Empty when every point has one configuration."""
     params = [c for c in runs.columns if c.startswith("params.") and c not in NOT_VARIANT]
     labels = pd.Series("", index=runs.index)
     for _, group in runs.groupby([frame[k] for k in (*SETTING, METHOD)], sort=False, dropna=False):
-        points = group.groupby(frame.loc[group.index, TARGET], dropna=False)
+        points = group.groupby([frame.loc[group.index, k] for k in (TARGET, RATE)], dropna=False)
         varying = [c for c in params if (points[c].agg(lambda v: v.astype(str).nunique()) > 1).any()]
         for index, row in group[varying].astype(str).iterrows():
             labels[index] = ", ".join(f"{c[len('params.'):]}={v}" for c, v in row.items())

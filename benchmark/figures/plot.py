@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmark.figures.frame import (CHANCE, COLLAPSED, DENSE, EFFECTIVE, INEFFECTIVE_NOTE, METHOD, POINT,  # noqa: E402
-                                     RUN_ID, SEED, SETTING, TARGET, VARIANT, X_SPARSITY, aggregate, ci_halfwidth,
+                                     RATE, RUN_ID, SEED, SETTING, TARGET, VARIANT, X_SPARSITY, aggregate, ci_halfwidth,
                                      ineffective_share, matching, natural_key, pareto_front, settings)
 from benchmark.figures.pie import MIN_SEEDS, PIE_NULL, PIE_SHARE  # noqa: E402
 from benchmark.figures.specs import FIGURES, PROFILES, FigureSpec, ProfileSpec  # noqa: E402
@@ -212,6 +212,18 @@ def profile_points(frame: pd.DataFrame, spec: ProfileSpec, tracking_uri: str | N
     return pd.DataFrame(rows, columns=[*keys_marks, "x", "value"])
 
 
+def _amount(key) -> tuple[int, float]:
+    """A point's amount from its (target, rate): (0, target sparsity) or (1, rate), sortable and hashable."""
+    target, rate = key
+    return (0, float(target)) if pd.isna(rate) else (1, float(rate))
+
+
+def _amount_label(key) -> str:
+    """`s=0.9` for a target sparsity, `rate=0.5` for threshold's rate (never shown as a sparsity)."""
+    kind, value = _amount(key)
+    return f"rate={value:g}" if kind else f"s={value:g}"
+
+
 def plot_profile(points: pd.DataFrame, spec: ProfileSpec, setting: tuple, chance: float | None = None):
     """The profile figure of one (model, dataset, threat); None without data. A model that collapsed to chance is
     no result: its points are hollow markers of their own, never joined by a line or averaged with other seeds;
@@ -221,27 +233,30 @@ def plot_profile(points: pd.DataFrame, spec: ProfileSpec, setting: tuple, chance
         return None
     is_collapsed = sub["collapsed"] == 1
     collapsed_points = sub[is_collapsed]
-    stats_ = sub[~is_collapsed].groupby([METHOD, VARIANT, TARGET, "x"]).agg(
+    amount = [TARGET, RATE]  # a line per amount: target sparsity, or threshold's rate
+    stats_ = sub[~is_collapsed].groupby([METHOD, VARIANT, *amount, "x"], dropna=False).agg(
         mean=("value", "mean"), ci=("value", ci_halfwidth), n=(SEED, "nunique")).reset_index()
     ineffective = ineffective_share(sub.rename(columns={"effective": EFFECTIVE})) if spec.threat_metric else 0.0
     dense = stats_[stats_[METHOD] == DENSE]
     panels = sorted(sub[sub[METHOD] != DENSE][[METHOD, VARIANT]].drop_duplicates()
                     .itertuples(index=False, name=None)) or [(DENSE, "")]
     fig, axes = _panel_grid(len(panels), share_y=spec.ylim is not None)
-    targets = sorted(sub[TARGET].unique())  # evenly spaced colours by rank: 0.9/0.95/0.99 stay apart
-    color = {t: _greyed(plt.cm.viridis(0.9 * i / max(len(targets) - 1, 1)), ineffective == 1.0)
-             for i, t in enumerate(targets)}
+    # evenly spaced colours by rank (0.9/0.95/0.99 stay apart); rates after the target sparsities
+    amounts = sorted({_amount(row) for row in sub[amount].itertuples(index=False)}, key=lambda a: (a[0], a[1]))
+    color = {a: _greyed(plt.cm.viridis(0.9 * i / max(len(amounts) - 1, 1)), ineffective == 1.0)
+             for i, a in enumerate(amounts)}
     for ax, (method, variant) in zip(axes.flat, panels):
         panel = stats_[(stats_[METHOD] == method) & (stats_[VARIANT] == variant)]
-        for target, line in panel.groupby(TARGET):
-            ax.errorbar(line["x"], line["mean"], yerr=line["ci"], color=color[target], marker="o", markersize=3,
-                        capsize=2, linestyle="-", label=f"s={target:g}")
+        for key, line in panel.groupby(amount, dropna=False):
+            ax.errorbar(line["x"], line["mean"], yerr=line["ci"], color=color[_amount(key)], marker="o",
+                        markersize=3, capsize=2, linestyle="-", label=_amount_label(key))
         lost = collapsed_points[(collapsed_points[METHOD] == method) & (collapsed_points[VARIANT] == variant)]
-        for target, cells in lost.groupby(TARGET):
+        for key, cells in lost.groupby(amount, dropna=False):
             ax.plot(cells["x"], cells["value"], linestyle="none", marker="o", markersize=5,
-                    markerfacecolor="white", markeredgecolor=color[target], label=f"s={target:g} (collapsed)")
+                    markerfacecolor="white", markeredgecolor=color[_amount(key)],
+                    label=f"{_amount_label(key)} (collapsed)")
         if method != DENSE:
-            for _, line in dense.groupby([VARIANT, TARGET]):
+            for _, line in dense.groupby([VARIANT, *amount], dropna=False):
                 ax.plot(line["x"], line["mean"], color="black", linestyle="--", linewidth=1, label="dense (none)")
         if spec.accuracy and chance is not None:
             ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance")

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.figures.frame import (FLOAT_FORMAT, METHOD, POINT, SETTING, VARIANT, X_SPARSITY, aggregate, matching,
-                                     pareto_front, settings)
+from benchmark.figures.frame import (FLOAT_FORMAT, METHOD, POINT, RATE, SETTING, VARIANT, X_SPARSITY, aggregate,
+                                     matching, pareto_front, settings)
 from benchmark.figures.specs import SUMMARY_COLUMNS, Column
 
 def summary_table(frame: pd.DataFrame, columns: list[Column] | None = None,
                   include_collapsed: bool = False) -> pd.DataFrame:
-    """One row per (setting, method, target sparsity): mean (and 95% CI half-width) over seeds, sorted. Points
+    """One row per (setting, method, target sparsity or rate): mean (and 95% CI half-width) over seeds, sorted. Points
     where a seed's model collapsed to chance are left out unless `include_collapsed` (then `n_collapsed` says
     how many seeds did)."""
     chosen = [(m, c) for c in (SUMMARY_COLUMNS if columns is None else columns)
@@ -72,9 +72,12 @@ def write_tables(frame: pd.DataFrame, out: Path, include_collapsed: bool = False
 
 
 def write_table(table: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:
-    """`<out>/<name>.{csv,md,tex}`; nothing for an empty table."""
+    """`<out>/<name>.{csv,md,tex}`; nothing for an empty table. The `rate` column only where a point has one
+    (threshold's)."""
     if table.empty:
         return []
+    if RATE in table and table[RATE].isna().all():
+        table = table.drop(columns=RATE)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / f"{name}.csv", out / f"{name}.md", out / f"{name}.tex"]
     table.to_csv(written[0], index=False, float_format=FLOAT_FORMAT, lineterminator="\n")

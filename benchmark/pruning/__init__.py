@@ -32,6 +32,12 @@ def run_label(cfg) -> str:
     return PRUNERS[cfg.method].variant_label(cfg) + ("+reinit" if cfg.get("reinit") else "")
 
 
+def amount_key(cfg) -> str | None:
+    """The key of the pruning config `cfg` that sets how much is pruned when it is not `sparsity` (threshold's
+    `rate`), or None."""
+    return PRUNERS[cfg.method].amount_key
+
+
 def ignores_sparsity(cfg) -> bool:
     """Whether the pruning config `cfg` computes the same model whatever its `sparsity`."""
     ignores = PRUNERS[cfg.method].ignores_sparsity
@@ -44,6 +50,9 @@ PRUNERS = Registry("pruning.method", "benchmark.pruning.methods", metadata={
     "needs_batchnorm": False,  # ranks BatchNorm scales
     # `sparsity` does not change what it computes (normalised to 0 before hashing): a bool, or pruning cfg -> bool
     "ignores_sparsity": False,
+    # the key that sets how much is pruned instead of `sparsity` (threshold's `rate`): it keeps its value, sparsity
+    # is normalised to 0 before hashing, and the run name, tables and figures show this key, never a sparsity
+    "amount_key": None,
     "variant_label": variant_label,  # pruning cfg -> run-name suffix
     "model_check": None,  # model -> None, or what the method needs that the model lacks (checked before compute)
 }, plugins="prunesec.pruning")
@@ -72,4 +81,4 @@ def prune(model, cfg, ctx):
     return outcome
 
 
-__all__ = ["PRUNERS", "PruningConfig", "prune", "run_label", "variant_label"]
+__all__ = ["PRUNERS", "PruningConfig", "amount_key", "prune", "run_label", "variant_label"]

@@ -8,9 +8,10 @@ command that fills it. A block whose file is missing, an unknown NAME or an uncl
 nothing written.
 
 Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with), `results/perf.json`
-(`make perf`), `results/perf_engines.json` (`make test-scale`) and `results/defences_known_answers.json`
-(`python -m benchmark.tools.defence_known_answers`); the grid sizes are counted from `conf/experiment/` itself,
-the reproduction targets listed from `benchmark/reproduce_presets/*.yaml` with the status of each `results/reproduce/<target>.json`
+(`make perf`), `results/perf_engines.json` (`make test-scale`), `results/defences_known_answers.json`
+(`python -m benchmark.tools.defence_known_answers`) and `results/convergence.json` (`python -m
+benchmark.tools.convergence`); the grid sizes are counted from `conf/experiment/` itself, the reproduction targets
+listed from `benchmark/reproduce_presets/*.yaml` with the status of each `results/reproduce/<target>.json`
 (`make reproduce`) where one exists.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ SUMMARY = "tables/summary.csv"
 PERF = "perf.json"
 ENGINES = "perf_engines.json"
 DEFENCES = "defences_known_answers.json"
+CONVERGENCE = "convergence.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells
 THREAT_SUCCESS = ("backdoor/asr", "backdoor/target_rate_clean", "poison/targeted_success",  # the poisoning slice:
                   "poison/targeted_success_ref", "poison/acc_drop")  # each success beside its baseline
@@ -184,6 +186,32 @@ def render_defences(path: Path) -> str:
     return text
 
 
+def render_convergence(path: Path) -> str:
+    """The `paper` budget's PGD convergence (benchmark.tools.convergence): per case, its clean accuracy, and per eps
+    the robust accuracy at B and at each multiple of B, and the gap acc(B) - acc(largest multiple x B) in points."""
+    result = json.loads(path.read_text())
+    rows = result.get("rows", [])
+    if not rows:
+        return f"`{CONVERGENCE}` holds no measurement: run `python -m benchmark.tools.convergence`.\n"
+    budgets = ["B", *(f"{m}B" for m in result["multipliers"])]
+    eps_values = list(rows[0]["eps"])
+    header = ["model", "clean acc."]
+    for eps in eps_values:
+        header += [f"eps {eps}: " + " / ".join(f"acc({b})" for b in budgets), "gap"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        name = "dense (`none`)" if row["method"] == "none" else f"`{row['method']}` {row['sparsity']:g}"
+        cells = [name, f"{row['clean_acc']:.3f}"]
+        for eps in eps_values:
+            measured = row["eps"][eps]
+            cells += [" / ".join(f"{measured['acc'][k]:.3f}" for k in measured["acc"]), f"{measured['gap'] * 100:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    minutes = result["total_s"] / 60
+    side = f"{result['jobs']} cells side by side" if result.get("jobs", 1) > 1 else "one cell after the other"
+    return "\n".join(lines) + (f"\n\nMeasured on {result['machine']} in {minutes:.0f} min ({side}, one CPU thread "
+                               "each).\n")
+
+
 MAKE_BENCHMARK_GRIDS = ("default", "default_poisoning")  # the presets `make benchmark` runs by default
 
 
@@ -263,6 +291,7 @@ BLOCKS: dict[str, Block] = {
     "perf": Block(PERF, "make perf", render_perf),
     "engines": Block(ENGINES, "make test-scale", render_engines),
     "defences": Block(DEFENCES, "python -m benchmark.tools.defence_known_answers", render_defences),
+    "convergence": Block(CONVERGENCE, "python -m benchmark.tools.convergence", render_convergence),
 }
 
 

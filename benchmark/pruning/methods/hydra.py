@@ -5,8 +5,12 @@ fine-tune) then trains the surviving weights.
 
 The scores learn for `score_epochs` on the pruning stage's training set (`data.pruning_finetune`: the data the
 pruner is allowed to train on) with SGD (momentum 0.9, weight decay 1e-4, cosine schedule from `score_lr`), the
-reference code's optimiser, on L-inf PGD examples (`adv_eps`, `adv_steps`; the suite's adversarial fine-tune's
-PGD with a random start, cross-entropy loss; the reference code's default trainer uses the TRADES loss instead).
+reference code's optimiser, under `loss`: `ce`, cross-entropy on L-inf PGD examples (`adv_eps`, `adv_steps`; the
+suite's adversarial fine-tune's PGD with a random start), or `trades`, the reference code's default (its `adv`
+trainer): TRADES' loss (`benchmark.pruning.loops.trades_loss`, the dense `train.adversarial=trades` objective),
+cross-entropy on the clean batch plus `trades_beta` (the reference's 6) x KL(clean || adversarial), the
+adversarial example maximising that KL in `adv_steps` signed steps of 2.5 `adv_eps` / `adv_steps` (the
+reference's 2/255 at 8/255 and 10 steps) from a 0.001-scale Gaussian start.
 `scope: layerwise` keeps the same share of every layer, as the paper does; `global` ranks all scores together.
 `score_epochs: 0` keeps the initial scores' mask: magnitude pruning per layer (the paper's LWM baseline).
 
@@ -43,11 +47,13 @@ class Hydra(PruningConfig):
     batch_size: BATCH
     adv_eps: number(0.0, 1.0)  # L-inf PGD radius of the score phase (inputs in [0, 1]); 0: clean images
     adv_steps: whole(1, 1000)  # PGD steps per mini-batch of the score phase
+    loss: Literal["ce", "trades"]  # ce: cross-entropy on PGD examples; trades: the reference code's TRADES loss
+    trades_beta: number(0.0, 1000.0)  # loss=trades: weight of the KL robustness term (the reference's 6)
 
 
 def hydra_label(cfg) -> str:
-    """Run-name suffix of the non-default scope (the paper's layerwise has none)."""
-    return "+global" if cfg.scope == "global" else ""
+    """Run-name suffix of the non-default scope (the paper's layerwise has none) and of the TRADES loss."""
+    return ("+global" if cfg.scope == "global" else "") + ("+trades" if cfg.get("loss") == "trades" else "")
 
 
 @PRUNERS.register("hydra", config=Hydra, variant_label=hydra_label)
@@ -55,7 +61,6 @@ def hydra(model, cfg, ctx):
     import torch
 
     from benchmark.pruning.common import PruneOutcome, prunable_layers
-    from benchmark.pruning.loops import pgd_perturbation
     from benchmark.pruning.scored import prune_by_scores
     from benchmark.training import fit
 
@@ -67,7 +72,7 @@ def hydra(model, cfg, ctx):
         return PruneOutcome(model, structured=False, info={})
     layers = [m for _, m in prunable_layers(model, cfg.prune_head)]
     x, y = ctx.pruning_train
-    eps, device = float(cfg.adv_eps), ctx.example_inputs.device
+    device = ctx.example_inputs.device
     schedules = []
 
     def sgd(params):
@@ -76,10 +81,11 @@ def hydra(model, cfg, ctx):
         schedules.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1)))
         return optimizer
 
+    perturb, loss_fn = score_objective(cfg)
+
     def optimise(subnet_model):
         fit(subnet_model, x, y, epochs=epochs, lr=float(cfg.score_lr), batch_size=int(cfg.batch_size), seed=ctx.seed,
-            device=device, desc="hydra scores", make_optimizer=sgd,
-            perturb=pgd_perturbation(eps, int(cfg.adv_steps)) if eps > 0 else None,
+            device=device, desc="hydra scores", make_optimizer=sgd, perturb=perturb, loss_fn=loss_fn,
             on_epoch_end=lambda epoch, m: schedules[0].step())
 
     initial = [scaled_scores(m.weight).abs() for m in layers]
@@ -92,6 +98,19 @@ def hydra(model, cfg, ctx):
     swapped = sum(int((k & ~k0).sum()) for k, k0 in zip(kept, kept_at_start)) / max(sum(int(k.sum()) for k in kept), 1)
     return PruneOutcome(model, structured=False, info={"pruning/score_epochs": float(epochs),
                                                        "pruning/mask_swapped": swapped})
+
+
+def score_objective(cfg):
+    """(perturb, loss_fn) of the score phase for `benchmark.training.fit`: clean cross-entropy when `adv_eps` is 0,
+    else cross-entropy on PGD examples (`loss: ce`) or TRADES' loss (`loss: trades`)."""
+    from benchmark.pruning.loops import pgd_perturbation, trades_loss
+
+    eps, steps = float(cfg.adv_eps), int(cfg.adv_steps)
+    if eps == 0:
+        return None, None
+    if cfg.loss == "trades":
+        return None, trades_loss(eps, steps, 2.5 * eps / steps, float(cfg.trades_beta))
+    return pgd_perturbation(eps, steps), None
 
 
 # ---- the score optimisation ------------------------------------------------------------------------------------
