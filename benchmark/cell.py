@@ -140,8 +140,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     metrics["time/finetune_s"] = 0.0 if meta["cache_hit"] else meta["finetune_s"]
     metrics["cache/pruned_hit"] = float(meta["cache_hit"])
     metrics.update(meta["info"])
-    if meta.get("tracked"):  # the threat's numbers right after pruning, before any fine-tune
-        metrics.update({f"{name}_pruned": value for name, value in meta["tracked"][0].items()})
+    metrics.update(before_finetune(meta))
     mlflow.set_tags({"dense_key": dense_key, "pruned_key": pruned_key, "structured": str(meta["structured"]).lower(),
                      # cache entries record the commit that computed them; "unknown" for entries without it
                      "produced_by_commit": meta.get("produced_by_commit", "unknown"),
@@ -192,6 +191,13 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str):
     mlflow.log_table(predictions, PREDICTIONS_ARTIFACT)
     mlflow.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
     return metrics, curves
+
+
+def before_finetune(meta: dict) -> dict[str, float]:
+    """The threat's numbers right after pruning, before any fine-tune (`<metric>_pruned`, e.g. backdoor/asr_pruned,
+    clean/acc_pruned), from the pruned model's tracked metrics; {} when the cell tracks nothing."""
+    tracked = meta.get("tracked") or [{}]
+    return {f"{name}_pruned": value for name, value in tracked[0].items()}
 
 
 def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, float], dict[str, float], pd.DataFrame]:

@@ -370,10 +370,10 @@ DEFENDER_CAP = 8  # the default never takes more than 1/DEFENDER_CAP of the trai
 def defender_count(n_train: int, defender_size) -> int:
     """How many of the loader's `n_train` training images the defender split holds out (`data.defender_size`):
     null: the larger of DEFENDER_MIN and DEFENDER_SHARE of the training split, never more than 1/DEFENDER_CAP of
-    it; an integer: that many; a float in (0, 1): that share of the training split, rounded, at least one."""
+    it; a number below 1: that share of the training split, rounded, at least one; otherwise that many."""
     if defender_size is None:
         return max(1, min(max(DEFENDER_MIN, math.ceil(DEFENDER_SHARE * n_train)), n_train // DEFENDER_CAP))
-    if isinstance(defender_size, float):
+    if defender_size < 1:
         return max(1, round(defender_size * n_train))
     return int(defender_size)
 
@@ -383,6 +383,9 @@ def check_defender_size(dataset_cfg, defender_size) -> int:
     ConfigError naming `data.defender_size`."""
     n_train = split_sizes(dataset_cfg)[0]
     count = defender_count(n_train, defender_size)
+    if defender_size is not None and defender_size >= 1 and defender_size != int(defender_size):
+        raise ConfigError(f"data.defender_size={defender_size!r} is neither a whole image count nor a share; "
+                          "allowed: a whole number >= 1, a float in (0, 1), or null (the default)")
     if count >= n_train:
         raise ConfigError(f"data.defender_size={defender_size!r} holds out {count} of the {n_train} training images "
                           f"of dataset.name={dataset_cfg.name!r}; allowed: fewer than {n_train} (an integer), a "

@@ -120,9 +120,9 @@ class Eval(Group):
 
 class Data(Group):
     """How the loader's training split is shared out (benchmark/inputs.defender_count)."""
-    # The defender split, held out from every training stage: an image count, a share of the training split in
-    # (0, 1), or null (the default: the larger of 500 and 5% of train, at most an eighth of it).
-    defender_size: COUNT | number(0.0, 1.0, low_open=True, high_open=True) | None
+    # The defender split, held out from every training stage: an image count (>= 1, whole), a share of the
+    # training split (in (0, 1)), or null (the default: the larger of 500 and 5% of train, at most an eighth of it).
+    defender_size: number(0.0, 10_000_000, low_open=True) | None
 
 
 # ---- plugins declare their own models: pruning methods, datasets, attacks ----------------------------------------

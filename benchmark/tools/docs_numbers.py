@@ -153,8 +153,8 @@ def render_defences(path: Path) -> str:
     """The pruning defences' known answers (benchmark.tools.defence_known_answers): per dataset and defence, the
     test-set ASR and clean accuracy before and after, the amount the defender's rule chose, and the verdict."""
     result = json.loads(path.read_text())
-    lines = ["| model | dataset | seed | defence | settings | chosen | ASR before → after | "
-             "clean accuracy before → after | claim holds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | dataset | seed | defence | settings | defender images | chosen | ASR before → after | "
+             "clean accuracy before → after | claim holds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result.get("rows", []):
         chosen = row["chosen"]
         amount = (f"u = {chosen['u']:g}" if "u" in chosen else f"threshold {chosen['threshold']:g}")
@@ -162,16 +162,18 @@ def render_defences(path: Path) -> str:
         settings = ", ".join(f"`{o}`" for o in row["overrides"][1:]) or "shipped defaults"
         drop = (row["acc_before"] - row["acc_after"]) * 100
         lines.append(f"| {row['model']} | {row['dataset']} | {row['seed']} | {row['defence'].upper()} | {settings} | "
-                     f"{amount} | {row['asr_before']:.3f} → {row['asr_after']:.3f} | {row['acc_before']:.3f} → "
+                     f"{row.get('defender_n', '?')} | {amount} | {row['asr_before']:.3f} → {row['asr_after']:.3f} | "
+                     f"{row['acc_before']:.3f} → "
                      f"{row['acc_after']:.3f} ({-drop:+.1f} points) | {'yes' if row['claim_holds'] else 'no'} |")
     if len(lines) == 2:
         return f"`{DEFENCES}` holds no measurement: run `python -m benchmark.tools.defence_known_answers`.\n"
     text = "\n".join(lines) + (f"\n\nThe claim: ASR after ≤ {result['asr_cut']:g} × ASR before at a clean-accuracy "
-                               f"drop ≤ {result['max_acc_drop'] * 100:g} points (test set).\n")
+                               f"drop ≤ {result['max_acc_drop'] * 100:g} points (test set), right after pruning: "
+                               "no fine-tune, as in the papers.\n")
     premise = result.get("anp_premise", [])
     if premise:
         first = premise[0]
-        text += (f"\nANP's premise: held-out clean training images under {first['steps']} signed-gradient steps of "
+        text += (f"\nANP's premise: the defender split's images under {first['steps']} signed-gradient steps of "
                  f"eps = {first['eps']:g} noise on every neuron's weight part and bias, the backdoored model beside "
                  "the same model trained without poison (error; share of non-target images sent to the target "
                  "class).\n\n| model | dataset | seed | backdoored: error | backdoored: to the target | "
