@@ -8,8 +8,9 @@ command that fills it. A block whose file is missing, an unknown NAME or an uncl
 nothing written.
 
 Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with), `results/perf.json`
-(`make perf`), `results/perf_engines.json` (`make test-scale`) and `results/defences_known_answers.json`
-(`python -m benchmark.tools.defence_known_answers`); the grid sizes are counted from `conf/experiment/` itself.
+(`make perf`), `results/perf_engines.json` (`make test-scale`), `results/defences_known_answers.json`
+(`python -m benchmark.tools.defence_known_answers`) and `results/clp_u_grid_dev.json`
+(`python -m benchmark.tools.clp_u_grid`); the grid sizes are counted from `conf/experiment/` itself.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ SUMMARY = "tables/summary.csv"
 PERF = "perf.json"
 ENGINES = "perf_engines.json"
 DEFENCES = "defences_known_answers.json"
+CLP_U_GRID = "clp_u_grid_dev.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells
 THREAT_SUCCESS = ("backdoor/asr", "backdoor/target_rate_clean", "poison/targeted_success",  # the poisoning slice:
                   "poison/targeted_success_ref", "poison/acc_drop")  # each success beside its baseline
@@ -184,6 +186,21 @@ def render_defences(path: Path) -> str:
     return text
 
 
+def render_clp_u_grid(path: Path) -> str:
+    """CLP's candidate u grids on the development seed (benchmark.tools.clp_u_grid): the u each grid's rule chose
+    and the test-set ASR and clean accuracy right after pruning."""
+    result = json.loads(path.read_text())
+    lines = [f"Development case: {result['model']}, {result['dataset']}, seed {result['seed']}.\n",
+             "| candidate grid | u chosen | neurons | ASR before → after | clean accuracy before → after |",
+             "|---|---|---|---|---|"]
+    for row in result["rows"]:
+        drop = (row["acc_before"] - row["acc_after"]) * 100
+        lines.append(f"| {row['grid']} | {row['chosen']['u']:g} | {row['chosen']['neurons_pruned']:.0f} | "
+                     f"{row['asr_before']:.3f} → {row['asr_after']:.3f} | {row['acc_before']:.3f} → "
+                     f"{row['acc_after']:.3f} ({-drop:+.1f} points) |")
+    return "\n".join(lines) + "\n"
+
+
 MAKE_BENCHMARK_GRIDS = ("default", "default_poisoning")  # the presets `make benchmark` runs by default
 
 
@@ -241,6 +258,7 @@ BLOCKS: dict[str, Block] = {
     "perf": Block(PERF, "make perf", render_perf),
     "engines": Block(ENGINES, "make test-scale", render_engines),
     "defences": Block(DEFENCES, "python -m benchmark.tools.defence_known_answers", render_defences),
+    "clp-u-grid": Block(CLP_U_GRID, "python -m benchmark.tools.clp_u_grid", render_clp_u_grid),
 }
 
 
