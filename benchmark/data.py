@@ -3,10 +3,10 @@
 The datasets themselves are registered in benchmark/datasets/ (one module each); this module holds what their
 loaders share: the `Dataset` they return, `from_arrays`, the seeded stratified split and subsets (`eval_subset`:
 the test images a cell's threat is measured on), the defender split (`hold_out_defender`: training images no
-training stage sees, for the defences' choices) and the per-process memo of loaded datasets (`load_dataset`,
-`cell_data`). The
-readers of torchvision's, npz and image-folder files are in their dataset modules. What can be known without
-loading anything (shapes, split sizes, the content sha256 of your own data) is in benchmark/inputs.py.
+training stage sees, for the defences' choices) and the per-process memos of loaded datasets (`load_dataset`)
+and of a cell's data (`cell_data`). The readers of torchvision's, npz and image-folder files are in their dataset
+modules. What can be known without loading anything (shapes, split sizes, the defender split's size, the content
+sha256 of your own data) is in benchmark/inputs.py.
 """
 from __future__ import annotations
 
@@ -72,6 +72,9 @@ def eval_subset(data: Dataset, size: int, seed: int) -> tuple[torch.Tensor, torc
     return data.x_test[idx], data.y_test[idx]
 
 
+DEFENDER_STREAM = 7919  # offsets the seed of the defender permutation from the other seeded subsets of a cell
+
+
 def defender_indices(n_train: int, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept, held out): indices into the loader's training split of the images that stay in training, in their
     order, and of the `count` seeded images of the defender split. Disjoint, and together every index once."""
@@ -79,9 +82,6 @@ def defender_indices(n_train: int, count: int, seed: int) -> tuple[torch.Tensor,
     kept = torch.ones(n_train, dtype=torch.bool)
     kept[held] = False
     return torch.nonzero(kept).flatten(), held
-
-
-DEFENDER_STREAM = 7919  # offsets the seed of the defender permutation from the other seeded subsets of a cell
 
 
 def hold_out_defender(data: Dataset, count: int, seed: int) -> Dataset:

@@ -122,7 +122,8 @@ def prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
     initial = {k: v.to(device) for k, v in fresh_model(cfg, dense).state_dict().items()}
     return PruneContext(example_inputs=calib.x_train[:1].to(device),
                         calibration=(calib.x_train[idx], calib.y_train[idx]), seed=cfg.seed,
-                        defender=(sets.defender.x_train, sets.defender.y_train), pruning_train=(tune.x_train, tune.y_train),
+                        defender=(sets.defender.x_train, sets.defender.y_train),
+                        pruning_train=(tune.x_train, tune.y_train),
                         initial_state=initial, train=retrain, finetune=finetune_step, train_epochs=cfg.train.epochs)
 
 

@@ -10,8 +10,9 @@ before compute (`model_check`).
 
 The amount (`selection`): `fixed` uses `u` (the paper's 3) and no data (`pruning/clean_images` = 0);
 `validation` (the defender's rule) the smallest u of `u_grid` whose accuracy on the defender split (clean images
-held out of every training stage, benchmark/data.hold_out_defender) is within `max_acc_drop` of the dense model's. CLP can collapse clean accuracy at small u: report
-it as a curve over u (experiment=backdoor_defences_clp). `pruning.sparsity` is not an input.
+held out of every training stage, benchmark/data.hold_out_defender) is within `max_acc_drop` of the dense
+model's. CLP can collapse clean accuracy at small u: report it as a curve over u (experiment=backdoor_defences_clp).
+`pruning.sparsity` is not an input.
 
 The UCLC of a channel k of a conv followed by a BatchNorm is the largest singular value of its kernel reshaped to
 (input channels, kh * kw) times |gamma_k| / sqrt(running_var_k + eps); without BatchNorm, of the kernel alone (a
