@@ -134,7 +134,7 @@ def pruned_model(cfg, dense: nn.Module, sets: TrainingSets, key: str, cache: Mod
     fine-tune epoch: meta["tracked"] (cached with the model)."""
     train = sets.finetune
     hit = cache.load("pruned", key) if use_cache else None
-    if hit is not None:
+    if hit is not None and (track is None or "tracked" in hit[1]):  # an entry built untracked is rebuilt tracked
         state, meta = hit
         return load_state_into(fresh_model(cfg, train), state).to(device).eval(), {**meta, "cache_hit": True}
     ctx = prune_context(cfg, sets, device)
