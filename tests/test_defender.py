@@ -104,3 +104,18 @@ def test_a_backdoor_cell_logs_its_numbers_before_and_after_the_fine_tune(cfg_fac
         assert f"{name}_pruned" in metrics and 0 <= metrics[f"{name}_pruned"] <= 1
     assert metrics["data/defender_n"] == defender_count(int(metrics["data/train_n"] + metrics["data/defender_n"]),
                                                         None)
+
+
+def test_a_tracked_cell_rebuilds_a_pruned_model_cached_without_its_numbers_after_pruning(cfg_factory, digits,
+                                                                                     trained_seed_cnn, tmp_path):
+    from benchmark.cache import ModelCache
+
+    cfg = cfg_factory("pruning=magnitude_global", "pruning.sparsity=0.5")
+    cache, sets = ModelCache(tmp_path / "cache"), stages.TrainingSets.clean(digits)
+    track = lambda model: {"clean/acc": 0.5}  # noqa: E731
+    untracked = stages.pruned_model(cfg, trained_seed_cnn, sets, "key", cache, CPU)[1]
+    assert "tracked" not in untracked
+    rebuilt = stages.pruned_model(cfg, trained_seed_cnn, sets, "key", cache, CPU, track=track)[1]
+    assert not rebuilt["cache_hit"] and rebuilt["tracked"][0] == {"clean/acc": 0.5}
+    again = stages.pruned_model(cfg, trained_seed_cnn, sets, "key", cache, CPU, track=track)[1]
+    assert again["cache_hit"] and again["tracked"][0] == {"clean/acc": 0.5}
