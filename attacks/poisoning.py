@@ -4,10 +4,12 @@ flipping, clean-label feature collision); this module is the threat around them.
 
 Where pruning meets poison (`threat.stage`):
 - `poison_then_prune`: the dense model trains on the poisoned set (its cache key includes the poison config);
-  pruning calibration and fine-tuning use `threat.finetune_data`: `clean` (the defender's data, as in
-  Fine-Pruning) or `poisoned` (an attacker-controlled pipeline).
-- `prune_then_poison`: a clean dense model is pruned, then fine-tuned on the poisoned set; the threat's
-  metrics are tracked after pruning and after every fine-tune epoch (curves `finetune/<metric>`).
+  fine-tuning uses `threat.finetune_data`: `clean` (the clean training set), `defender` (the defender split only:
+  the small clean set a defender holds, benchmark/data.hold_out_defender) or `poisoned` (an attacker-controlled
+  pipeline).
+- `prune_then_poison`: a clean dense model is pruned, then fine-tuned on the poisoned set.
+Either way the threat's metrics are tracked right after pruning (`<metric>_pruned`, e.g. `backdoor/asr_pruned`,
+`clean/acc_pruned`) and after every fine-tune epoch (curves `finetune/<metric>`).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from attacks.poisoning_attacks import POISONING_ATTACKS
 from benchmark.checks import ConfigError
 from benchmark.data import Dataset, eval_subset
 from benchmark.hashing import stable_hash
-from benchmark.stages import TrainingSets
+from benchmark.stages import DEFENDER_FINETUNE_KEY, TrainingSets
 from benchmark.training import accuracy_and_loss, fit, predict, seed_everything
 
 # Keys that say where/how the poisoned set is used or evaluated, not what it is: outside the poison's identity.
@@ -60,26 +62,30 @@ class DataThreat(Threat):
         return None if self.cfg.stage == "prune_then_poison" else self.poison_identity()
 
     def finetune_data_key(self) -> dict | None:
-        """What the fine-tune data was, when not the clean set (enters the pruned model's cache key)."""
-        return self.poison_identity() if self._finetune_poisoned() else None
+        """What the fine-tune data was, when not the clean training set (enters the pruned model's cache key)."""
+        if self._finetune_poisoned():
+            return self.poison_identity()
+        return DEFENDER_FINETUNE_KEY if self.cfg.finetune_data == "defender" else None
 
     # ---- the plan ------------------------------------------------------------------------------------------
     def plan(self, data: Dataset, device: torch.device, seed: int) -> TrainingPlan:
         """The poisoned set and who trains on it: `prune_then_poison` prunes the clean model on clean data and the
         poison arrives with the final fine-tune; `poison_then_prune` trains the dense model on the poisoned set
         and fine-tunes (also between the steps of a pruning schedule) on `threat.finetune_data`. Importance
-        scores always see clean calibration images."""
+        scores always see clean calibration images; the defences read the defender split."""
         poisoned, stats, examples = self.poisoned_set(data, seed)
         prune_then_poison = self.cfg.stage == "prune_then_poison"
-        finetune = poisoned if self._finetune_poisoned() else data
+        defender = data.defender()
+        finetune = poisoned if self._finetune_poisoned() else defender if self.cfg.finetune_data == "defender" else data
         sets = TrainingSets(dense=data if prune_then_poison else poisoned, calibration=data,
-                            pruning_finetune=data if prune_then_poison else finetune, finetune=finetune)
+                            pruning_finetune=data if prune_then_poison else finetune, finetune=finetune,
+                            defender=defender)
         report = ThreatReport(metrics=dict(stats))
         if examples is not None:
             report.figures["poison_examples.png"] = examples_figure(*examples)
         return TrainingPlan(sets, poisoned, dense_data_key=self.training_data_key(),
                             finetune_data_key=self.finetune_data_key(),
-                            tracker=self._tracker(data, device, seed) if prune_then_poison else None,
+                            tracker=self._tracker(data, device, seed),
                             wants_clean_reference=bool(self.cfg.clean_reference) and self.poison_identity() is not None,
                             report=report)
 

@@ -18,7 +18,7 @@ from attacks import build_threat
 from benchmark import hashing, measure, stages, tracking
 from benchmark.artifacts import PREDICTIONS_ARTIFACT
 from benchmark.cache import ModelCache
-from benchmark.data import image_ids, load_dataset, seeded_indices
+from benchmark.data import cell_data, image_ids, seeded_indices
 from benchmark.properties import security_properties
 from benchmark.pruning import amount_key, run_label
 from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
@@ -176,10 +176,11 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str, record=mlflow):
     metrics: dict[str, float] = {"sparsity/target": float(cfg.pruning.sparsity)}
 
     t = time.perf_counter()
-    data = load_dataset(cfg.dataset, cfg.seed)
+    data = cell_data(cfg)  # the training split without the defender split
     plan = threat.plan(data, device, cfg.seed)
     sets = plan.sets
     metrics["time/data_s"] = time.perf_counter() - t
+    metrics["data/train_n"], metrics["data/defender_n"] = float(len(data.y_train)), float(len(data.y_defender))
     if record is mlflow:
         tracking.log_datasets(cfg.dataset.name, data, sets.dense)
 
@@ -194,6 +195,7 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str, record=mlflow):
     metrics["time/finetune_s"] = 0.0 if meta["cache_hit"] else meta["finetune_s"]
     metrics["cache/pruned_hit"] = float(meta["cache_hit"])
     metrics.update(meta["info"])
+    metrics.update(before_finetune(meta))
     record.set_tags({"dense_key": dense_key, "pruned_key": pruned_key, "structured": str(meta["structured"]).lower(),
                      # cache entries record the commit that computed them; "unknown" for entries without it
                      "produced_by_commit": meta.get("produced_by_commit", "unknown"),
@@ -244,6 +246,13 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str, record=mlflow):
     record.log_table(predictions, PREDICTIONS_ARTIFACT)
     record.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
     return metrics, curves
+
+
+def before_finetune(meta: dict) -> dict[str, float]:
+    """The threat's numbers right after pruning, before any fine-tune (`<metric>_pruned`, e.g. backdoor/asr_pruned,
+    clean/acc_pruned), from the pruned model's tracked metrics; {} when the cell tracks nothing."""
+    tracked = meta.get("tracked") or [{}]
+    return {f"{name}_pruned": value for name, value in tracked[0].items()}
 
 
 def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, float], dict[str, float], pd.DataFrame]:

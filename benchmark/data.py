@@ -2,9 +2,11 @@
 
 The datasets themselves are registered in benchmark/datasets/ (one module each); this module holds what their
 loaders share: the `Dataset` they return, `from_arrays`, the seeded stratified split and subsets (`eval_subset`:
-the test images a cell's threat is measured on), and the per-process memo of loaded datasets (`load_dataset`). The
-readers of torchvision's, npz and image-folder files are in their dataset modules. What can be known without
-loading anything (shapes, split sizes, the content sha256 of your own data) is in benchmark/inputs.py.
+the test images a cell's threat is measured on), the defender split (`hold_out_defender`: training images no
+training stage sees, for the defences' choices) and the per-process memos of loaded datasets (`load_dataset`)
+and of a cell's data (`cell_data`). The readers of torchvision's, npz and image-folder files are in their dataset
+modules. What can be known without loading anything (shapes, split sizes, the defender split's size, the content
+sha256 of your own data) is in benchmark/inputs.py.
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    # The defender split (`hold_out_defender`): clean training images no training stage sees; None until held out.
+    x_defender: torch.Tensor | None = None
+    y_defender: torch.Tensor | None = None
 
     @property
     def in_channels(self) -> int:
@@ -44,6 +49,12 @@ class Dataset:
 
     def replace(self, **changes) -> "Dataset":
         return dataclasses.replace(self, **changes)
+
+    def defender(self) -> "Dataset":
+        """The defender split as a training set: its images in the training role, the test split unchanged."""
+        if self.x_defender is None:
+            raise ValueError(f"dataset {self.name!r} has no defender split (benchmark.data.hold_out_defender)")
+        return self.replace(x_train=self.x_defender, y_train=self.y_defender)
 
 
 def seeded_indices(n: int, size: int | None, seed: int) -> torch.Tensor:
@@ -59,6 +70,25 @@ def eval_subset(data: Dataset, size: int, seed: int) -> tuple[torch.Tensor, torc
     A smaller size gives a prefix of the same permutation, so per-attack subsets are nested."""
     idx = seeded_indices(len(data.y_test), size, seed)
     return data.x_test[idx], data.y_test[idx]
+
+
+DEFENDER_STREAM = 7919  # offsets the seed of the defender permutation from the other seeded subsets of a cell
+
+
+def defender_indices(n_train: int, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held out): indices into the loader's training split of the images that stay in training, in their
+    order, and of the `count` seeded images of the defender split. Disjoint, and together every index once."""
+    held = seeded_indices(n_train, count, seed + DEFENDER_STREAM)
+    kept = torch.ones(n_train, dtype=torch.bool)
+    kept[held] = False
+    return torch.nonzero(kept).flatten(), held
+
+
+def hold_out_defender(data: Dataset, count: int, seed: int) -> Dataset:
+    """`data` with `count` seeded training images moved to the defender split (benchmark.data.defender_indices)."""
+    kept, held = defender_indices(len(data.y_train), count, seed)
+    return data.replace(x_train=data.x_train[kept], y_train=data.y_train[kept], x_defender=data.x_train[held],
+                        y_defender=data.y_train[held])
 
 
 def image_ids(x: torch.Tensor) -> list[str]:
@@ -93,12 +123,30 @@ def _load_cached(name: str, frozen_cfg: tuple, seed: int) -> Dataset:
     return DATASETS[name].target(OmegaConf.create(dict(frozen_cfg)), seed)
 
 
-def load_dataset(cfg, seed: int) -> Dataset:
-    """Load (and, within one process, memoise) the dataset described by the `dataset` config group."""
+def _frozen(cfg) -> tuple:
     from omegaconf import OmegaConf
 
     if cfg.name not in DATASETS:
         raise ValueError(f"dataset.name={cfg.name!r} is unknown; allowed: {DATASETS.names()}")
     plain = OmegaConf.to_container(cfg, resolve=True)
-    frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in plain.items()))
-    return _load_cached(cfg.name, frozen, seed)
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in plain.items()))
+
+
+def load_dataset(cfg, seed: int) -> Dataset:
+    """Load (and, within one process, memoise) the dataset described by the `dataset` config group."""
+    return _load_cached(cfg.name, _frozen(cfg), seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _cell_data_cached(name: str, frozen_cfg: tuple, seed: int, defender_size) -> Dataset:
+    from benchmark.inputs import defender_count
+
+    data = _load_cached(name, frozen_cfg, seed)
+    return hold_out_defender(data, defender_count(len(data.y_train), defender_size), seed)
+
+
+def cell_data(cfg) -> Dataset:
+    """A cell's data (memoised within one process, so that the cells of a worker share one object): the dataset of
+    `cfg.dataset` with `cfg.data.defender_size` training images (benchmark.inputs.defender_count) held out as the
+    defender split, seeded by `cfg.seed`."""
+    return _cell_data_cached(cfg.dataset.name, _frozen(cfg.dataset), int(cfg.seed), cfg.data.defender_size)

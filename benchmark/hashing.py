@@ -1,7 +1,7 @@
 """Content hashes that identify a cell and the artifacts it can share with other cells.
 
-Key chain (docs/pipeline.md, "Hashing"): dense = H(code, device type, dataset, model, train, seed,
-training-data threat part); pruned = H(code, device type, dense, pruning, finetune, fine-tune data);
+Key chain (docs/pipeline.md, "Hashing"): dense = H(code, device type, dataset, model, train, seed, defender split's
+size, training-data threat part); pruned = H(code, device type, dense, pruning, finetune, fine-tune data);
 cell = H(code, device type, resolved config minus run-only keys). `code` is benchmark.version.code_identity():
 the results version and the versions of the libraries that compute numbers or data splits, so a change that alters
 numbers makes every older cache entry and finished cell stale instead of silently reused. A cell that uses an
@@ -20,7 +20,7 @@ from attacks.evasion_attacks import EVASION_ATTACKS
 from attacks.poisoning_attacks import POISONING_ATTACKS
 from benchmark import plugins
 from benchmark.datasets import DATASETS
-from benchmark.inputs import builtin_content_sha256, data_identity, split_sizes
+from benchmark.inputs import builtin_content_sha256, data_identity, defender_count, split_sizes
 from benchmark.pruning import PRUNERS, amount_key, ignores_sparsity
 from benchmark.version import code_identity
 from models import MODELS
@@ -67,6 +67,7 @@ def _clamp_subsets(cfg: DictConfig) -> list[str]:
     if cfg.dataset.get("name") not in DATASETS:
         return []  # validation names the problem
     n_train, n_test = split_sizes(cfg.dataset)
+    n_train = max(1, n_train - defender_count(n_train, cfg.data.defender_size))  # what training keeps
     limits = [(cfg.eval, "train_subset", n_train), (cfg.threat, "subset", n_test),
               (cfg.eval.get("corruptions"), "subset", n_test), (cfg.eval.get("interpret"), "subset", n_test),
               *((attack, "subset", n_test) for attack in (cfg.threat.get("attacks") or []))]
@@ -173,6 +174,8 @@ def dense_key(cfg: DictConfig, training_data_key: dict | None) -> str:
             "model": _model_identity(plain["model"]),
             "train": plain["train"],
             "seed": plain["seed"],
+            # the images held out of training (the defender split, seeded by `seed`): its resolved size
+            "defender_n": defender_count(split_sizes(cfg.dataset)[0], plain["data"]["defender_size"]),
             "training_data": training_data_key,
         }
     )

@@ -361,3 +361,36 @@ def split_sizes(cfg) -> tuple[int, int]:
         return sizes[0] - test, test
     train, test = sizes
     return min(train, cfg.get("n_train") or train), min(test, cfg.get("n_test") or test)
+
+
+# --- The defender split -----------------------------------------------------------------------------------------
+
+DEFENDER_MIN = 500  # the reference ANP's held-out clean set: 1% of CIFAR-10's training images
+DEFENDER_SHARE = 0.05  # the default's share of the training split, when larger than DEFENDER_MIN
+DEFENDER_CAP = 8  # the default never takes more than 1/DEFENDER_CAP of the training split (small datasets)
+
+
+def defender_count(n_train: int, defender_size) -> int:
+    """How many of the loader's `n_train` training images the defender split holds out (`data.defender_size`):
+    null: the larger of DEFENDER_MIN and DEFENDER_SHARE of the training split, never more than 1/DEFENDER_CAP of
+    it; a number below 1: that share of the training split, rounded, at least one; otherwise that many."""
+    if defender_size is None:
+        return max(1, min(max(DEFENDER_MIN, math.ceil(DEFENDER_SHARE * n_train)), n_train // DEFENDER_CAP))
+    if defender_size < 1:
+        return max(1, round(defender_size * n_train))
+    return int(defender_size)
+
+
+def check_defender_size(dataset_cfg, defender_size) -> int:
+    """The defender split's size for the dataset `dataset_cfg`; a split that leaves no training image is a
+    ConfigError naming `data.defender_size`."""
+    n_train = split_sizes(dataset_cfg)[0]
+    count = defender_count(n_train, defender_size)
+    if defender_size is not None and defender_size >= 1 and defender_size != int(defender_size):
+        raise ConfigError(f"data.defender_size={defender_size!r} is neither a whole image count nor a share; "
+                          "allowed: a whole number >= 1, a float in (0, 1), or null (the default)")
+    if count >= n_train:
+        raise ConfigError(f"data.defender_size={defender_size!r} holds out {count} of the {n_train} training images "
+                          f"of dataset.name={dataset_cfg.name!r}; allowed: fewer than {n_train} (an integer), a "
+                          "float in (0, 1) (a share of the training split), or null (the default)")
+    return count

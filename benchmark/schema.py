@@ -118,6 +118,13 @@ class Eval(Group):
     interpret: Interpret
 
 
+class Data(Group):
+    """How the loader's training split is shared out (benchmark/inputs.defender_count)."""
+    # The defender split, held out from every training stage: an image count (>= 1, whole), a share of the
+    # training split (in (0, 1)), or null (the default: the larger of 500 and 5% of train, at most an eighth of it).
+    defender_size: number(0.0, 10_000_000, low_open=True) | None
+
+
 # ---- plugins declare their own models: pruning methods, datasets, attacks ----------------------------------------
 def _discriminated(registry, field: str):
     members = list(dict.fromkeys(entry.config for entry in registry.entries()))  # one model may serve several names
@@ -175,6 +182,7 @@ class Cell(Group):
     results_dir: Annotated[str, Field(min_length=1)]
     tracking_uri: str | None
     torch_threads: whole(1, 4096) | None
+    data: Data
     eval: Eval
     finetune: Finetune
     train: Train

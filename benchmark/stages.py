@@ -21,6 +21,7 @@ from models import build_from_config
 from models.checkpoint import load_checkpoint_into
 
 CALIBRATION_SIZE = 256  # training images handed to data-aware pruning methods
+DEFENDER_FINETUNE_KEY = {"set": "defender"}  # the fine-tune data key (hashing.pruned_key) of the defender split
 
 
 def fresh_model(cfg, data: Dataset) -> nn.Module:
@@ -80,25 +81,31 @@ class TrainingSets:
     - `dense`: what the dense model was trained on; pruners that retrain from init or rewind train on it;
     - `calibration`: clean training images, for importance scores and activation statistics;
     - `pruning_finetune`: fine-tuning between the steps of a pruning schedule (before the "just pruned" point);
-    - `finetune`: the cell's fine-tune after pruning."""
+    - `finetune`: the cell's fine-tune after pruning;
+    - `defender`: the defender split (clean images held out of every other role), what the pruning-based defences
+      read to choose what and how much to prune, and what `threat.finetune_data=defender` fine-tunes on."""
     dense: Dataset
     calibration: Dataset
     pruning_finetune: Dataset
     finetune: Dataset
+    defender: Dataset
 
     @classmethod
     def clean(cls, data: Dataset) -> "TrainingSets":
-        return cls(data, data, data, data)
+        return cls(data, data, data, data, data.defender())
 
     def roles(self, clean: Dataset) -> dict[str, str]:
-        """Role -> "clean" or "poisoned", for the run's tags."""
-        return {f"data.{role}": "clean" if getattr(self, role) is clean else "poisoned"
-                for role in ("dense", "calibration", "pruning_finetune", "finetune")}
+        """Role -> "clean", "poisoned" or "defender" (the defender split), for the run's tags."""
+        def kind(role: str) -> str:
+            used = getattr(self, role)
+            return "clean" if used is clean else "defender" if used is self.defender else "poisoned"
+
+        return {f"data.{role}": kind(role) for role in ("dense", "calibration", "pruning_finetune", "finetune")}
 
 
 def prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
-    """What pruners get: inputs for torch-pruning, a clean calibration batch, every clean training image (the
-    defences' own clean set), the pruning-stage fine-tune set (HYDRA learns its scores on it) and, for methods that
+    """What pruners get: inputs for torch-pruning, a clean calibration batch, the defender split (the defences'
+    own clean set), the pruning-stage fine-tune set (HYDRA learns its scores on it) and, for methods that
     train inside (iterative schedules, lottery ticket, SNIP at init), the seeded init, a loop on the dense model's
     training set (retraining) and a loop on the pruning-stage fine-tune set."""
     dense, tune = sets.dense, sets.pruning_finetune
@@ -115,7 +122,8 @@ def prune_context(cfg, sets: TrainingSets, device) -> PruneContext:
     initial = {k: v.to(device) for k, v in fresh_model(cfg, dense).state_dict().items()}
     return PruneContext(example_inputs=calib.x_train[:1].to(device),
                         calibration=(calib.x_train[idx], calib.y_train[idx]), seed=cfg.seed,
-                        clean_train=(calib.x_train, calib.y_train), pruning_train=(tune.x_train, tune.y_train),
+                        defender=(sets.defender.x_train, sets.defender.y_train),
+                        pruning_train=(tune.x_train, tune.y_train),
                         initial_state=initial, train=retrain, finetune=finetune_step, train_epochs=cfg.train.epochs)
 
 
@@ -126,7 +134,7 @@ def pruned_model(cfg, dense: nn.Module, sets: TrainingSets, key: str, cache: Mod
     fine-tune epoch: meta["tracked"] (cached with the model)."""
     train = sets.finetune
     hit = cache.load("pruned", key) if use_cache else None
-    if hit is not None:
+    if hit is not None and (track is None or "tracked" in hit[1]):  # an entry built untracked is rebuilt tracked
         state, meta = hit
         return load_state_into(fresh_model(cfg, train), state).to(device).eval(), {**meta, "cache_hit": True}
     ctx = prune_context(cfg, sets, device)
@@ -148,12 +156,17 @@ def pruned_model(cfg, dense: nn.Module, sets: TrainingSets, key: str, cache: Mod
 
 
 def clean_reference_model(cfg, data: Dataset, cache: ModelCache, device, use_cache: bool = True) -> nn.Module:
-    """The model of this cell's method and sparsity without any poison: the same cache keys as an evasion cell,
-    so it is shared with (or built for) the clean grid."""
+    """The model of this cell's method and sparsity without any poison, fine-tuned on the clean training set (the
+    same cache keys as an evasion cell, so it is shared with or built for the clean grid) or, under
+    `threat.finetune_data=defender`, on the defender split like the cell."""
     from benchmark import hashing
 
     dense_key = hashing.dense_key(cfg, None)
     dense, _ = dense_model(cfg, data, dense_key, cache, device, use_cache)
-    model, _ = pruned_model(cfg, dense, TrainingSets.clean(data), hashing.pruned_key(dense_key, cfg), cache, device,
+    sets, finetune_key = TrainingSets.clean(data), None
+    if cfg.threat.get("finetune_data") == "defender":
+        sets = TrainingSets(data, data, sets.defender, sets.defender, sets.defender)
+        finetune_key = DEFENDER_FINETUNE_KEY
+    model, _ = pruned_model(cfg, dense, sets, hashing.pruned_key(dense_key, cfg, finetune_key), cache, device,
                             use_cache)
     return model

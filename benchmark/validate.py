@@ -59,6 +59,10 @@ def check_config(cfg: DictConfig) -> None:
 
         dataset_shape(cfg.dataset)
     _check_dataset_files(plain["dataset"])
+    if DATASETS[plain["dataset"]["name"]].summary is None:  # your own data: `validate` checks it from its files
+        from benchmark.inputs import check_defender_size
+
+        check_defender_size(cfg.dataset, plain["data"]["defender_size"])
 
 
 def check_group_overrides(arguments: list[str], conf_dir: Path = CONF_DIR) -> None:
@@ -120,12 +124,14 @@ def validate(cfg: DictConfig) -> None:
     model (registered, built once for the data's shape) and what the pruning method needs of it."""
     check_config(cfg)
     from attacks import THREATS
-    from benchmark.inputs import dataset_shape
+    from benchmark.inputs import check_defender_size, dataset_shape
     from models import MODELS, model_config
 
     threat = THREATS[cfg.threat.kind].target
     threat.check_config(cfg.threat)
     shape = dataset_shape(cfg.dataset)  # your own data: read from its files (DataError, a ConfigError, if unfit)
+    if DATASETS[cfg.dataset.name].summary is not None:
+        check_defender_size(cfg.dataset, cfg.data.defender_size)
     for key in threat.class_keys(cfg.threat):
         in_range(f"threat.{key}", cfg.threat[key], 0, shape.num_classes - 1)
     for key, name in (("model.name", cfg.model.name), ("threat.proxy.model", (cfg.threat.get("proxy") or {}).get("model"))):

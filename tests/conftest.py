@@ -67,9 +67,10 @@ def cfg_factory(tmp_path):
 
 @pytest.fixture(scope="session")
 def digits():
-    from benchmark.data import load_dataset
+    """digits as a cell sees it: the training split without the defender split (benchmark.data.cell_data)."""
+    from benchmark.data import cell_data
 
-    return load_dataset(make_cfg("unused").dataset, seed=0)
+    return cell_data(make_cfg("unused"))
 
 
 @pytest.fixture(scope="session")

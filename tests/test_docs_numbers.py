@@ -121,11 +121,11 @@ def test_engines_block_from_the_scale_tests_timings(repo):
 def test_defences_block_from_the_known_answers(repo):
     rows = [{"dataset": "mnist5k", "seed": 0, "model": "seed_cnn_bn", "defence": "clp", "overrides": ["pruning=clp"],
              "asr_before": 0.999, "asr_after": 0.181, "acc_before": 0.974, "acc_after": 0.958, "claim_holds": True,
-             "defence_s": 3.0, "chosen": {"u": 1.75, "neurons_pruned": 7.0}},
+             "defence_s": 3.0, "chosen": {"u": 1.75, "neurons_pruned": 7.0}, "defender_n": 500},
             {"dataset": "mnist5k", "seed": 1, "model": "seed_cnn_bn", "defence": "anp",
              "overrides": ["pruning=anp", "pruning.iterations=300"], "asr_before": 0.999, "asr_after": 0.921,
              "acc_before": 0.974, "acc_after": 0.973, "claim_holds": False, "defence_s": 50.0,
-             "chosen": {"threshold": 0.9, "neurons_pruned": 7.0}}]
+             "chosen": {"threshold": 0.9, "neurons_pruned": 7.0}, "defender_n": 500}]
     (repo / "results" / "defences_known_answers.json").write_text(json.dumps(
         {"asr_cut": 0.5, "max_acc_drop": 0.03, "rows": rows,
          "anp_premise": [{"dataset": "mnist5k", "seed": 0, "model": "seed_cnn_bn", "eps": 0.4, "steps": 10,
@@ -134,9 +134,11 @@ def test_defences_block_from_the_known_answers(repo):
     (repo / "docs" / "defences.md").write_text("<!-- generated:defences -->\n<!-- /generated:defences -->\n")
     assert run(repo) == 0
     text = (repo / "docs" / "defences.md").read_text()
-    assert ("| seed_cnn_bn | mnist5k | 0 | CLP | shipped defaults | u = 1.75, 7 neurons | 0.999 → 0.181 | 0.974 → 0.958 "
-            "(-1.6 points) | yes |") in text
-    assert "| seed_cnn_bn | mnist5k | 1 | ANP | `pruning.iterations=300` | threshold 0.9, 7 neurons | 0.999 → 0.921 |" in text
+    assert ("| seed_cnn_bn | mnist5k | 0 | CLP | shipped defaults | 500 | u = 1.75, 7 neurons | 0.999 → 0.181 | "
+            "0.974 → 0.958 (-1.6 points) | yes |") in text
+    assert ("| seed_cnn_bn | mnist5k | 1 | ANP | `pruning.iterations=300` | 500 | threshold 0.9, 7 neurons | "
+            "0.999 → 0.921 |") in text
+    assert "right after pruning: no fine-tune" in text
     assert "| no |" in text and "drop ≤ 3 points" in text
     assert "10 signed-gradient steps of eps = 0.4" in text and "| seed_cnn_bn | mnist5k | 0 | 0.574 | 0.000 | 0.498 | 0.010 |" in text
 
@@ -180,6 +182,18 @@ def test_the_convergence_tool_measures_the_paper_presets_own_pgd_and_check(tmp_p
         assert tuple(cfg.threat.convergence.multipliers) == MULTIPLIERS and cfg.threat.convergence == paper.threat.convergence
         assert tuple(cfg.dataset.eps) == EPS and cfg.train == paper.train and cfg.finetune == paper.finetune
         assert (cfg.pruning.method, cfg.pruning.sparsity, cfg.seed) == (method, sparsity, 0)
+
+
+def test_clp_u_grid_block_from_the_development_seed(repo):
+    rows = [{"grid": "step 0.1, 5 to 0", "chosen": {"u": 1.6, "neurons_pruned": 7.0}, "asr_before": 1.0,
+             "asr_after": 0.497, "acc_before": 0.983, "acc_after": 0.96}]
+    (repo / "results" / "clp_u_grid_dev.json").write_text(json.dumps(
+        {"dataset": "mnist5k", "seed": 3, "model": "seed_cnn_bn", "rows": rows}))
+    (repo / "docs" / "defences.md").write_text("<!-- generated:clp-u-grid -->\n<!-- /generated:clp-u-grid -->\n")
+    assert run(repo) == 0
+    text = (repo / "docs" / "defences.md").read_text()
+    assert "seed_cnn_bn, mnist5k, seed 3" in text
+    assert "| step 0.1, 5 to 0 | 1.6 | 7 | 1.000 → 0.497 | 0.983 → 0.960 (-2.3 points) |" in text
 
 
 def test_grid_sizes_are_counted_from_the_presets_not_typed():

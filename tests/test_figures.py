@@ -373,3 +373,12 @@ def test_the_summary_shows_each_threat_success_beside_its_baseline():
     columns = list(figures.summary_table(_cells(rows, threat="badnets")).columns)
     assert columns.index("backdoor/target_rate_clean") > columns.index("backdoor/asr")
     assert columns.index("poison/targeted_success_ref") > columns.index("poison/targeted_success")
+
+
+def test_the_summary_and_figures_show_the_numbers_before_and_after_the_fine_tune():
+    rows = [{"method": "anp", "target": 0.0, "sparsity/achieved": 0.01, "backdoor/asr": 0.2, "clean/acc": 0.95,
+             "backdoor/asr_pruned": 0.1, "clean/acc_pruned": 0.9}]
+    columns = list(figures.summary_table(_cells(rows, threat="badnets")).columns)
+    assert {"backdoor/asr", "backdoor/asr_pruned", "clean/acc", "clean/acc_pruned"} <= set(columns)
+    spec = next(f for f in figures.FIGURES if f.metrics == "backdoor/asr_pruned")
+    assert spec.x == "clean/acc_pruned"

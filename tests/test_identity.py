@@ -13,7 +13,7 @@ from benchmark import hashing, stages, version
 from benchmark.cache import ModelCache
 from benchmark.cell import prepare, run_cell
 from benchmark.data import load_dataset
-from benchmark.inputs import split_sizes
+from benchmark.inputs import defender_count, split_sizes
 
 CPU = torch.device("cpu")
 QUICK = ("dataset.eps=[0.1]", "threat.subset=50", "eval=fast")
@@ -43,6 +43,7 @@ def test_one_computation_has_one_hash(cfg_factory):
     assert _keys(cfg_factory("pruning.sparsity=0")) == _keys(cfg_factory("pruning.sparsity=0.0"))
     assert _keys(cfg_factory("pruning.sparsity=0.5")) != _keys(cfg_factory("pruning.sparsity=0.6"))
     n_train, n_test = split_sizes(cfg_factory().dataset)
+    n_train -= defender_count(n_train, None)  # what training keeps: the defender split is held out
     clamped = cfg_factory(f"threat.subset={n_test + 1000}", f"eval.train_subset={n_train + 5}")
     exact = cfg_factory(f"threat.subset={n_test}", f"eval.train_subset={n_train}")
     assert prepare(clamped)[0] == prepare(exact)[0]

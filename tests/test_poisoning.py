@@ -13,7 +13,7 @@ from attacks import build_threat, poisoning
 from attacks.poisoning_attacks.label_flip import flip_labels
 from benchmark import hashing
 from benchmark.cell import prepare, run_cell
-from benchmark.data import load_dataset
+from benchmark.data import cell_data
 from benchmark.training import accuracy_and_loss, fit
 from benchmark.validate import ConfigError
 from models import build_model
@@ -74,7 +74,7 @@ def test_clean_label_backdoor_dense_model_has_asr_on_mnist5k(tmp_path):
     from conftest import compose_cfg
 
     cfg = compose_cfg(tmp_path, "experiment=backdoor", "threat=clean_label_backdoor", "pruning=none")
-    data = load_dataset(cfg.dataset, seed=0)
+    data = cell_data(cfg)
     threat, poisoned = _threat(cfg, data)
     model = _dense(poisoned, epochs=cfg.train.epochs, lr=cfg.train.lr)
     metrics = threat.threat_metrics(model, data, CPU, seed=0)

@@ -285,7 +285,7 @@ def test_same_seed_same_pruned_model(trained_seed_cnn, cfg_factory, digits, meth
 def test_fine_pruning_removes_the_least_active_channels(trained_seed_cnn, cfg_factory, digits):
     cfg = _cfg(cfg_factory, "fine_pruning", 0.5, "pruning.channel_fraction=0.25")
     ctx = _ctx(cfg, digits)
-    activations = last_conv_activations(trained_seed_cnn, ctx.calibration[0])
+    activations = last_conv_activations(trained_seed_cnn, ctx.defender[0])  # the defender split only
     outcome = prune(copy.deepcopy(trained_seed_cnn), cfg.pruning, ctx)
     kept = torch.sort(activations, stable=True).indices[16:].sort().values  # 25% of 64 channels removed
     assert last_conv(outcome.model).out_channels == 48 and outcome.info["pruning/channels_removed"] == 16
@@ -334,7 +334,7 @@ def test_cost_metrics_show_real_speedup_only_for_structured(trained_seed_cnn, cf
     # the defences' selection rules use clean data only, never the test set's ASR
     (("pruning=clp", "pruning.selection=best_asr"), "pruning.selection"),
     (("pruning=clp", "pruning.u_grid=[]"), "pruning.u_grid"),
-    (("pruning=anp", "pruning.clean_fraction=0"), "pruning.clean_fraction"),
+    (("pruning=anp", "pruning.val_fraction=1"), "pruning.val_fraction"),
     (("pruning=anp", "pruning.eps=2"), "pruning.eps"),
     (("pruning=anp", "pruning.selection=test_asr"), "pruning.selection"),
 ])
@@ -402,7 +402,8 @@ def test_hydra_learns_its_scores_on_the_pruning_stage_training_set(trained_seed_
     import dataclasses
 
     other = dataclasses.replace(digits, x_train=digits.x_train[:100], y_train=digits.y_train[:100])
-    sets = stages.TrainingSets(dense=digits, calibration=digits, pruning_finetune=other, finetune=digits)
+    sets = stages.TrainingSets(dense=digits, calibration=digits, pruning_finetune=other, finetune=digits,
+                               defender=digits.defender())
     cfg = _cfg(cfg_factory, "hydra", 0.5)
     ctx = stages.prune_context(cfg, sets, CPU)
     assert ctx.pruning_train[0] is other.x_train and ctx.pruning_train[1] is other.y_train

@@ -23,13 +23,16 @@ def no_compute(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("compute started before validation rejected the config")
 
-    monkeypatch.setattr(benchmark.cell, "load_dataset", forbidden)
+    monkeypatch.setattr(benchmark.cell, "cell_data", forbidden)
     monkeypatch.setattr(benchmark.stages, "fit", forbidden)
 
 
 # (overrides, what the message must contain: key=value and the allowed values or range)
 BAD = [
     (["dataset.name=imagenet"], ["dataset.name='imagenet'", "allowed:", "mnist5k", "digits"]),
+    (["data.defender_size=-1"], ["data.defender_size=-1", "0.0 < defender_size"]),
+    (["data.defender_size=5000"], ["data.defender_size=5000", "allowed: fewer than 1437"]),
+    (["data.defender_size=2.5"], ["data.defender_size=2.5", "allowed: a whole number"]),
     (["model.name=resnet50"], ["model.name='resnet50'", "'seed_cnn'", "'resnet20'"]),
     (["pruning.method=sparsegpt"], ["pruning.method='sparsegpt'", "magnitude_global", "l1_filter"]),
     (["threat.kind=telepathy"], ["threat.kind='telepathy'", "evasion"]),

@@ -31,7 +31,7 @@ class PoisonConfig(Group):
     poison_rate: UNIT
     target_class: CLASS
     stage: Literal["poison_then_prune", "prune_then_poison"]
-    finetune_data: Literal["clean", "poisoned"]
+    finetune_data: Literal["clean", "poisoned", "defender"]
     clean_reference: bool
     effective_threshold: UNIT  # threat/effective: the dense model's success reaches it
 

@@ -44,6 +44,9 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("backdoor_asr_vs_sparsity", "backdoor/asr", "backdoor attack success rate", threat_metric=True),
     FigureSpec("backdoor_asr_vs_clean_acc", "backdoor/asr", "backdoor attack success rate", x="clean/acc",
                xlabel="clean test accuracy", threat_metric=True, front=False),  # bottom right: a good defence
+    # The same trade-off right after pruning, before any fine-tune (the papers' ANP and CLP do not fine-tune).
+    FigureSpec("backdoor_asr_vs_clean_acc_pruned", "backdoor/asr_pruned", "backdoor ASR before fine-tune",
+               x="clean/acc_pruned", xlabel="clean test accuracy before fine-tune", threat_metric=True, front=False),
     FigureSpec("backdoor_triggered_acc_vs_sparsity", "backdoor/clean_acc_triggered", "accuracy on triggered inputs",
                accuracy=True, threat_metric=True),
     FigureSpec("poison_damage_vs_sparsity", "poison/acc_drop", "clean acc drop vs unpoisoned model", ylim=None,
@@ -116,6 +119,9 @@ SUMMARY_COLUMNS: list[Column] = [
     Column("robust/worst/eps_*", binomial=True),
     Column("backdoor/asr"),  # the data threats' success: what a defence must bring down, beside its baseline:
     Column("backdoor/target_rate_clean"),  # how often the model picks the target class without the trigger
+    Column("clean/acc_pruned"),  # data threats: the numbers right after pruning, before any fine-tune
+    Column("backdoor/asr_pruned"),
+    Column("poison/targeted_success_pruned"),
     Column("poison/targeted_success"),
     Column("poison/targeted_success_ref"),  # the same success against the clean model (same method and sparsity)
     Column("poison/acc_drop"),

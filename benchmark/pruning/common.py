@@ -17,9 +17,9 @@ class PruneContext:
     example_inputs: torch.Tensor  # one small batch, for torch-pruning's dependency graph and MAC counts
     calibration: tuple[torch.Tensor, torch.Tensor]  # (x, y) batch of training data for data-aware methods
     seed: int
-    # Every clean training image (x, y): defences that draw their own clean set (ANP) and hold out data to choose
-    # their amount (benchmark/pruning/neurons.defender_split). None: only `calibration` is available.
-    clean_train: tuple[torch.Tensor, torch.Tensor] | None = None
+    # The defender split (x, y): clean images held out of every training stage, the only data the pruning-based
+    # defences read (ANP's masks, Fine-Pruning's activations, every choice of an amount). None: not available.
+    defender: tuple[torch.Tensor, torch.Tensor] | None = None
     # The pruning stage's training set (x, y), role `pruning_finetune` (what `finetune` trains on): for methods that
     # optimise on training data inside the pruner (HYDRA's scores). None: not available.
     pruning_train: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -1,5 +1,5 @@
 """Neurons as the pruning-based backdoor defences (ANP, CLP) see them: which channels they are, how one is scaled
-or switched off, and how a defender picks the amount from clean held-out data.
+or switched off, and how a defender picks the amount from its clean defender split.
 
 A neuron is one output channel of a BatchNorm layer in a model with BatchNorm (its scale gamma is what ANP masks
 and CLP combines with the conv registered last before it), or, in a model without BatchNorm, one output channel of
@@ -164,15 +164,17 @@ def accuracy_with(model: nn.Module, layers: list[NeuronLayer], off: list[torch.T
     return correct / len(x)
 
 
-def defender_split(clean: tuple[torch.Tensor, torch.Tensor], fit_images: int, val_images: int, seed: int):
-    """Two disjoint seeded subsets of the clean training images: one the defence fits on (ANP's masks), and one
-    held out to choose its amount. Returns ((x_fit, y_fit), (x_val, y_val))."""
-    x, y = clean
+def split_defender(defender: tuple[torch.Tensor, torch.Tensor], val_fraction: float, seed: int):
+    """Two disjoint seeded parts of the defender split: the one a defence fits on (ANP's masks) and the
+    `val_fraction` held out to choose its amount. Returns ((x_fit, y_fit), (x_val, y_val)); each part has at
+    least one image."""
+    x, y = defender
+    if len(y) < 2:
+        raise ValueError(f"the defender split has {len(y)} image(s); fitting and choosing an amount need two "
+                         "disjoint parts (data.defender_size)")
     order = seeded_indices(len(y), None, seed)
-    fit, val = order[:fit_images], order[fit_images:fit_images + val_images]
-    if len(val) == 0:
-        raise ValueError(f"the defence fits on {fit_images} of the {len(y)} clean training images and has none "
-                         "left to hold out for choosing its amount")
+    n_val = min(max(1, round(val_fraction * len(y))), len(y) - 1)
+    val, fit = order[:n_val], order[n_val:]
     return (x[fit], y[fit]), (x[val], y[val])
 
 

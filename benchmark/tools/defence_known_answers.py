@@ -2,10 +2,11 @@
 the dense backdoored model by at least half at <= 3 points of clean accuracy, as the literature reports?
 
 One BatchNorm model per model name, dataset and seed (`seed_cnn_bn` by default, `--models resnet20` for a deeper
-one; BadNets at the shipped budget, trained on the poisoned set with the cell's own `fit`), each defence run
-through `benchmark.pruning.prune` exactly as a cell runs it (shipped defaults, `selection=validation`: the amount
-is chosen on held-out clean training images, never on the test set), no fine-tune afterwards (as in the papers).
-ASR and clean accuracy are measured on the test set before and after.
+one; BadNets at the shipped budget, trained on the poisoned training split with the cell's dense training loop and
+recipe, `stages.train_loop`), each defence run through `benchmark.pruning.prune` exactly as a cell runs it
+(shipped defaults, `selection=validation`) on the cell's defender split only (`data.defender_size`: clean images
+held out of training; the amount is chosen on them, never on the test set), no fine-tune afterwards (as in the
+papers). ASR and clean accuracy are measured on the test set before and after.
 
 `python -m benchmark.tools.defence_known_answers` writes results/defences_known_answers.json (the `defences` block
 of docs/defences.md, `make docs`); `--merge` replaces only the measured (model, dataset, seed) cases in it, so a
@@ -28,13 +29,13 @@ SETTINGS = {  # dataset -> dense training of the backdoored model (Adam, the cel
     "digits": {"epochs": 8, "lr": 3e-3},
 }
 MODEL = "seed_cnn_bn"  # the default model: 96 BatchNorm channels, seconds per defence
-CASES = {  # defence -> pruning overrides (ANP: fewer mask steps on more clean images than the paper, for CPU time)
+CASES = {  # defence -> pruning overrides (ANP: fewer mask steps than the paper's 2000, for CPU time)
     "clp": ("pruning=clp",),
-    "anp": ("pruning=anp", "pruning.iterations=300", "pruning.clean_fraction=0.05"),
+    "anp": ("pruning=anp", "pruning.iterations=300"),
 }
 PREMISE_EPS = 0.4  # ANP's budget: the neuron perturbation its premise is checked at
 PREMISE_STEPS = 10
-PREMISE_IMAGES = 500  # held-out clean training images the premise is checked on
+PREMISE_IMAGES = 500  # at most this many images of the defender split: the premise is checked on them
 ASR_CUT = 0.5  # the claim: ASR after <= ASR_CUT * ASR before ...
 MAX_ACC_DROP = 0.03  # ... at a clean-accuracy drop of at most this (test set)
 CPU = torch.device("cpu")
@@ -53,22 +54,20 @@ def compose(dataset: str, seed: int, *overrides: str, model: str = MODEL):
 
 
 def trained_model(dataset: str, seed: int = 0, poisoned: bool = True, model_name: str = MODEL):
-    """(data, threat, model): `model_name` trained on the BadNets-poisoned training set of `dataset` (on the clean
-    one when not `poisoned`)."""
+    """(data, threat, model): `model_name` trained as a cell's dense model (`stages.fresh_model`,
+    `stages.train_loop`) on the BadNets-poisoned training split of `dataset` (on the clean one when not
+    `poisoned`), the defender split held out (`data`: the cell's data, `benchmark.data.cell_data`)."""
     from attacks import build_threat
-    from benchmark.data import load_dataset
-    from benchmark.training import fit
-    from models import build_model
+    from benchmark import stages
+    from benchmark.data import cell_data
 
     cfg = compose(dataset, seed, model=model_name)
-    data = load_dataset(cfg.dataset, seed=seed)
+    data = cell_data(cfg)
     threat = build_threat(cfg.threat)
     train = threat.poisoned_set(data, seed)[0] if poisoned else data
-    torch.manual_seed(seed)
-    model = build_model(model_name, data.in_channels, data.image_size, data.num_classes)
-    fit(model, train.x_train, train.y_train, epochs=cfg.train.epochs, lr=cfg.train.lr,
-        batch_size=cfg.train.batch_size, seed=seed, device=CPU, desc="dense")
-    return data, threat, model
+    model = stages.fresh_model(cfg, data)
+    stages.train_loop(cfg, model, train, cfg.train.epochs, CPU, desc="dense")
+    return data, threat, model.eval()
 
 
 def asr_and_accuracy(threat, model, data) -> tuple[float, float]:
@@ -78,21 +77,24 @@ def asr_and_accuracy(threat, model, data) -> tuple[float, float]:
             accuracy_and_loss(model, data.x_test, data.y_test, CPU)[0])
 
 
-def defend(dataset: str, seed: int, data, threat, model, defence: str, model_name: str = MODEL) -> dict:
+def defend(dataset: str, seed: int, data, threat, model, defence: str, model_name: str = MODEL,
+           overrides: tuple[str, ...] | None = None) -> dict:
     """One defence on a copy of `model`, as a cell prunes: the test-set ASR and clean accuracy before and after, the
-    amount its rule chose (`pruning/*`) and whether the literature's claim holds."""
+    amount its rule chose (`pruning/*`) and whether the literature's claim holds. `overrides`: the pruning config
+    (CASES[defence] when None)."""
+    overrides = CASES[defence] if overrides is None else overrides
     from benchmark import stages
     from benchmark.pruning import prune
     from benchmark.pruning.common import finalize
 
-    cfg = compose(dataset, seed, *CASES[defence], model=model_name)
+    cfg = compose(dataset, seed, *overrides, model=model_name)
     started = time.perf_counter()
     outcome = prune(copy.deepcopy(model), cfg.pruning, stages.prune_context(cfg, stages.TrainingSets.clean(data), CPU))
     seconds = time.perf_counter() - started
     (asr, acc), (asr_after, acc_after) = asr_and_accuracy(threat, model, data), asr_and_accuracy(
         threat, finalize(outcome.model), data)
     return {"dataset": dataset, "seed": seed, "model": model_name, "defence": defence,
-            "overrides": list(CASES[defence]),
+            "overrides": list(overrides), "defender_n": len(data.y_defender), "train_n": len(data.y_train),
             "asr_before": asr, "asr_after": asr_after, "acc_before": acc, "acc_after": acc_after,
             "claim_holds": asr_after <= ASR_CUT * asr and acc - acc_after <= MAX_ACC_DROP,
             "defence_s": seconds, "chosen": {k.split("/", 1)[1]: v for k, v in outcome.info.items()}}
@@ -127,11 +129,9 @@ def under_adversarial_neuron_noise(model, x: torch.Tensor, y: torch.Tensor, targ
 
 
 def premise(dataset: str, seed: int, data, threat, backdoored, model_name: str = MODEL) -> dict:
-    """ANP's premise on held-out clean training images: the backdoored model under adversarial neuron noise, beside
-    the same model trained on the clean set."""
-    from benchmark.pruning.neurons import defender_split
-
-    _, (x, y) = defender_split((data.x_train, data.y_train), 0, PREMISE_IMAGES, seed)
+    """ANP's premise on the defender split: the backdoored model under adversarial neuron noise, beside the same
+    model trained on the clean set."""
+    x, y = data.x_defender[:PREMISE_IMAGES], data.y_defender[:PREMISE_IMAGES]
     _, _, clean = trained_model(dataset, seed, poisoned=False, model_name=model_name)
     target = int(threat.cfg.target_class)
     return {"dataset": dataset, "seed": seed, "model": model_name, "eps": PREMISE_EPS, "steps": PREMISE_STEPS,

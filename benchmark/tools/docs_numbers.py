@@ -9,10 +9,11 @@ nothing written.
 
 Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with), `results/perf.json`
 (`make perf`), `results/perf_engines.json` (`make test-scale`), `results/defences_known_answers.json`
-(`python -m benchmark.tools.defence_known_answers`) and `results/convergence.json` (`python -m
-benchmark.tools.convergence`); the grid sizes are counted from `conf/experiment/` itself, the reproduction targets
-listed from `benchmark/reproduce_presets/*.yaml` with the status of each `results/reproduce/<target>.json`
-(`make reproduce`) where one exists.
+(`python -m benchmark.tools.defence_known_answers`), `results/clp_u_grid_dev.json` (`python -m
+benchmark.tools.clp_u_grid`) and `results/convergence.json` (`python -m benchmark.tools.convergence`); the grid
+sizes are counted from `conf/experiment/` itself, the reproduction targets listed from
+`benchmark/reproduce_presets/*.yaml` with the status of each `results/reproduce/<target>.json` (`make reproduce`)
+where one exists.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ PERF = "perf.json"
 ENGINES = "perf_engines.json"
 DEFENCES = "defences_known_answers.json"
 CONVERGENCE = "convergence.json"
+CLP_U_GRID = "clp_u_grid_dev.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells
 THREAT_SUCCESS = ("backdoor/asr", "backdoor/target_rate_clean", "poison/targeted_success",  # the poisoning slice:
                   "poison/targeted_success_ref", "poison/acc_drop")  # each success beside its baseline
@@ -157,8 +159,8 @@ def render_defences(path: Path) -> str:
     """The pruning defences' known answers (benchmark.tools.defence_known_answers): per dataset and defence, the
     test-set ASR and clean accuracy before and after, the amount the defender's rule chose, and the verdict."""
     result = json.loads(path.read_text())
-    lines = ["| model | dataset | seed | defence | settings | chosen | ASR before → after | "
-             "clean accuracy before → after | claim holds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | dataset | seed | defence | settings | defender images | chosen | ASR before → after | "
+             "clean accuracy before → after | claim holds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result.get("rows", []):
         chosen = row["chosen"]
         amount = (f"u = {chosen['u']:g}" if "u" in chosen else f"threshold {chosen['threshold']:g}")
@@ -166,16 +168,18 @@ def render_defences(path: Path) -> str:
         settings = ", ".join(f"`{o}`" for o in row["overrides"][1:]) or "shipped defaults"
         drop = (row["acc_before"] - row["acc_after"]) * 100
         lines.append(f"| {row['model']} | {row['dataset']} | {row['seed']} | {row['defence'].upper()} | {settings} | "
-                     f"{amount} | {row['asr_before']:.3f} → {row['asr_after']:.3f} | {row['acc_before']:.3f} → "
+                     f"{row.get('defender_n', '?')} | {amount} | {row['asr_before']:.3f} → {row['asr_after']:.3f} | "
+                     f"{row['acc_before']:.3f} → "
                      f"{row['acc_after']:.3f} ({-drop:+.1f} points) | {'yes' if row['claim_holds'] else 'no'} |")
     if len(lines) == 2:
         return f"`{DEFENCES}` holds no measurement: run `python -m benchmark.tools.defence_known_answers`.\n"
     text = "\n".join(lines) + (f"\n\nThe claim: ASR after ≤ {result['asr_cut']:g} × ASR before at a clean-accuracy "
-                               f"drop ≤ {result['max_acc_drop'] * 100:g} points (test set).\n")
+                               f"drop ≤ {result['max_acc_drop'] * 100:g} points (test set), right after pruning: "
+                               "no fine-tune, as in the papers.\n")
     premise = result.get("anp_premise", [])
     if premise:
         first = premise[0]
-        text += (f"\nANP's premise: held-out clean training images under {first['steps']} signed-gradient steps of "
+        text += (f"\nANP's premise: the defender split's images under {first['steps']} signed-gradient steps of "
                  f"eps = {first['eps']:g} noise on every neuron's weight part and bias, the backdoored model beside "
                  "the same model trained without poison (error; share of non-target images sent to the target "
                  "class).\n\n| model | dataset | seed | backdoored: error | backdoored: to the target | "
@@ -210,6 +214,21 @@ def render_convergence(path: Path) -> str:
     side = f"{result['jobs']} cells side by side" if result.get("jobs", 1) > 1 else "one cell after the other"
     return "\n".join(lines) + (f"\n\nMeasured on {result['machine']} in {minutes:.0f} min ({side}, one CPU thread "
                                "each).\n")
+
+
+def render_clp_u_grid(path: Path) -> str:
+    """CLP's candidate u grids on the development seed (benchmark.tools.clp_u_grid): the u each grid's rule chose
+    and the test-set ASR and clean accuracy right after pruning."""
+    result = json.loads(path.read_text())
+    lines = [f"Development case: {result['model']}, {result['dataset']}, seed {result['seed']}.\n",
+             "| candidate grid | u chosen | neurons | ASR before → after | clean accuracy before → after |",
+             "|---|---|---|---|---|"]
+    for row in result["rows"]:
+        drop = (row["acc_before"] - row["acc_after"]) * 100
+        lines.append(f"| {row['grid']} | {row['chosen']['u']:g} | {row['chosen']['neurons_pruned']:.0f} | "
+                     f"{row['asr_before']:.3f} → {row['asr_after']:.3f} | {row['acc_before']:.3f} → "
+                     f"{row['acc_after']:.3f} ({-drop:+.1f} points) |")
+    return "\n".join(lines) + "\n"
 
 
 MAKE_BENCHMARK_GRIDS = ("default", "default_poisoning")  # the presets `make benchmark` runs by default
@@ -292,6 +311,7 @@ BLOCKS: dict[str, Block] = {
     "engines": Block(ENGINES, "make test-scale", render_engines),
     "defences": Block(DEFENCES, "python -m benchmark.tools.defence_known_answers", render_defences),
     "convergence": Block(CONVERGENCE, "python -m benchmark.tools.convergence", render_convergence),
+    "clp-u-grid": Block(CLP_U_GRID, "python -m benchmark.tools.clp_u_grid", render_clp_u_grid),
 }
 
 

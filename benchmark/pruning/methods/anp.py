@@ -8,9 +8,11 @@ through fine-tuning and count as sparsity.
 
 The amount (`selection`): `threshold` switches off the neurons whose mask is below `threshold` (the paper's 0.2);
 `fraction` the `fraction` of all neurons with the smallest masks; `validation` (the defender's rule) the largest
-threshold of `threshold_grid` whose accuracy on `val_images` held-out clean training images (disjoint from the
-mask-learning set) is within `max_acc_drop` of the dense model's. None uses the test set. `pruning.sparsity` is
-not an input: the achieved sparsity is measured.
+threshold of `threshold_grid` whose accuracy on the held-out `val_fraction` of the defender split (disjoint from
+the mask-learning part) is within `max_acc_drop` of the dense model's. ANP reads the defender split only (clean
+images held out of every training stage, benchmark/data.hold_out_defender): the masks are learned on all of it
+(`threshold`, `fraction`: the paper's protocol) or on the part not held out (`validation`). None uses the test
+set. `pruning.sparsity` is not an input: the achieved sparsity is measured.
 
 The mask learning (`learn_masks`): every neuron gets a mask m in [0, 1] on its weight part and a perturbation
 (delta on the weight part, xi on the bias) in [-eps, eps]. Per mini-batch of the defender's clean images: the
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
-from benchmark.checks import BATCH, COUNT, LR, STEPS, UNIT, number, whole
+from benchmark.checks import BATCH, LR, STEPS, UNIT, number, whole
 from benchmark.pruning import PRUNERS, PruningConfig
 
 if TYPE_CHECKING:
@@ -50,13 +52,12 @@ class ANP(PruningConfig):
     noise_steps: STEPS  # signed-gradient ascent steps on the perturbation per mini-batch
     batch_size: BATCH
     batchnorm_mode: Literal["train", "eval"]  # BatchNorm statistics while the masks are learned
-    clean_fraction: number(0.0, 1.0, low_open=True)  # share of the clean training images the masks are learned on
     selection: Literal["threshold", "fraction", "validation"]
     threshold: UNIT
     fraction: number(0.0, 1.0, high_open=True)  # share of all neurons switched off (selection=fraction)
     threshold_grid: Annotated[list[UNIT], Field(min_length=1)]  # candidate thresholds (selection=validation)
     max_acc_drop: UNIT  # selection=validation: largest held-out clean accuracy drop allowed
-    val_images: COUNT  # held-out clean training images for selection=validation
+    val_fraction: number(0.0, 1.0, low_open=True, high_open=True)  # selection=validation: defender share held out
 
 
 def anp_label(cfg) -> str:
@@ -73,19 +74,20 @@ def anp(model, cfg, ctx):
     import torch
 
     from benchmark.pruning.common import PruneOutcome
-    from benchmark.pruning.neurons import (accuracy_with, defender_split, largest_within_margin, neuron_layers,
+    from benchmark.pruning.neurons import (accuracy_with, largest_within_margin, neuron_layers, split_defender,
                                            switch_off)
 
-    fit_images = max(1, int(round(float(cfg.clean_fraction) * len(ctx.clean_train[1]))))
-    (x_fit, y_fit), (x_val, y_val) = defender_split(ctx.clean_train, fit_images, int(cfg.val_images), ctx.seed)
+    if cfg.selection == "validation":
+        (x_fit, y_fit), (x_val, y_val) = split_defender(ctx.defender, float(cfg.val_fraction), ctx.seed)
+    else:
+        (x_fit, y_fit), (x_val, y_val) = ctx.defender, (None, None)
     layers = neuron_layers(model)
     masks = learn_masks(model, layers, x_fit, y_fit, eps=float(cfg.eps), alpha=float(cfg.alpha),
                         lr=float(cfg.mask_lr), iterations=int(cfg.iterations), noise_steps=int(cfg.noise_steps),
                         batch_size=int(cfg.batch_size), seed=ctx.seed,
                         train_mode=cfg.batchnorm_mode == "train")
     below = lambda threshold: [mask < threshold for mask in masks]
-    dense_acc = accuracy_with(model, layers, below(0.0), False, x_val, y_val)
-    info = {"pruning/clean_images": float(fit_images), "pruning/val_acc_dense": dense_acc}
+    info = {"pruning/clean_images": float(len(y_fit))}
     if cfg.selection == "fraction":  # the smallest masks over all neurons, ties broken by position
         flat = torch.cat(masks)
         smallest = torch.sort(flat, stable=True).indices[:int(round(float(cfg.fraction) * len(flat)))]
@@ -97,14 +99,16 @@ def anp(model, cfg, ctx):
         if cfg.selection == "threshold":
             threshold = float(cfg.threshold)
         else:
+            dense_acc = accuracy_with(model, layers, below(0.0), False, x_val, y_val)
             grid = sorted(float(t) for t in cfg.threshold_grid)  # from the least to the most pruning
             chosen, _ = largest_within_margin(
                 grid, lambda t: accuracy_with(model, layers, below(t), False, x_val, y_val), dense_acc,
                 float(cfg.max_acc_drop))
             info["pruning/selection_met"] = float(chosen is not None)
             threshold = 0.0 if chosen is None else chosen  # nothing meets the margin: nothing is switched off
+            info.update({"pruning/val_images": float(len(y_val)), "pruning/val_acc_dense": dense_acc,
+                         "pruning/val_acc": accuracy_with(model, layers, below(threshold), False, x_val, y_val)})
         off_per_layer = below(threshold)
-    info["pruning/val_acc"] = accuracy_with(model, layers, off_per_layer, False, x_val, y_val)
     pruned = switch_off(layers, off_per_layer, zero_bias=False)
     total = sum(len(m) for m in masks)
     info.update({"pruning/threshold": threshold, "pruning/neurons_pruned": float(pruned),

@@ -17,9 +17,10 @@ alone: the bound is the reference code's, not a Lipschitz bound of the channel. 
 channels are switched off, as in the reference code: the conv's output also runs along the residual path.
 
 The amount (`selection`): `fixed` uses `u` (the paper's 3) and no data (`pruning/clean_images` = 0);
-`validation` (the defender's rule) the smallest u of `u_grid` whose accuracy on `val_images` held-out clean
-training images is within `max_acc_drop` of the dense model's. CLP can collapse clean accuracy at small u: report
-it as a curve over u (experiment=backdoor_defences_clp). `pruning.sparsity` is not an input.
+`validation` (the defender's rule) the smallest u of `u_grid` whose accuracy on the defender split (clean images
+held out of every training stage, benchmark/data.hold_out_defender) is within `max_acc_drop` of the dense
+model's. CLP can collapse clean accuracy at small u: report it as a curve over u (experiment=backdoor_defences_clp).
+`pruning.sparsity` is not an input.
 
 The UCLC of a channel k of a conv followed by a BatchNorm is the largest singular value of its kernel reshaped to
 (input channels, kh * kw) times |gamma_k| / sqrt(running_var_k + eps) (the reference code leaves out the BatchNorm's
@@ -33,7 +34,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from benchmark.checks import COUNT, UNIT, number
+from benchmark.checks import UNIT, number
 from benchmark.pruning import PRUNERS, PruningConfig
 
 U = number(-10.0, 100.0)
@@ -45,7 +46,6 @@ class CLP(PruningConfig):
     u: U  # selection=fixed: switch off channels above mean + u * std of their layer's bounds
     u_grid: Annotated[list[U], Field(min_length=1)]  # candidate u values (selection=validation)
     max_acc_drop: UNIT  # selection=validation: largest held-out clean accuracy drop allowed
-    val_images: COUNT  # held-out clean training images for selection=validation
 
 
 def channel_lipschitz(layer):
@@ -95,8 +95,7 @@ def clp_label(cfg) -> str:
                   variant_label=clp_label)
 def clp(model, cfg, ctx):
     from benchmark.pruning.common import PruneOutcome
-    from benchmark.pruning.neurons import (accuracy_with, defender_split, largest_within_margin, neuron_layers,
-                                           switch_off)
+    from benchmark.pruning.neurons import accuracy_with, largest_within_margin, neuron_layers, switch_off
 
     layers = neuron_layers(model)
     bounds = [channel_lipschitz(layer) for layer in layers]
@@ -105,7 +104,7 @@ def clp(model, cfg, ctx):
     if cfg.selection == "fixed":
         u = float(cfg.u)
     else:
-        _, (x_val, y_val) = defender_split(ctx.clean_train, 0, int(cfg.val_images), ctx.seed)
+        x_val, y_val = ctx.defender
         accuracy = lambda u: accuracy_with(model, layers, above(u), True, x_val, y_val)
         dense_acc = accuracy(float("inf"))
         grid = sorted((float(u) for u in cfg.u_grid), reverse=True)  # from the least to the most pruning

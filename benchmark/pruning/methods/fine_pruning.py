@@ -4,6 +4,8 @@ on clean data, then fine-tune (the fine-tune is the cell's usual one, in stages.
 It is both a pruning method (`pruning=fine_pruning`) and the classic backdoor defence: backdoor behaviour tends to
 live in channels that stay dormant on clean inputs. One implementation serves both uses.
 
+The activations are read on the defender split only (clean images held out of every training stage,
+benchmark/data.hold_out_defender), as the paper's defender reads its clean validation set.
 `channel_fraction` (the paper's knob: share of the last layer's channels removed) when set; otherwise the number
 of channels is chosen so that the fraction of prunable weights removed is as close to `sparsity` as the last
 layer allows. The paper prunes until clean accuracy drops by a threshold; here the amount is a grid axis.
@@ -39,7 +41,7 @@ def fine_pruning(model, cfg, ctx):
     from benchmark.pruning.dormant import (channels_for_sparsity, last_conv, last_conv_activations,
                                            prune_dormant_channels)
 
-    activations = last_conv_activations(model, ctx.calibration[0])
+    activations = last_conv_activations(model, ctx.defender[0])
     total = last_conv(model).out_channels
     fraction = cfg.get("channel_fraction")
     if fraction is not None:
