@@ -130,6 +130,45 @@ def render_perf(path: Path) -> str:
     return "\n".join(lines) + f"\n\n{where}{small}.\n"
 
 
+STAGE_ORDER = ("data", "train", "prune", "finetune", "measure", "security", "threat", "bookkeeping")
+GRID_GOAL_MIN = 5  # the default grid's wall-time goal on 2 idle cores
+
+
+def render_grid_time(path: Path) -> str:
+    """The default grid's measured wall time (`make perf`'s default_grid part) against its goal, the evasion's
+    speed-up over the old way, one cell's time by stage, and the reference AutoAttack's largest gap (`make aa-gap`)."""
+    result = json.loads(path.read_text())
+    lines = ["| measure | result | goal |", "|---|---|---|"]
+    if "default_grid_first_s" in result:
+        launcher = result.get("default_grid_launcher", "one cell after another")
+        cells = f", {result['default_grid_cells']} cells" if "default_grid_cells" in result else ""
+        lines.append(f"| the default grid's first run (`experiment=default`{cells}; `{launcher}`) | "
+                     f"{result['default_grid_first_s'] / 60:.1f} min | ≤ {GRID_GOAL_MIN} min on 2 idle cores |")
+    if "evasion_new_over_old" in result:
+        lines.append(f"| the grid's evasion / the old way (every attack at every eps on every image, final iterate "
+                     f"only), {result['evasion_images']} images | {result['evasion_new_over_old']:.2f}× | |")
+    gap = result.get("aa_gap")
+    if gap and gap.get("max_gap") is not None:
+        lines.append(f"| largest gap, the grid's `robust/worst` − reference AutoAttack, {gap['cells']} cells × "
+                     f"{gap['images_per_cell']} images (APGD/FAB {gap['max_iter']} iterations, Square "
+                     f"{gap['square_queries']} queries) | {gap['max_gap'] * 100:+.1f} points"
+                     f"{'' if gap['ok'] else ' (fails: ' + ', '.join(gap['failed_cells']) + ')'} | "
+                     f"≤ {gap['tolerance'] * 100:g} points |")
+    if len(lines) == 2:
+        return f"`{PERF}` holds no default-grid time: run `make perf`.\n"
+    text = "\n".join(lines) + "\n"
+    stages = result.get("cell_stages_s")
+    if stages:
+        parts = ", ".join(f"{name} {stages[f'{name}_s']:.1f} s" for name in STAGE_ORDER if f"{name}_s" in stages)
+        text += f"\nOne cell ({result['cell_stages_run']}, fresh store, one torch thread) by stage: {parts}; " \
+                f"in all {stages['cell_s']:.1f} s.\n"
+    load = [v for k, v in result.items() if k.startswith("load_avg_1m") and k.endswith("default_grid")]
+    machine = result.get("machine", "an unnamed machine")
+    text += f"\nMeasured on {machine}" + (f"; 1-minute load average {min(load):.1f}–{max(load):.1f} around the grid"
+                                         if load else "") + ".\n"
+    return text
+
+
 def render_engines(path: Path) -> str:
     """`make test-scale`'s engine timings (tests/scale/test_scale.py::test_engine_timings): one 12-cell grid on each
     engine, every cell logging to the PostgreSQL-backed server, and the logging time per run."""
@@ -237,6 +276,7 @@ BLOCKS: dict[str, Block] = {
     "default-grid": Block(SUMMARY, "make figures", render_default_grid),
     "poisoning-slice": Block(SUMMARY, "make figures", render_poisoning_slice),
     "perf": Block(PERF, "make perf", render_perf),
+    "grid-time": Block(PERF, "make perf", render_grid_time),
     "engines": Block(ENGINES, "make test-scale", render_engines),
     "defences": Block(DEFENCES, "python -m benchmark.tools.defence_known_answers", render_defences),
 }
