@@ -196,3 +196,15 @@ def test_grid_time_block_states_the_default_grids_time_the_evasion_ratio_and_the
     (repo / "results" / "perf.json").write_text(json.dumps({"machine": "x86_64"}))
     assert run(repo) == 0
     assert "holds no default-grid time: run `make perf`" in (repo / "README.md").read_text()
+
+
+def test_only_rewrites_the_named_blocks_and_needs_only_their_sources(repo, capsys):
+    (repo / "results" / "tables" / "summary.csv").unlink()  # the default-grid block's source is missing
+    (repo / "results" / "perf.json").write_text(json.dumps({"machine": "x86_64", "default_grid_first_s": 240}))
+    (repo / "README.md").write_text("<!-- generated:default-grid -->\nold table\n<!-- /generated:default-grid -->\n"
+                                    "<!-- generated:grid-time -->\n<!-- /generated:grid-time -->\n")
+    assert run(repo) == 2  # every block: the summary table is missing
+    assert run(repo, "--only", "grid-time") == 0
+    text = (repo / "README.md").read_text()
+    assert "old table" in text and "| 4.0 min |" in text
+    assert run(repo, "--only", "grid-time,nonsense") == 2 and "nonsense" in capsys.readouterr().err
