@@ -39,3 +39,15 @@ def test_old_and_new_evasion_attack_the_same_images_and_fgsm_agrees_by_construct
         standing &= old[("fgsm", eps)]
         assert abs(new[f"robust/fgsm/eps_{eps:g}"] - standing.mean()) <= 2 / 80  # a near-tie may round apart
     assert standing.mean() < new["robust/subset_clean_acc"]  # FGSM bites, so the agreement is not trivial
+
+
+def test_an_unknown_part_exits_2_with_one_line_before_any_measurement(tmp_path, capsys):
+    import pytest
+
+    from benchmark.tools.perf import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--parts", "evasion,nope", "--out", str(tmp_path / "perf.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "--parts='evasion,nope'" in err[0]
+    assert not (tmp_path / "perf.json").exists()
