@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 from mlflow.tracking import MlflowClient
 
 from benchmark.tools import aa_gap, verify
@@ -34,7 +35,7 @@ def test_the_gap_is_written_per_cell_and_eps_and_an_inflated_robust_accuracy_fai
     out.write_text(json.dumps({"default_grid_first_s": 1.0}))
 
     code, result = _run(uri, store.experiment, out, "--tolerance", "0.99")
-    assert code == 0 and result["ok"], capsys.readouterr().out
+    assert code == 0 and result["ok"] and result["complete"], capsys.readouterr().out
     assert json.loads(out.read_text())["default_grid_first_s"] == 1.0  # make perf's keys are kept
     rows = result["rows"]
     cells = sorted({r["cell"] for r in rows})
@@ -97,3 +98,11 @@ def test_bad_input_exits_2_with_one_line_before_any_compute(store, tmp_path, cap
     assert len(err) == 4 and "--images=0" in err[0] and "--tolerance=2" in err[1] and "none.db" in err[2] \
         and "'no_such'" in err[3]
     assert not out.exists() and not (tmp_path / "none.db").exists()
+
+
+def test_a_gap_of_exactly_the_tolerance_in_images_passes():
+    """24 of 50 robust under AutoAttack against the grid's 25 of 50: a gap of 1 image, 2 points, within 2 points."""
+    y = torch.zeros(50, dtype=torch.long)
+    label = torch.cat([torch.zeros(24, dtype=torch.long), torch.ones(26, dtype=torch.long)])
+    assert aa_gap.robust_share(label, y) == 24 / 50
+    assert 25 / 50 - aa_gap.robust_share(label, y) <= aa_gap.TOLERANCE + 1e-9

@@ -14,7 +14,8 @@ Per cell and eps it compares, on those same images:
 
 gap = grid - AutoAttack, in accuracy (0.02 = 2 points; > 0: the grid is optimistic). The rule: gap <= --tolerance at
 every eps of every sampled cell, and each cell's logged `robust/worst/eps_<e>` is its record's. The rows, the rule
-and its verdict go under the key `aa_gap` of `--out` (results/perf.json; its other keys are kept). Exit 0 when the
+and its verdict go under the key `aa_gap` of `--out` (results/perf.json; its other keys are kept), rewritten after
+each eps (`complete` false until the last), so that a run cut short keeps what it measured. Exit 0 when the
 rule holds, 1 when it does not (or a cell cannot be checked), 2 on bad input.
 """
 from __future__ import annotations
@@ -51,21 +52,27 @@ def grid_worst(record: dict, linf_attacks: set[str], n: int) -> dict[float, floa
     return worst
 
 
+def robust_share(label: torch.Tensor, y: torch.Tensor) -> float:
+    """The share of images whose attacked label is `y`, as a count over their number (in float64, like the grid's
+    flags: a gap of exactly k images is k / n, not k / n plus float32 rounding)."""
+    return int((label == y).sum()) / len(y)
+
+
 def linf_attacks(cfg) -> set[str]:
     from attacks.evasion_attacks import ATTACKS
 
     return {a.name for a in cfg.threat.get("attacks") or [] if ATTACKS[a.name].norm == "linf"}
 
 
-def check_cell(client: MlflowClient, run, splits: dict, args, device: torch.device) -> list[dict]:
-    """One row per eps of the cell (or one row with an `error`)."""
+def check_cell(client: MlflowClient, run, splits: dict, args, device: torch.device, emit) -> None:
+    """`emit(row)`: one row per eps of the cell as it is measured (or one row with an `error`)."""
     from attacks.autoattack_reference import standard_autoattack
 
     name, metrics = run.info.run_name, run.data.metrics
     with tempfile.TemporaryDirectory(prefix="aa-gap-") as tmp:
         cfg, state, record = verify.logged_artifacts(client, run.info.run_id, Path(tmp))
     if record is None:
-        return [{"cell": name, "error": f"no {verify.PER_IMAGE} artifact"}]
+        return emit({"cell": name, "error": f"no {verify.PER_IMAGE} artifact"})
     split_key = (str(cfg.dataset), int(cfg.seed))
     if split_key not in splits:
         splits[split_key] = verify.rebuild_test_split(cfg.dataset, int(cfg.seed))
@@ -76,18 +83,17 @@ def check_cell(client: MlflowClient, run, splits: dict, args, device: torch.devi
     index = torch.tensor(record["index"][:n], dtype=torch.long)
     x, y = x_test[index], y_test[index]
     if verify.sha256_of(x.numpy()) != record["sha256"][:n] or y.tolist() != record["label"][:n]:
-        return [{"cell": name, "error": "the record's images or labels differ from the dataset's files"}]
+        return emit({"cell": name, "error": "the record's images or labels differ from the dataset's files"})
 
     shape = (x_test.shape[1], x_test.shape[-1], int(cfg.dataset.num_classes))
     model = verify.load_pruned(build_from_config(cfg.model, *shape), state).to(device).eval().requires_grad_(False)
     full, sample = grid_worst(record, attacks, n_record), grid_worst(record, attacks, n)
     collapsed = bool(metrics.get("clean/collapsed", 0.0))
-    rows = []
     for eps in sorted(e for e in sample if e > 0):
         started = time.perf_counter()
         _, label = standard_autoattack(model, x, y, eps, "linf", int(cfg.dataset.num_classes), device, int(cfg.seed),
                                        args.max_iter, args.square_queries, args.batch_size)
-        aa = float((label.cpu() == y).float().mean())
+        aa = robust_share(label.cpu(), y)
         logged = metrics.get(f"{WORST}/eps_{eps:g}")
         gap = sample[eps] - aa
         problems = []
@@ -95,12 +101,12 @@ def check_cell(client: MlflowClient, run, splits: dict, args, device: torch.devi
             problems.append(f"the logged {WORST}/eps_{eps:g}={logged} is not its record's {full[eps]:.4f}")
         if gap > args.tolerance + 1e-9 and not collapsed:
             problems.append(f"gap {gap:+.3f} beyond {args.tolerance:g}")
-        rows.append({"cell": name, "run_id": run.info.run_id, "eps": eps, "images": n, "collapsed": collapsed,
-                     "grid_worst_logged": logged, "grid_worst": sample[eps], "aa_robust": aa, "gap": gap,
-                     "aa_s": time.perf_counter() - started, "ok": not problems, "problems": problems})
-        print(f"  eps {eps:g}: grid {sample[eps]:.3f}, AutoAttack {aa:.3f}, gap {gap:+.3f} "
-              f"({rows[-1]['aa_s']:.0f} s){'; ' + '; '.join(problems) if problems else ''}", flush=True)
-    return rows
+        seconds = time.perf_counter() - started
+        print(f"  eps {eps:g}: grid {sample[eps]:.3f}, AutoAttack {aa:.3f}, gap {gap:+.3f} ({seconds:.0f} s)"
+              f"{'; ' + '; '.join(problems) if problems else ''}", flush=True)
+        emit({"cell": name, "run_id": run.info.run_id, "eps": eps, "images": n, "collapsed": collapsed,
+              "grid_worst_logged": logged, "grid_worst": sample[eps], "aa_robust": aa, "gap": gap, "aa_s": seconds,
+              "ok": not problems, "problems": problems})
 
 
 def evasion_cells(client: MlflowClient, experiment: str) -> tuple[list, int]:
@@ -161,26 +167,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cells = verify.sample_cells(runs, args.cells, args.seed)
     started, rows, splits = time.perf_counter(), [], {}
+    result = {"experiment": args.experiment, "cells": len(cells), "cells_available": len(runs),
+              "collapsed_cells_left_out": collapsed, "images_per_cell": args.images, "sample_seed": args.seed,
+              "max_iter": args.max_iter, "square_queries": args.square_queries, "device": str(device),
+              "torch_threads": torch.get_num_threads(), "tolerance": args.tolerance,
+              "rule": f"gap = grid {WORST} - reference AutoAttack robust accuracy <= {args.tolerance:g} at every eps "
+                      "of every sampled non-collapsed cell, on the same images; the logged metric is its record's"}
+
+    def emit(row: dict, complete: bool = False) -> None:
+        """Adds a row (None: none) and rewrites the result, so that a run cut short keeps what it measured."""
+        if row is not None:
+            rows.append(row)
+        failed = sorted({r["cell"] for r in rows if "error" in r or not r["ok"]})
+        measured = [r for r in rows if "gap" in r and not r["collapsed"]]
+        result.update({"complete": complete, "ok": complete and not failed, "failed_cells": failed,
+                       "max_gap": max((r["gap"] for r in measured), default=None),
+                       "wall_s": time.perf_counter() - started, "load_avg_1m_end": os.getloadavg()[0],
+                       "rows": rows})
+        write(args.out, result)
+
     for i, run in enumerate(cells, start=1):
         print(f"[aa-gap {i}/{len(cells)}] {run.info.run_name} (run {run.info.run_id[:8]})", flush=True)
         try:
-            rows += check_cell(client, run, splits, args, device)
+            check_cell(client, run, splits, args, device, emit)
         except Exception as err:  # noqa: BLE001 - a cell that cannot be checked is reported, the others go on
-            rows.append({"cell": run.info.run_name, "error": f"{type(err).__name__}: {err}"[:300]})
-        if "error" in rows[-1]:
+            emit({"cell": run.info.run_name, "error": f"{type(err).__name__}: {err}"[:300]})
+        if rows and rows[-1]["cell"] == run.info.run_name and "error" in rows[-1]:
             print(f"  cannot be checked: {rows[-1]['error']}", flush=True)
-    failed = sorted({r["cell"] for r in rows if "error" in r or not r["ok"]})
-    measured = [r for r in rows if "gap" in r and not r["collapsed"]]
-    result = {"rule": f"gap = grid {WORST} - reference AutoAttack robust accuracy <= {args.tolerance:g} at every eps "
-                      "of every sampled non-collapsed cell, on the same images; the logged metric is its record's",
-              "tolerance": args.tolerance, "ok": not failed, "failed_cells": failed,
-              "max_gap": max((r["gap"] for r in measured), default=None),
-              "experiment": args.experiment, "cells": len(cells), "cells_available": len(runs),
-              "collapsed_cells_left_out": collapsed, "images_per_cell": args.images, "sample_seed": args.seed,
-              "max_iter": args.max_iter, "square_queries": args.square_queries, "device": str(device),
-              "torch_threads": torch.get_num_threads(), "wall_s": time.perf_counter() - started,
-              "load_avg_1m_end": os.getloadavg()[0], "rows": rows}
-    write(args.out, result)
+    emit(None, complete=True)
+    failed = result["failed_cells"]
     verdict = f"every gap within {args.tolerance:g}" if not failed else f"{len(failed)} cells fail: {', '.join(failed)}"
     print(f"aa-gap: {len(cells)} cells, largest gap {result['max_gap']}, {verdict}; written to {args.out} (key aa_gap)")
     return 1 if failed else 0
