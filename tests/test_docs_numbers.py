@@ -192,7 +192,7 @@ def test_grid_time_block_states_the_default_grids_time_the_evasion_ratio_and_the
     perf["aa_gap"].update(max_gap=0.05, ok=False, failed_cells=["seed_cnn|random|s=0.9|evasion|seed=0"])
     (repo / "results" / "perf.json").write_text(json.dumps(perf))
     assert run(repo) == 0
-    assert "+5.0 points (fails: seed_cnn|random|s=0.9|evasion|seed=0)" in (repo / "README.md").read_text()
+    assert "+5.0 points (fails: `seed_cnn\\|random\\|s=0.9\\|evasion\\|seed=0`) |" in (repo / "README.md").read_text()
     (repo / "results" / "perf.json").write_text(json.dumps({"machine": "x86_64"}))
     assert run(repo) == 0
     assert "holds no default-grid time: run `make perf`" in (repo / "README.md").read_text()

@@ -145,14 +145,19 @@ def render_grid_time(path: Path) -> str:
         lines.append(f"| the default grid's first run (`experiment=default`{cells}; `{launcher}`) | "
                      f"{result['default_grid_first_s'] / 60:.1f} min | ≤ {GRID_GOAL_MIN} min on 2 idle cores |")
     if "evasion_new_over_old" in result:
+        load = result.get("evasion_load_avg_1m")
         lines.append(f"| the grid's evasion / the old way (every attack at every eps on every image, final iterate "
-                     f"only), {result['evasion_images']} images | {result['evasion_new_over_old']:.2f}× | |")
+                     f"only), {result['evasion_images']} images" + (f", load {min(load):.1f}–{max(load):.1f}"
+                                                                   if load else "")
+                     + f" | {result['evasion_new_over_old']:.2f}× | |")
     gap = result.get("aa_gap")
     if gap and gap.get("max_gap") is not None:
-        lines.append(f"| largest gap, the grid's `robust/worst` − reference AutoAttack, {gap['cells']} cells × "
+        cells = f"{gap['cells']} cell{'s' if gap['cells'] != 1 else ''}"
+        failed = ", ".join(f"`{c}`" for c in gap["failed_cells"]).replace("|", "\\|")
+        lines.append(f"| largest gap, the grid's `robust/worst` − reference AutoAttack, {cells} × "
                      f"{gap['images_per_cell']} images (APGD/FAB {gap['max_iter']} iterations, Square "
                      f"{gap['square_queries']} queries) | {gap['max_gap'] * 100:+.1f} points"
-                     f"{'' if gap['ok'] else ' (fails: ' + ', '.join(gap['failed_cells']) + ')'} | "
+                     f"{'' if gap['ok'] else f' (fails: {failed})'} | "
                      f"≤ {gap['tolerance'] * 100:g} points |")
     if len(lines) == 2:
         return f"`{PERF}` holds no default-grid time: run `make perf`.\n"
@@ -160,8 +165,10 @@ def render_grid_time(path: Path) -> str:
     stages = result.get("cell_stages_s")
     if stages:
         parts = ", ".join(f"{name} {stages[f'{name}_s']:.1f} s" for name in STAGE_ORDER if f"{name}_s" in stages)
-        text += f"\nOne cell ({result['cell_stages_run']}, fresh store, one torch thread) by stage: {parts}; " \
-                f"in all {stages['cell_s']:.1f} s.\n"
+        load = result.get("cell_stages_load_avg_1m")
+        text += (f"\nOne cell (`{result['cell_stages_run']}`, fresh store, one torch thread) by stage: {parts}; "
+                 f"in all {stages['cell_s']:.1f} s" + (f" (1-minute load average {min(load):.1f}–{max(load):.1f})"
+                                                        if load else "") + ".\n")
     load = [v for k, v in result.items() if k.startswith("load_avg_1m") and k.endswith("default_grid")]
     machine = result.get("machine", "an unnamed machine")
     text += f"\nMeasured on {machine}" + (f"; 1-minute load average {min(load):.1f}–{max(load):.1f} around the grid"

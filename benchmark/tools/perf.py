@@ -174,6 +174,7 @@ def measure_evasion(repeats: int) -> dict:
     from attacks.evasion import worst_case
     from benchmark.data import load_dataset, seeded_indices
 
+    load = os.getloadavg()[0]
     cfg = default_grid_config()
     model, _, _, _ = pgd_setup(1)
     data = load_dataset(cfg.dataset, cfg.seed)
@@ -186,7 +187,7 @@ def measure_evasion(repeats: int) -> dict:
     return {"evasion_old_s": min(old_t), "evasion_new_s": min(new_t),
             "evasion_new_over_old": float(np.median([b / a for a, b in zip(old_t, new_t)])),
             "evasion_pairs_s": [[round(a, 3), round(b, 3)] for a, b in zip(old_t, new_t)],
-            "evasion_images": len(y), "evasion_eps": eps_values,
+            "evasion_images": len(y), "evasion_eps": eps_values, "evasion_load_avg_1m": [load, os.getloadavg()[0]],
             "evasion_attacks": [a.name for a in cfg.threat.attacks],
             "evasion_old_worst": [old_worst[e] for e in eps_values],
             "evasion_new_worst": [new[f"robust/worst/eps_{e:g}"] for e in eps_values]}
@@ -197,7 +198,7 @@ def measure_stages(workdir: Path) -> dict:
     stage as it logs them (time/*), and the wall time of the process that ran it."""
     import mlflow
 
-    results = workdir / "stages"
+    results, load = workdir / "stages", os.getloadavg()[0]
     cell = ["dataset=mnist5k", "threat=evasion", "experiment_name=default", "model=seed_cnn",
             "pruning=magnitude_global", "pruning.sparsity=0.9", "hydra/launcher=basic", "torch_threads=1"]
     wall_s, _ = _run_grid(results, cell)
@@ -208,7 +209,7 @@ def measure_stages(workdir: Path) -> dict:
     metrics = next(r.data.metrics for r in runs if "time/cell_s" in r.data.metrics)
     stages = {k.split("/", 1)[1]: v for k, v in sorted(metrics.items()) if k.startswith("time/")}
     return {"cell_stages_run": "seed_cnn|magnitude_global|s=0.9|evasion|seed=0", "cell_stages_s": stages,
-            "cell_process_wall_s": wall_s}
+            "cell_process_wall_s": wall_s, "cell_stages_load_avg_1m": [load, os.getloadavg()[0]]}
 
 
 def _children_cpu_s() -> float:
