@@ -30,34 +30,39 @@ class ReferenceAutoAttack:
     def __init__(self, classifier, eps: float, p, norm: str):
         self.classifier, self.eps, self.p, self.norm = classifier, eps, p, norm
 
-    def _adversary(self, model: torch.nn.Module, seed: int):
-        from pyautoattack import AutoAttack
-
-        adversary = AutoAttack(model, norm=_NORM[self.norm], eps=self.eps, version="standard", seed=seed,
-                               device=self.classifier.device)
-        # A dataset with fewer than 10 classes has fewer than 9 other classes to target.
-        targets = min(adversary.apgd_targeted.n_target_classes, self.classifier.nb_classes - 1)
-        adversary.apgd_targeted.n_target_classes = adversary.fab.n_target_classes = targets
-        iterations = int(self.p.max_iter)
-        if iterations != REFERENCE_ITERATIONS:
-            for apgd in (adversary.apgd, adversary.apgd_targeted):
-                _set_apgd_iterations(apgd, iterations)
-            adversary.fab.n_iter = iterations
-        adversary.square.n_queries = int(self.p.square_queries)
-        return adversary
-
     def generate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        model = self.classifier.model
-        model.eval()
         # The seed comes from numpy's global generator, which the evasion threat seeds with the cell's seed before
-        # each attack (as for ART's attacks); the reference then reseeds torch's generator, restored afterwards so
-        # that what runs after the attack does not depend on it.
+        # each attack (as for ART's attacks).
         seed = int(np.random.randint(2**31 - 1))
-        devices = [self.classifier.device] if self.classifier.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            x_adv, _ = self._adversary(model, seed).run_standard_evaluation(
-                torch.from_numpy(x), torch.from_numpy(y).long(), batch_size=int(self.p.batch_size))
+        x_adv, _ = standard_autoattack(self.classifier.model, torch.from_numpy(x), torch.from_numpy(y).long(),
+                                       self.eps, self.norm, self.classifier.nb_classes, self.classifier.device, seed,
+                                       int(self.p.max_iter), int(self.p.square_queries), int(self.p.batch_size))
         return x_adv.detach().cpu().numpy().astype(np.float32)
+
+
+def standard_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,
+                        num_classes: int, device: torch.device, seed: int, max_iter: int = REFERENCE_ITERATIONS,
+                        square_queries: int = REFERENCE_SQUARE_QUERIES, batch_size: int = 250
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_adv, the model's label of each x_adv): the reference's standard evaluation of `model` (eval mode, inputs
+    in [0, 1]) at `eps` in `norm` ("linf" | "l2"). An image the reference does not break comes back as itself, so
+    it is robust exactly when its returned label is `y`. The reference reseeds torch's generator; it is restored
+    afterwards, so that what runs after the attack does not depend on it."""
+    from pyautoattack import AutoAttack
+
+    model.eval()
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        adversary = AutoAttack(model, norm=_NORM[norm], eps=eps, version="standard", seed=seed, device=device)
+        # A dataset with fewer than 10 classes has fewer than 9 other classes to target.
+        targets = min(adversary.apgd_targeted.n_target_classes, num_classes - 1)
+        adversary.apgd_targeted.n_target_classes = adversary.fab.n_target_classes = targets
+        if max_iter != REFERENCE_ITERATIONS:
+            for apgd in (adversary.apgd, adversary.apgd_targeted):
+                _set_apgd_iterations(apgd, max_iter)
+            adversary.fab.n_iter = max_iter
+        adversary.square.n_queries = square_queries
+        return adversary.run_standard_evaluation(x, y, batch_size=batch_size)
 
 
 def _set_apgd_iterations(apgd, iterations: int) -> None:

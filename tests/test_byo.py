@@ -340,6 +340,63 @@ def test_gpu_check_refuses_without_cuda(capsys):
     assert exit_info.value.code == 2 and "needs a CUDA GPU" in capsys.readouterr().err
 
 
+def test_gpu_check_rejects_a_bad_timeout_before_looking_for_a_gpu(capsys):
+    from benchmark.tools import gpu_check
+
+    for bad, named in ((["--timeout", "0"], "--timeout=0"), (["--cuda-jobs", "0"], "--cuda-jobs=0")):
+        with pytest.raises(SystemExit) as exit_info:
+            gpu_check.main(bad)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and named in err[0]
+
+
+def test_gpu_check_stops_a_step_and_its_children_at_the_deadline(tmp_path):
+    """A step that outlives the check's time is stopped with its whole process group (a grid's workers too), and
+    a step with no time left does not start."""
+    import os
+    import sys
+    import time
+
+    from benchmark.tools.gpu_check import Deadline, run_step
+
+    child_pid = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time; "
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              f"open({str(child_pid)!r}, 'w').write(str(child.pid)); time.sleep(60)")
+    started = time.monotonic()
+    wall, status = run_step([sys.executable, "-c", script], Deadline(4.0), margin_s=1.0)
+    assert status == "timed out" and wall < 10 and time.monotonic() - started < 10
+    pid = int(child_pid.read_text())
+    for _ in range(50):  # the orphaned grandchild is gone once its parent's group is killed
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"process {pid}, started by the step, still runs")
+    assert run_step([sys.executable, "-c", "pass"], Deadline(0.5), margin_s=1.0) == (0.0, "not run: no time left")
+    assert run_step([sys.executable, "-c", "raise SystemExit(3)"], Deadline(60.0))[1] == "failed (exit 3)"
+
+
+def test_gpu_check_resnet18_cell_is_a_valid_cell_on_cifar_format_data(tmp_path):
+    """The check's ResNet-18 cell: its CIFAR-format npz and overrides compose into a valid ResNet-18 (CIFAR stem)
+    cell on 32 x 32 RGB images of 10 classes."""
+    from benchmark.tools.gpu_check import resnet_command, write_cifar_format
+
+    data = write_cifar_format(tmp_path / "c.npz", n_train=40, n_test=20)
+    with np.load(data) as archive:
+        assert archive["x_train"].shape == (40, 32, 32, 3) and archive["x_train"].dtype == np.uint8
+        assert sorted(set(archive["y_test"].tolist())) == list(range(10))
+    command = resnet_command("cpu", tmp_path / "results", data)
+    overrides = command[command.index("benchmark.run") + 2:]  # after `-m benchmark.run -m`
+    cfg = compose_cfg(tmp_path / "results", *overrides)
+    prepare(cfg)  # every check a cell makes before compute
+    assert (cfg.model.arch, cfg.model.cifar_stem, cfg.dataset.name) == ("resnet18", True, "npz")
+    shape = dataset_shape(cfg.dataset)
+    assert (shape.in_channels, shape.image_size, shape.num_classes) == (3, 32, 10)
+
+
 def test_gpu_check_compares_cells_within_the_binomial_interval():
     from benchmark.tools.gpu_check import compare, within_interval
 

@@ -226,3 +226,40 @@ def test_the_config_groups_table_lists_every_option_in_conf_and_is_up_to_date():
     text = (ROOT / "docs" / "pipeline.md").read_text()
     block = next(m.group(0) for m in MARKER.finditer(text) if m.group("name") == "config-groups")
     assert fill(block, ROOT / "results") == block, "docs/pipeline.md's option table is stale: run `make docs`"
+
+
+def test_grid_time_block_states_the_default_grids_time_the_evasion_ratio_and_the_autoattack_gap(repo):
+    perf = {"machine": "x86_64, 2 cores", "default_grid_first_s": 270, "default_grid_cells": 74,
+            "default_grid_launcher": "hydra/launcher=parallel hydra.launcher.n_jobs=2 torch_threads=1",
+            "load_avg_1m_before_default_grid": 0.4, "load_avg_1m_after_default_grid": 2.1,
+            "evasion_new_over_old": 0.41, "evasion_images": 500,
+            "cell_stages_run": "seed_cnn|magnitude_global|s=0.9|evasion|seed=0",
+            "cell_stages_s": {"train_s": 9.0, "threat_s": 7.5, "cell_s": 30.0, "attack_fgsm_s": 1.0},
+            "aa_gap": {"max_gap": 0.015, "ok": True, "failed_cells": [], "cells": 4, "images_per_cell": 100,
+                       "max_iter": 100, "square_queries": 5000, "tolerance": 0.02}}
+    (repo / "results" / "perf.json").write_text(json.dumps(perf))
+    (repo / "README.md").write_text("<!-- generated:grid-time -->\n<!-- /generated:grid-time -->\n")
+    assert run(repo) == 0
+    text = (repo / "README.md").read_text()
+    assert "74 cells; `hydra/launcher=parallel hydra.launcher.n_jobs=2 torch_threads=1`) | 4.5 min | ≤ 5 min" in text
+    assert "| 0.41× |" in text and "| +1.5 points | ≤ 2 points |" in text and "4 cells × 100 images" in text
+    assert "by stage: train 9.0 s, threat 7.5 s; in all 30.0 s." in text and "0.4–2.1 around the grid" in text
+    perf["aa_gap"].update(max_gap=0.05, ok=False, failed_cells=["seed_cnn|random|s=0.9|evasion|seed=0"])
+    (repo / "results" / "perf.json").write_text(json.dumps(perf))
+    assert run(repo) == 0
+    assert "+5.0 points (fails: `seed_cnn\\|random\\|s=0.9\\|evasion\\|seed=0`) |" in (repo / "README.md").read_text()
+    (repo / "results" / "perf.json").write_text(json.dumps({"machine": "x86_64"}))
+    assert run(repo) == 0
+    assert "holds no default-grid time: run `make perf`" in (repo / "README.md").read_text()
+
+
+def test_only_rewrites_the_named_blocks_and_needs_only_their_sources(repo, capsys):
+    (repo / "results" / "tables" / "summary.csv").unlink()  # the default-grid block's source is missing
+    (repo / "results" / "perf.json").write_text(json.dumps({"machine": "x86_64", "default_grid_first_s": 240}))
+    (repo / "README.md").write_text("<!-- generated:default-grid -->\nold table\n<!-- /generated:default-grid -->\n"
+                                    "<!-- generated:grid-time -->\n<!-- /generated:grid-time -->\n")
+    assert run(repo) == 2  # every block: the summary table is missing
+    assert run(repo, "--only", "grid-time") == 0
+    text = (repo / "README.md").read_text()
+    assert "old table" in text and "| 4.0 min |" in text
+    assert run(repo, "--only", "grid-time,nonsense") == 2 and "nonsense" in capsys.readouterr().err

@@ -136,6 +136,52 @@ def render_perf(path: Path) -> str:
     return "\n".join(lines) + f"\n\n{where}{small}.\n"
 
 
+STAGE_ORDER = ("data", "train", "prune", "finetune", "measure", "security", "threat", "bookkeeping")
+GRID_GOAL_MIN = 5  # the default grid's wall-time goal on 2 idle cores
+
+
+def render_grid_time(path: Path) -> str:
+    """The default grid's measured wall time (`make perf`'s default_grid part) against its goal, the evasion's
+    speed-up over the old way, one cell's time by stage, and the reference AutoAttack's largest gap (`make aa-gap`)."""
+    result = json.loads(path.read_text())
+    lines = ["| measure | result | goal |", "|---|---|---|"]
+    if "default_grid_first_s" in result:
+        launcher = result.get("default_grid_launcher", "one cell after another")
+        cells = f", {result['default_grid_cells']} cells" if "default_grid_cells" in result else ""
+        lines.append(f"| the default grid's first run (`experiment=default`{cells}; `{launcher}`) | "
+                     f"{result['default_grid_first_s'] / 60:.1f} min | ≤ {GRID_GOAL_MIN} min on 2 idle cores |")
+    if "evasion_new_over_old" in result:
+        load = result.get("evasion_load_avg_1m")
+        lines.append(f"| the grid's evasion / the old way (every attack at every eps on every image, final iterate "
+                     f"only), {result['evasion_images']} images" + (f", load {min(load):.1f}–{max(load):.1f}"
+                                                                   if load else "")
+                     + f" | {result['evasion_new_over_old']:.2f}× | |")
+    gap = result.get("aa_gap")
+    if gap and gap.get("max_gap") is not None:
+        cells = f"{gap['cells']} cell{'s' if gap['cells'] != 1 else ''}"
+        failed = ", ".join(f"`{c}`" for c in gap["failed_cells"]).replace("|", "\\|")
+        lines.append(f"| largest gap, the grid's `robust/worst` − reference AutoAttack, {cells} × "
+                     f"{gap['images_per_cell']} images (APGD/FAB {gap['max_iter']} iterations, Square "
+                     f"{gap['square_queries']} queries) | {gap['max_gap'] * 100:+.1f} points"
+                     f"{'' if gap['ok'] else f' (fails: {failed})'} | "
+                     f"≤ {gap['tolerance'] * 100:g} points |")
+    if len(lines) == 2:
+        return f"`{PERF}` holds no default-grid time: run `make perf`.\n"
+    text = "\n".join(lines) + "\n"
+    stages = result.get("cell_stages_s")
+    if stages:
+        parts = ", ".join(f"{name} {stages[f'{name}_s']:.1f} s" for name in STAGE_ORDER if f"{name}_s" in stages)
+        load = result.get("cell_stages_load_avg_1m")
+        text += (f"\nOne cell (`{result['cell_stages_run']}`, fresh store, one torch thread) by stage: {parts}; "
+                 f"in all {stages['cell_s']:.1f} s" + (f" (1-minute load average {min(load):.1f}–{max(load):.1f})"
+                                                        if load else "") + ".\n")
+    load = [v for k, v in result.items() if k.startswith("load_avg_1m") and k.endswith("default_grid")]
+    machine = result.get("machine", "an unnamed machine")
+    text += f"\nMeasured on {machine}" + (f"; 1-minute load average {min(load):.1f}–{max(load):.1f} around the grid"
+                                         if load else "") + ".\n"
+    return text
+
+
 def render_engines(path: Path) -> str:
     """`make test-scale`'s engine timings (tests/scale/test_scale.py::test_engine_timings): one 12-cell grid on each
     engine, every cell logging to the PostgreSQL-backed server, and the logging time per run."""
@@ -308,6 +354,7 @@ BLOCKS: dict[str, Block] = {
     "default-grid": Block(SUMMARY, "make figures", render_default_grid),
     "poisoning-slice": Block(SUMMARY, "make figures", render_poisoning_slice),
     "perf": Block(PERF, "make perf", render_perf),
+    "grid-time": Block(PERF, "make perf", render_grid_time),
     "engines": Block(ENGINES, "make test-scale", render_engines),
     "defences": Block(DEFENCES, "python -m benchmark.tools.defence_known_answers", render_defences),
     "convergence": Block(CONVERGENCE, "python -m benchmark.tools.convergence", render_convergence),
@@ -315,8 +362,9 @@ BLOCKS: dict[str, Block] = {
 }
 
 
-def fill(text: str, results: Path, where: str = "text") -> str:
-    """`text` with every generated block rewritten from its source under `results`."""
+def fill(text: str, results: Path, where: str = "text", only: set[str] | None = None) -> str:
+    """`text` with every generated block (or the blocks named in `only`) rewritten from its source under
+    `results`."""
     names = [(m.group(1), m.group(2)) for m in OPEN.finditer(text)]
     opened = [n for closing, n in names if not closing]
     if sorted(opened) != sorted(n for closing, n in names if closing) or len(MARKER.findall(text)) != len(opened):
@@ -328,6 +376,8 @@ def fill(text: str, results: Path, where: str = "text") -> str:
         if name not in BLOCKS:
             raise DocsError(f"{where}: unknown generated block {name!r}; known: {', '.join(sorted(BLOCKS))}")
         block = BLOCKS[name]
+        if only is not None and name not in only:
+            return match.group(0)
         if block.source is None:  # read from conf/ or the reproduction presets (and maybe files under `results`)
             body = block.render(results)
             provenance = f"<sub>Generated by `make docs` from `{block.fills}`.</sub>\n"
@@ -351,10 +401,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(ROOT / "results"), help="the results directory to read")
     parser.add_argument("--root", default=str(ROOT), help="the repository whose README.md and docs/*.md to rewrite")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a document is out of date")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated block names: rewrite these, leave the others as they are")
     args = parser.parse_args(argv)
     results, root = Path(args.results), Path(args.root)
+    only = None if args.only is None else {name for name in args.only.split(",") if name}
+    if only is not None and (not only or only - set(BLOCKS)):
+        print(f"--only={args.only!r}: allowed: comma-separated names of {', '.join(sorted(BLOCKS))}", file=sys.stderr)
+        return 2
     try:
-        updated = {path: fill(path.read_text(), results, str(path.relative_to(root))) for path in documents(root)}
+        updated = {path: fill(path.read_text(), results, str(path.relative_to(root)), only)
+                   for path in documents(root)}
     except DocsError as error:
         print(error, file=sys.stderr)
         return 2

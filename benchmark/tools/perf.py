@@ -1,14 +1,22 @@
 """Performance budget, measured in one run: `make perf` (or `python -m benchmark.tools.perf`).
 
-1. PGD (L-inf, 10 steps, 1,000 mnist5k test images, seed_cnn) through our ART wrapper vs a plain torch loop
+1. `pgd`: PGD (L-inf, 10 steps, 1,000 mnist5k test images, seed_cnn) through our ART wrapper vs a plain torch loop
    doing the same attack; the outputs are compared (max |x_adv difference|, same robust accuracy).
-2. A cell's bookkeeping (config, hashing, MLflow, caching) vs its compute: time/bookkeeping_s / time/cell_s.
-3. Re-running a finished grid vs its first run (every cell skipped as FINISHED).
-4. `hydra/launcher=parallel` (joblib, n_jobs=2) vs sequential on the same grid.
-5. Item 3 on the default grid (`experiment=default`, 84 jobs): its first run into a fresh store, then its re-run,
-   in wall time and in CPU time of the processes (the first run takes most of `make perf`'s time).
-Grids 2-4 are a reduced grid (seed_cnn on mnist5k, 2 methods x 2 sparsities + pruning=none). Prints a table and
-writes results/perf.json. `--profile` prints where the wrapper's PGD time goes.
+2. `evasion`: the default grid's evasion (conf/threat/evasion.yaml: FGSM and PGD-10 at the dataset's 4 eps on the
+   cell's 500 seeded test images) the old way, every attack at every eps on every image from scratch and judged on its
+   final output, against the grid's own path (attacks/evasion.py: every PGD iterate judged, each eps attacking only
+   the images still robust), on the same model and images, in alternated pairs: the ratio of their wall times.
+3. `stages`: one default-grid cell (seed_cnn, magnitude_global at 0.9) into a fresh store, one torch thread: its
+   time per stage (time/* metrics: data, train, prune, finetune, measure, security, attack, threat, bookkeeping).
+4. `grids`: a cell's bookkeeping (config, hashing, MLflow, caching) vs its compute: time/bookkeeping_s /
+   time/cell_s; re-running a finished grid vs its first run (every cell skipped as FINISHED);
+   `hydra/launcher=parallel` (joblib, n_jobs=2) vs sequential on the same grid. A reduced grid (seed_cnn on mnist5k,
+   2 methods x 2 sparsities + pruning=none).
+5. `default_grid`: the default grid (`experiment=default`, 84 jobs) as `make benchmark` launches it (joblib, one
+   worker per core, one torch thread each): its first run into a fresh store, then its re-run, in wall time and in
+   CPU time of the processes (the first run takes most of `make perf`'s time).
+`--parts` picks some (default: all). Prints a table and writes the measured keys into results/perf.json, keeping the
+keys of the parts not run (and `aa_gap`, `make aa-gap`'s). `--profile` prints where the wrapper's PGD time goes.
 """
 from __future__ import annotations
 
@@ -126,6 +134,84 @@ def measure_pgd(repeats: int, profile: bool) -> dict:
             "pgd_batch_size": params.batch_size}
 
 
+def default_grid_config():
+    """The default grid's composed config (its dataset and threat), as `make benchmark` composes a cell of it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=["experiment=default", "device=cpu"])
+
+
+def old_evasion(model, x: torch.Tensor, y: torch.Tensor, threat_cfg, seed: int) -> dict[tuple[str, float], np.ndarray]:
+    """The default grid's evasion the old way: every attack of `threat_cfg` at every eps on every image, from
+    scratch (ART's attack as its builder makes it, final iterate only), robust = right on the clean image and on the
+    attack's output. (attack, eps) -> per image: robust."""
+    from attacks.art_classifier import art_classifier, frozen_parameters, to_numpy
+    from attacks.evasion_attacks import ATTACKS
+
+    x_np, y_np, robust = to_numpy(x), y.numpy(), {}
+    with frozen_parameters(model):
+        classifier = art_classifier(model, tuple(x.shape[1:]), 10, torch.device("cpu"))
+        clean_ok = classifier.predict(x_np).argmax(1) == y_np
+        for attack in threat_cfg.attacks:
+            for eps in sorted(float(e) for e in threat_cfg.eps):
+                np.random.seed(seed)
+                x_adv = ATTACKS[attack.name].build(classifier, eps, attack).generate(x=x_np, y=y_np)
+                robust[(attack.name, eps)] = clean_ok & (classifier.predict(x_adv, batch_size=attack.batch_size)
+                                                         .argmax(1) == y_np)
+    return robust
+
+
+def new_evasion(model, data, threat_cfg, seed: int) -> dict[str, float]:
+    """The grid's evasion path itself (attacks/evasion.py): the metrics it logs."""
+    from attacks import build_threat
+
+    return build_threat(threat_cfg).evaluate(model, data, torch.device("cpu"), seed).metrics
+
+
+def measure_evasion(repeats: int) -> dict:
+    """Old vs new evasion (module docstring, item 2) on a trained seed_cnn and the default grid's 500 images."""
+    from attacks.evasion import worst_case
+    from benchmark.data import load_dataset, seeded_indices
+
+    load = os.getloadavg()[0]
+    cfg = default_grid_config()
+    model, _, _, _ = pgd_setup(1)
+    data = load_dataset(cfg.dataset, cfg.seed)
+    index = seeded_indices(len(data.y_test), cfg.threat.subset, cfg.seed)
+    x, y = data.x_test[index].contiguous(), data.y_test[index]
+    old_t, new_t, old, new = _paired(lambda: old_evasion(model, x, y, cfg.threat, cfg.seed),
+                                     lambda: new_evasion(model, data, cfg.threat, cfg.seed), repeats)
+    eps_values = sorted(float(e) for e in cfg.threat.eps)
+    old_worst = {eps: acc for eps, (acc, _) in worst_case(old, "linf").items()}
+    return {"evasion_old_s": min(old_t), "evasion_new_s": min(new_t),
+            "evasion_new_over_old": float(np.median([b / a for a, b in zip(old_t, new_t)])),
+            "evasion_pairs_s": [[round(a, 3), round(b, 3)] for a, b in zip(old_t, new_t)],
+            "evasion_images": len(y), "evasion_eps": eps_values, "evasion_load_avg_1m": [load, os.getloadavg()[0]],
+            "evasion_attacks": [a.name for a in cfg.threat.attacks],
+            "evasion_old_worst": [old_worst[e] for e in eps_values],
+            "evasion_new_worst": [new[f"robust/worst/eps_{e:g}"] for e in eps_values]}
+
+
+def measure_stages(workdir: Path) -> dict:
+    """One default-grid cell into a fresh store (so it trains its dense model), one torch thread: its time per
+    stage as it logs them (time/*), and the wall time of the process that ran it."""
+    import mlflow
+
+    results, load = workdir / "stages", os.getloadavg()[0]
+    cell = ["dataset=mnist5k", "threat=evasion", "experiment_name=default", "model=seed_cnn",
+            "pruning=magnitude_global", "pruning.sparsity=0.9", "hydra/launcher=basic", "torch_threads=1"]
+    wall_s, _ = _run_grid(results, cell)
+
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string="attributes.status = 'FINISHED'")
+    metrics = next(r.data.metrics for r in runs if "time/cell_s" in r.data.metrics)
+    stages = {k.split("/", 1)[1]: v for k, v in sorted(metrics.items()) if k.startswith("time/")}
+    return {"cell_stages_run": "seed_cnn|magnitude_global|s=0.9|evasion|seed=0", "cell_stages_s": stages,
+            "cell_process_wall_s": wall_s, "cell_stages_load_avg_1m": [load, os.getloadavg()[0]]}
+
+
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -182,16 +268,28 @@ def measure_grids(workdir: Path) -> dict:
             "cell_s_sum_parallel": parallel_cell_s}  # > cell_s: each cell ran slower in parallel (contention)
 
 
+def default_grid_launcher() -> list[str]:
+    """`make benchmark`'s launcher on this machine (Makefile: LAUNCHER): joblib with one worker per core and one
+    torch thread each, or one cell after another on one core."""
+    cores = os.cpu_count() or 1
+    return (["hydra/launcher=basic"] if cores == 1 else
+            ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={cores}", "torch_threads=1"])
+
+
 def measure_default_grid(workdir: Path) -> dict:
     """The default grid's first run into a fresh store and its re-run (every cell skipped as FINISHED)."""
-    overrides, results = ["experiment=default", "hydra/launcher=basic"], workdir / "default"
-    print("default grid: first run (84 jobs; the longest part of make perf)...", flush=True)
-    first_s, first_cpu_s = _run_grid(results, overrides)
-    load = os.getloadavg()[0]
-    rerun_s, rerun_cpu_s = _run_grid(results, overrides)
-    return {"load_avg_1m_after_default_grid": load, "default_grid_first_s": first_s, "default_grid_rerun_s": rerun_s,
+    launcher, results = default_grid_launcher(), workdir / "default"
+    print(f"default grid: first run (84 jobs, {' '.join(launcher)}; the longest part of make perf)...", flush=True)
+    load = {"load_avg_1m_before_default_grid": os.getloadavg()[0]}
+    first_s, first_cpu_s = _run_grid(results, ["experiment=default", *launcher])
+    load["load_avg_1m_after_default_grid"] = os.getloadavg()[0]
+    rerun_s, rerun_cpu_s = _run_grid(results, ["experiment=default", *launcher])
+    _, cell_s, cells = _cell_times(results)
+    return {**load, "default_grid_launcher": " ".join(launcher), "default_grid_cells": cells,
+            "default_grid_first_s": first_s, "default_grid_rerun_s": rerun_s,
             "default_grid_rerun_ratio": rerun_s / first_s, "default_grid_first_cpu_s": first_cpu_s,
-            "default_grid_rerun_cpu_s": rerun_cpu_s, "default_grid_rerun_cpu_ratio": rerun_cpu_s / first_cpu_s}
+            "default_grid_rerun_cpu_s": rerun_cpu_s, "default_grid_rerun_cpu_ratio": rerun_cpu_s / first_cpu_s,
+            "default_grid_cell_s_sum": cell_s}
 
 
 BUDGET = {"pgd_ratio": ("<=", 1.2), "bookkeeping_share": ("<=", 0.10), "default_grid_rerun_ratio": ("<=", 0.05),
@@ -209,33 +307,46 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+PARTS = ("pgd", "evasion", "stages", "grids", "default_grid")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "results" / "perf.json"))
     parser.add_argument("--repeats", type=int, default=5, help="alternating pairs for the PGD ratio (median)")
-    parser.add_argument("--skip-grids", action="store_true", help="only the PGD comparison")
-    parser.add_argument("--skip-pgd", action="store_true", help="only the grid measurements")
-    parser.add_argument("--skip-default-grid", action="store_true",
-                        help="not the default grid's first run and re-run (item 5; the longest part)")
+    parser.add_argument("--evasion-repeats", type=int, default=3, help="alternating pairs, old vs new evasion")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--profile", action="store_true", help="cProfile of the wrapper's PGD")
     args = parser.parse_args(argv)
+    parts = [p for p in args.parts.split(",") if p]
+    if not parts or any(p not in PARTS for p in parts):
+        print(f"perf: --parts={args.parts!r}: allowed: a comma-separated selection of {', '.join(PARTS)}",
+              file=sys.stderr)
+        sys.exit(2)
     torch.set_num_threads(1)  # both PGD paths on one thread: a fair, repeatable comparison on a shared machine
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.node()}",
-              "torch": torch.__version__, "torch_threads_pgd": 1, "load_avg_1m_start": os.getloadavg()[0]}
-    if not args.skip_pgd:
+              "torch": torch.__version__, "torch_threads_pgd": 1, "load_avg_1m_start": os.getloadavg()[0],
+              "parts": parts}
+    if "pgd" in parts:
         result.update(measure_pgd(args.repeats, args.profile))
-    if not args.skip_grids:
-        workdir = Path(tempfile.mkdtemp(prefix="prunesec-perf-"))
-        try:
+    if "evasion" in parts:
+        result.update(measure_evasion(args.evasion_repeats))
+    workdir = Path(tempfile.mkdtemp(prefix="prunesec-perf-"))
+    try:
+        if "stages" in parts:
+            result.update(measure_stages(workdir))
+        if "grids" in parts:
             result.update(measure_grids(workdir))
-            if not args.skip_default_grid:
-                result.update(measure_default_grid(workdir))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if "default_grid" in parts:
+            result.update(measure_default_grid(workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     result["load_avg_1m_end"] = os.getloadavg()[0]
     print(table(result))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    out = Path(args.out)
+    kept = json.loads(out.read_text()) if out.is_file() else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**kept, **result}, indent=1))
     return result
 
 

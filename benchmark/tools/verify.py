@@ -275,7 +275,7 @@ def _tolerance_row(cell: str, what: str, logged: float | None, recomputed: float
     return Row(cell, what, logged, recomputed, f"+-{tolerance:.4f}", abs(recomputed - logged) <= tolerance)
 
 
-def _logged_artifacts(client: MlflowClient, run_id: str, tmp: Path):
+def logged_artifacts(client: MlflowClient, run_id: str, tmp: Path):
     """The run's resolved config, pruned state dict and per-image record (None if absent), through MLflow."""
     fetch = lambda path: download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(tmp),  # noqa: E731
                                             tracking_uri=client.tracking_uri)
@@ -292,7 +292,7 @@ def _logged_artifacts(client: MlflowClient, run_id: str, tmp: Path):
 def check_cell(client: MlflowClient, run: Run, splits: dict, device: torch.device) -> CellCheck:
     check, name, metrics = CellCheck(run), run.info.run_name, run.data.metrics
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
-        cfg, state, record = _logged_artifacts(client, run.info.run_id, Path(tmp))
+        cfg, state, record = logged_artifacts(client, run.info.run_id, Path(tmp))
     split_key = (OmegaConf.to_yaml(cfg.dataset), int(cfg.seed))
     if split_key not in splits:
         splits[split_key] = rebuild_test_split(cfg.dataset, int(cfg.seed))
@@ -315,7 +315,7 @@ def check_cell(client: MlflowClient, run: Run, splits: dict, device: torch.devic
     return check
 
 
-def _flags(text: str) -> torch.Tensor:
+def flags_of(text: str) -> torch.Tensor:
     return torch.tensor([c == "1" for c in text], dtype=torch.bool)
 
 
@@ -335,12 +335,12 @@ def _check_pgd(name: str, cfg, attack, metrics: dict, record: dict | None, model
                 f"{wrong_hash} sha256 and {wrong_label} labels differ from the dataset's files")]
 
     clean_ok = predict(model, x) == y
-    logged_clean = _flags(record["clean_correct"])
+    logged_clean = flags_of(record["clean_correct"])
     flips = int((clean_ok != logged_clean).sum()) if len(logged_clean) == len(clean_ok) else len(clean_ok)
     rows.append(Row(name, "clean flags", float(logged_clean.float().mean()), float(clean_ok.float().mean()),
                     f"<= {CLEAN_FLIPS} differ", flips <= CLEAN_FLIPS, f"{flips} of {len(y)} images differ"))
 
-    logged_flags = {float(e): _flags(f) for e, f in record["robust"].get(PGD, {}).items()}
+    logged_flags = {float(e): flags_of(f) for e, f in record["robust"].get(PGD, {}).items()}
     n = min([len(f) for f in logged_flags.values()] or [len(y)])
     recomputed = robust_curve(model, x[:n], y[:n], clean_ok[:n], [float(e) for e in cfg.threat.eps], attack, index[:n],
                               int(cfg.seed))
@@ -409,7 +409,7 @@ def sample_cells(runs: list[Run], size: int | None, seed: int) -> list[Run]:
     return sorted(picked, key=lambda r: (r.info.run_name, r.info.run_id))
 
 
-def _store_exists(tracking_uri: str) -> None:
+def store_exists(tracking_uri: str) -> None:
     """MLflow creates an empty SQLite store at a path that does not exist: refuse instead of creating one."""
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri[len("sqlite:///"):])  # sqlite:///relative or sqlite:////absolute
@@ -445,7 +445,7 @@ def verify(tracking_uri: str, experiment: str, sample: int | None, seed: int, de
         print(f"verify: --device={device_name!r}: {err}", file=sys.stderr)
         return 2
     try:
-        _store_exists(tracking_uri)
+        store_exists(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri)
         cells = sample_cells(finished_cells(client, experiment), sample, seed)
     except BadInput as err:
