@@ -91,7 +91,7 @@ def prune(model: nn.Module, method: str, sparsity: float, data, *, overrides: Se
     from benchmark import hashing, stages
     from benchmark.cache import ModelCache
     from benchmark.cell import prepare
-    from benchmark.data import load_dataset
+    from benchmark.data import cell_data
     from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
     from benchmark.training import resolve_device
 
@@ -101,7 +101,7 @@ def prune(model: nn.Module, method: str, sparsity: float, data, *, overrides: Se
     prepare(cfg)
     device, use_cache = resolve_device(cfg.device), not cfg.force
     cache = ModelCache(Path(cfg.results_dir).resolve() / "cache")
-    data_set = load_dataset(cfg.dataset, cfg.seed)
+    data_set = cell_data(cfg)  # as a cell's: the defender split held out
     dense_key = hashing.dense_key(cfg, None)
     dense, _ = stages.dense_model(cfg, data_set, dense_key, cache, device, use_cache)
     pruned, meta = stages.pruned_model(cfg, dense, stages.TrainingSets.clean(data_set),

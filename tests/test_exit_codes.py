@@ -62,7 +62,7 @@ def test_single_run_with_an_unusable_store_exits_2_in_one_line_before_the_heavy_
 
 @pytest.mark.parametrize("override, reason", [
     ("pruning.sparsty=0.5", "Could not override 'pruning.sparsty'"),  # Hydra: not a key of the struct
-    ("model=resnet50", "Could not find 'model/resnet50'; Available options in 'model': lenet300, preact_resnet18, resnet20"),
+    ("model=resnet50", "Could not find 'model/resnet50'; Available options in 'model': custom, lenet300, preact_resnet18"),
     # a config group's value that is no option name: Hydra's own error names neither the group nor the value
     ("train=[1,2]", "train=[1,2]: 'train' is a config group; its value names one of its options: ['default']"),
     ("train=3", "train=3: 'train' is a config group; its value names one of its options: ['default']"),

@@ -120,7 +120,8 @@ def test_targeted_label_flip_moves_the_source_class(cfg_factory, digits, trained
 
 def test_feature_collision_collides(cfg_factory, digits):
     """At the shipped optimiser budget each poison's proxy features land next to a target's, far from its base's."""
-    cfg = cfg_factory("threat=feature_collision", "threat.num_targets=5", "threat.poison_rate=0.0035")  # 1 per target
+    rate = 5 / len(digits.y_train)  # round(rate * N) = 5 poisons: 1 per target
+    cfg = cfg_factory("threat=feature_collision", "threat.num_targets=5", f"threat.poison_rate={rate}")
     threat, poisoned = _threat(cfg, digits)
     changed = (poisoned.x_train != digits.x_train).flatten(1).any(1)
     assert int(changed.sum()) == 5 and torch.equal(poisoned.y_train, digits.y_train)  # clean label
