@@ -10,7 +10,8 @@ nothing written.
 Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with), `results/perf.json`
 (`make perf`), `results/perf_engines.json` (`make test-scale`), `results/defences_known_answers.json`
 (`python -m benchmark.tools.defence_known_answers`), `results/clp_u_grid_dev.json` (`python -m
-benchmark.tools.clp_u_grid`) and `results/convergence.json` (`python -m benchmark.tools.convergence`); the grid
+benchmark.tools.clp_u_grid`), `results/convergence.json` (`python -m benchmark.tools.convergence`) and
+`results/clean_label_knowledge.json` (`python -m benchmark.tools.clean_label_knowledge`); the grid
 sizes are counted from `conf/experiment/` itself, the reproduction targets listed from
 `benchmark/reproduce_presets/*.yaml` with the status of each `results/reproduce/<target>.json` (`make reproduce`)
 where one exists.
@@ -34,6 +35,7 @@ ENGINES = "perf_engines.json"
 DEFENCES = "defences_known_answers.json"
 CONVERGENCE = "convergence.json"
 CLP_U_GRID = "clp_u_grid_dev.json"
+CLEAN_LABEL_KNOWLEDGE = "clean_label_knowledge.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells
 THREAT_SUCCESS = ("backdoor/asr", "backdoor/target_rate_clean", "poison/targeted_success",  # the poisoning slice:
                   "poison/targeted_success_ref", "poison/acc_drop")  # each success beside its baseline
@@ -277,6 +279,30 @@ def render_clp_u_grid(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_clean_label_knowledge(path: Path) -> str:
+    """The clean-label backdoor's dense-model ASR by what the attacker knows (benchmark.tools.clean_label_knowledge):
+    per case and seed, the `threat/knowledge` tag, the proxy, the ASR beside the clean images' rate of the target
+    class, and the clean accuracy."""
+    result = json.loads(path.read_text())
+    rows = result.get("rows", [])
+    if not rows:
+        return (f"`{CLEAN_LABEL_KNOWLEDGE}` holds no measurement: run "
+                "`python -m benchmark.tools.clean_label_knowledge`.\n")
+    lines = ["| knowledge | victim | proxy (model, seed offset, epochs) | seed | victim epochs | ASR | "
+             "target rate on clean images | clean acc. |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        proxy = row["proxy"]
+        lines.append(f"| `{row['knowledge']}` | {row['victim']} | {proxy['model']}, {proxy['seed_offset']}, "
+                     f"{proxy['epochs']} | {row['seed']} | {row['train_epochs']} | {row['asr']:.3f} | "
+                     f"{row['target_rate_clean']:.3f} | {row['clean_acc']:.3f} |")
+    load = result.get("load_avg_1m")
+    side = f"{result['jobs']} cells side by side" if result.get("jobs", 1) > 1 else "one cell after the other"
+    return "\n".join(lines) + (f"\n\nBudget: {result['budget']}. Measured on {result['machine']} in "
+                               f"{result['total_s'] / 60:.0f} min ({side}, one CPU thread each"
+                               + (f"; 1-minute load average {min(load):.1f}–{max(load):.1f} at start and end"
+                                  if load else "") + ").\n")
+
+
 MAKE_BENCHMARK_GRIDS = ("default", "default_poisoning")  # the presets `make benchmark` runs by default
 
 
@@ -359,6 +385,8 @@ BLOCKS: dict[str, Block] = {
     "defences": Block(DEFENCES, "python -m benchmark.tools.defence_known_answers", render_defences),
     "convergence": Block(CONVERGENCE, "python -m benchmark.tools.convergence", render_convergence),
     "clp-u-grid": Block(CLP_U_GRID, "python -m benchmark.tools.clp_u_grid", render_clp_u_grid),
+    "clean-label-knowledge": Block(CLEAN_LABEL_KNOWLEDGE, "python -m benchmark.tools.clean_label_knowledge",
+                                   render_clean_label_knowledge),
 }
 
 
