@@ -269,9 +269,13 @@ def test_clean_label_knowledge_block_from_the_knowledge_tool(repo):
     def row(case, knowledge, model, offset, asr):
         return {"case": case, "seed": 0, "knowledge": knowledge, "victim": "seed_cnn",
                 "proxy": {"model": model, "seed_offset": offset, "epochs": 8, "lr": 0.003}, "train_epochs": 10,
-                "asr": asr, "target_rate_clean": 0.012, "clean_acc": 0.975, "cell_s": 300.0}
+                "finetune_epochs": 2, "finetune_data": "clean",
+                "dense": {"asr": asr, "target_rate_clean": 0.012, "clean_acc": 0.975},
+                "finetuned": {"asr": asr / 2, "target_rate_clean": 0.01, "clean_acc": 0.98},
+                "dense_success": asr, "cell_s": 300.0}
 
-    rows = [row("white_box", "white_box", "seed_cnn", 0, 0.7), row("transfer", "transfer", "seed_cnn", 1, 0.4321)]
+    rows = [row("white_box", "white_box", "seed_cnn", 0, 0.7), row("transfer", "transfer", "seed_cnn", 1, 0.4321),
+            {**row("white_box", "white_box", "seed_cnn", 0, 0.5), "seed": 1}]
     (repo / "results" / "clean_label_knowledge.json").write_text(json.dumps(
         {"rows": rows, "budget": "the backdoor preset's", "machine": "x86_64 test", "jobs": 2,
          "load_avg_1m": [2.0, 3.5], "total_s": 900.0}))
@@ -279,8 +283,13 @@ def test_clean_label_knowledge_block_from_the_knowledge_tool(repo):
         "<!-- generated:clean-label-knowledge -->\n<!-- /generated:clean-label-knowledge -->\n")
     assert run(repo) == 0
     text = (repo / "docs" / "threats.md").read_text()
-    assert "| `white_box` | seed_cnn | seed_cnn, 0, 8 | 0 | 10 | 0.700 | 0.012 | 0.975 |" in text
-    assert "| `transfer` | seed_cnn | seed_cnn, 1, 8 | 0 | 10 | 0.432 | 0.012 | 0.975 |" in text
+    assert "| `white_box` | seed_cnn, 0 | 0 | 0.700 | 0.012 | 0.975 | 0.350 | 0.980 |" in text
+    assert "| `transfer` | seed_cnn, 1 | 0 | 0.432 | 0.012 | 0.975 | 0.216 | 0.980 |" in text
+    assert "| `white_box` | seed_cnn, 0 | 1 | 0.500 |" in text  # each case's seeds together, then their mean
+    assert "| `white_box` | seed_cnn, 0 | mean of 2 | 0.600 | 0.012 | 0.975 | 0.300 | 0.980 |" in text
+    assert text.index("| 1 | 0.500 |") < text.index("mean of 2") < text.index("`transfer`")
+    assert "| `transfer` | seed_cnn, 1 | mean" not in text
+    assert "Victim: seed_cnn, 10 epochs; proxy: 8 epochs; the fine-tune: 2 epochs on the clean set." in text
     assert "Budget: the backdoor preset's." in text and "in 15 min (2 cells side by side" in text
     assert "load average 2.0–3.5" in text
     assert "(`python -m benchmark.tools.clean_label_knowledge`)" in text

@@ -4,8 +4,9 @@ architecture, `threat.proxy.seed_offset` 0) and when it is not (`transfer`: the 
 and a proxy of another architecture, `lenet300`).
 
 Each case is one cell of the `backdoor` preset's clean-label setting on mnist5k (`experiment=backdoor`,
-`threat=clean_label_backdoor`, its training and trigger) with `pruning=none`, so the ASR is the dense model's; run
-as a grid runs it (`benchmark.cell.run_cell`), on the CPU, seed 0 (`--seeds` for more), each in a scratch results
+`threat=clean_label_backdoor`, its training and trigger) with `pruning=none`: the dense model's ASR, target rate on
+clean images and clean accuracy (the cell's `<metric>_pruned`, right after the identity pruning), and the same after
+the preset's fine-tune on the clean set (the cell's `backdoor/asr`, ...); run as a grid runs it (`benchmark.cell.run_cell`), on the CPU, seed 0 (`--seeds` for more), each in a scratch results
 directory of its own (nothing cached elsewhere is reused), one case per process (`--jobs`, one torch thread each).
 `--epochs` lowers the victim's and the proxy's epochs below the preset's when a run must be cheaper; the JSON
 records the budget it ran at.
@@ -32,6 +33,7 @@ CASES = {  # case -> threat.proxy overrides (the rest of the proxy as shipped)
     "transfer": (),
     "transfer_lenet300": ("threat.proxy.model=lenet300",),
 }
+MEASURES = {"asr": "backdoor/asr", "target_rate_clean": "backdoor/target_rate_clean", "clean_acc": "clean/acc"}
 OVERRIDES = ("experiment=backdoor", "threat=clean_label_backdoor", "threat.stage=poison_then_prune",
              "pruning=none", f"model={VICTIM}", "device=cpu", "eval=fast", "torch_threads=1")
 
@@ -72,11 +74,14 @@ def measure(job: tuple[str, int, int | None]) -> dict:
     row = {"case": case, "seed": seed, "knowledge": knowledge(cfg), "victim": cfg.model.name,
            "proxy": {"model": proxy.model, "seed_offset": int(proxy.seed_offset), "epochs": int(proxy.epochs),
                      "lr": float(proxy.lr)},
-           "train_epochs": int(cfg.train.epochs), "asr": metrics["backdoor/asr"],
-           "target_rate_clean": metrics["backdoor/target_rate_clean"], "clean_acc": metrics["clean/acc"],
+           "train_epochs": int(cfg.train.epochs), "finetune_epochs": int(cfg.finetune.epochs),
+           "finetune_data": cfg.threat.finetune_data,
+           "dense": {name: metrics[f"{metric}_pruned"] for name, metric in MEASURES.items()},
+           "finetuned": {name: metrics[metric] for name, metric in MEASURES.items()},
+           "dense_success": metrics["threat/dense_success"],
            "poison_rate_applied": metrics.get("poison/rate_applied"), "cell_s": metrics["time/cell_s"]}
-    print(f"{case} seed {seed} ({row['knowledge']}): ASR {row['asr']:.3f}, clean acc {row['clean_acc']:.3f} "
-          f"({row['cell_s']:.0f} s)", flush=True)
+    print(f"{case} seed {seed} ({row['knowledge']}): dense ASR {row['dense']['asr']:.3f}, after the fine-tune "
+          f"{row['finetuned']['asr']:.3f} ({row['cell_s']:.0f} s)", flush=True)
     return row
 
 

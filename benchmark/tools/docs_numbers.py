@@ -279,25 +279,41 @@ def render_clp_u_grid(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _knowledge_line(row: dict, seed: str, dense: dict, tuned: dict) -> str:
+    proxy = row["proxy"]
+    return (f"| `{row['knowledge']}` | {proxy['model']}, {proxy['seed_offset']} | {seed} | {dense['asr']:.3f} | "
+            f"{dense['target_rate_clean']:.3f} | {dense['clean_acc']:.3f} | {tuned['asr']:.3f} | "
+            f"{tuned['clean_acc']:.3f} |")
+
+
 def render_clean_label_knowledge(path: Path) -> str:
     """The clean-label backdoor's dense-model ASR by what the attacker knows (benchmark.tools.clean_label_knowledge):
-    per case and seed, the `threat/knowledge` tag, the proxy, the ASR beside the clean images' rate of the target
-    class, and the clean accuracy."""
+    per case and seed (and their mean), the `threat/knowledge` tag, the proxy, the dense model's ASR beside the clean
+    images' rate of the target class and its clean accuracy, and the ASR and clean accuracy after the cell's
+    fine-tune."""
     result = json.loads(path.read_text())
     rows = result.get("rows", [])
     if not rows:
         return (f"`{CLEAN_LABEL_KNOWLEDGE}` holds no measurement: run "
                 "`python -m benchmark.tools.clean_label_knowledge`.\n")
-    lines = ["| knowledge | victim | proxy (model, seed offset, epochs) | seed | victim epochs | ASR | "
-             "target rate on clean images | clean acc. |", "|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        proxy = row["proxy"]
-        lines.append(f"| `{row['knowledge']}` | {row['victim']} | {proxy['model']}, {proxy['seed_offset']}, "
-                     f"{proxy['epochs']} | {row['seed']} | {row['train_epochs']} | {row['asr']:.3f} | "
-                     f"{row['target_rate_clean']:.3f} | {row['clean_acc']:.3f} |")
+    lines = ["| knowledge | proxy (model, seed offset) | seed | dense: ASR | dense: target rate on clean images | "
+             "dense: clean acc. | after the fine-tune: ASR | after the fine-tune: clean acc. |",
+             "|---|---|---|---|---|---|---|---|"]
+    cases = list(dict.fromkeys(row["case"] for row in rows))  # in the order measured; each case's seeds together
+    for case in cases:
+        measured = [row for row in rows if row["case"] == case]
+        for row in measured:
+            lines.append(_knowledge_line(row, str(row["seed"]), row["dense"], row["finetuned"]))
+        if len(measured) > 1:
+            mean = {part: {key: sum(row[part][key] for row in measured) / len(measured) for key in measured[0][part]}
+                    for part in ("dense", "finetuned")}
+            lines.append(_knowledge_line(measured[0], f"mean of {len(measured)}", mean["dense"], mean["finetuned"]))
+    first = rows[0]
+    setting = (f"Victim: {first['victim']}, {first['train_epochs']} epochs; proxy: {first['proxy']['epochs']} epochs; "
+               f"the fine-tune: {first['finetune_epochs']} epochs on the {first['finetune_data']} set. ")
     load = result.get("load_avg_1m")
     side = f"{result['jobs']} cells side by side" if result.get("jobs", 1) > 1 else "one cell after the other"
-    return "\n".join(lines) + (f"\n\nBudget: {result['budget']}. Measured on {result['machine']} in "
+    return "\n".join(lines) + (f"\n\n{setting}Budget: {result['budget']}. Measured on {result['machine']} in "
                                f"{result['total_s'] / 60:.0f} min ({side}, one CPU thread each"
                                + (f"; 1-minute load average {min(load):.1f}–{max(load):.1f} at start and end"
                                   if load else "") + ").\n")
