@@ -316,3 +316,13 @@ def test_the_clean_label_knowledge_tool_composes_white_box_and_transfer_cells(tm
         assert cfg.threat.proxy.epochs == preset.threat.proxy.epochs and cfg.threat.pgd == preset.threat.pgd
     reduced = compose_case(tmp_path, "transfer", seed=1, epochs=3)
     assert (reduced.train.epochs, reduced.threat.proxy.epochs, reduced.seed) == (3, 3, 1)
+
+
+@pytest.mark.parametrize("argv, key", [(["--cases", "white_box,grey_box"], "--cases"), (["--epochs", "0"], "--epochs"),
+                                       (["--seeds", "0,one"], "--seeds")])
+def test_the_clean_label_knowledge_tool_refuses_bad_input_before_any_compute(tmp_path, capsys, argv, key):
+    from benchmark.tools.clean_label_knowledge import main as knowledge_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        knowledge_main([*argv, "--out", str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2 and key in capsys.readouterr().err and not (tmp_path / "out.json").exists()

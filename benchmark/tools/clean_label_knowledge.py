@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in args.cases.split(",") if c]
     if not cases or set(cases) - set(CASES):
         parser.exit(2, f"--cases={args.cases!r}: allowed: comma-separated names of {', '.join(CASES)}\n")
-    seeds = [int(s) for s in args.seeds.split(",") if s]
+    seeds = [s for s in args.seeds.split(",") if s]
+    if not seeds or not all(s.isdigit() for s in seeds):
+        parser.exit(2, f"--seeds={args.seeds!r}: allowed: comma-separated whole numbers >= 0\n")
+    seeds = [int(s) for s in seeds]
     if args.epochs is not None and args.epochs < 1:
         parser.exit(2, f"--epochs={args.epochs}: allowed: a whole number >= 1\n")
     jobs = [(case, seed, args.epochs) for seed in seeds for case in cases]
