@@ -263,3 +263,66 @@ def test_only_rewrites_the_named_blocks_and_needs_only_their_sources(repo, capsy
     text = (repo / "README.md").read_text()
     assert "old table" in text and "| 4.0 min |" in text
     assert run(repo, "--only", "grid-time,nonsense") == 2 and "nonsense" in capsys.readouterr().err
+
+
+def test_clean_label_knowledge_block_from_the_knowledge_tool(repo):
+    def row(case, knowledge, model, offset, asr):
+        return {"case": case, "seed": 0, "knowledge": knowledge, "victim": "seed_cnn",
+                "proxy": {"model": model, "seed_offset": offset, "epochs": 8, "lr": 0.003}, "train_epochs": 10,
+                "finetune_epochs": 2, "finetune_data": "clean",
+                "dense": {"asr": asr, "target_rate_clean": 0.012, "clean_acc": 0.975},
+                "finetuned": {"asr": asr / 2, "target_rate_clean": 0.01, "clean_acc": 0.98},
+                "dense_success": asr, "cell_s": 300.0}
+
+    rows = [row("white_box", "white_box", "seed_cnn", 0, 0.7), row("transfer", "transfer", "seed_cnn", 1, 0.4321),
+            {**row("white_box", "white_box", "seed_cnn", 0, 0.5), "seed": 1}]
+    (repo / "results" / "clean_label_knowledge.json").write_text(json.dumps(
+        {"rows": rows, "budget": "the backdoor preset's", "machine": "x86_64 test", "jobs": 2,
+         "load_avg_1m": [2.0, 3.5], "total_s": 900.0}))
+    (repo / "docs" / "threats.md").write_text(
+        "<!-- generated:clean-label-knowledge -->\n<!-- /generated:clean-label-knowledge -->\n")
+    assert run(repo) == 0
+    text = (repo / "docs" / "threats.md").read_text()
+    assert "| `white_box` | seed_cnn, 0 | 0 | 0.700 | 0.012 | 0.975 | 0.350 | 0.980 |" in text
+    assert "| `transfer` | seed_cnn, 1 | 0 | 0.432 | 0.012 | 0.975 | 0.216 | 0.980 |" in text
+    assert "| `white_box` | seed_cnn, 0 | 1 | 0.500 |" in text  # each case's seeds together, then their mean
+    assert "| `white_box` | seed_cnn, 0 | mean of 2 | 0.600 | 0.012 | 0.975 | 0.300 | 0.980 |" in text
+    assert text.index("| 1 | 0.500 |") < text.index("mean of 2") < text.index("`transfer`")
+    assert "| `transfer` | seed_cnn, 1 | mean" not in text
+    assert "Victim: seed_cnn, 10 epochs; proxy: 8 epochs; the fine-tune: 2 epochs on the clean set." in text
+    assert "Budget: the backdoor preset's." in text and "in 15 min (2 cells side by side" in text
+    assert "load average 2.0–3.5" in text
+    assert "(`python -m benchmark.tools.clean_label_knowledge`)" in text
+
+
+def test_the_clean_label_knowledge_tool_composes_white_box_and_transfer_cells(tmp_path):
+    """The white-box case is the victim's twin (seed offset 0, the victim's model), the transfer cases are not, and
+    each gets the tag the cell computes for it; all are the backdoor preset's clean-label cell, dense, at its
+    budget."""
+    from hydra import compose, initialize_config_dir
+
+    from benchmark.tools.clean_label_knowledge import CASES, ROOT, compose as compose_case, knowledge
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        preset = compose(config_name="config", overrides=["experiment=backdoor", "threat=clean_label_backdoor"])
+    expected = {"white_box": ("white_box", "seed_cnn", 0), "transfer": ("transfer", "seed_cnn", 1),
+                "transfer_lenet300": ("transfer", "lenet300", 1)}
+    assert set(CASES) == set(expected)
+    for case, (tag, proxy_model, offset) in expected.items():
+        cfg = compose_case(tmp_path, case, seed=0)
+        assert (knowledge(cfg), cfg.threat.proxy.model, cfg.threat.proxy.seed_offset) == (tag, proxy_model, offset)
+        assert cfg.model.name == "seed_cnn" and cfg.pruning.method == "none" and cfg.dataset.name == "mnist5k"
+        assert cfg.train == preset.train and cfg.threat.trigger == preset.threat.trigger
+        assert cfg.threat.proxy.epochs == preset.threat.proxy.epochs and cfg.threat.pgd == preset.threat.pgd
+    reduced = compose_case(tmp_path, "transfer", seed=1, epochs=3)
+    assert (reduced.train.epochs, reduced.threat.proxy.epochs, reduced.seed) == (3, 3, 1)
+
+
+@pytest.mark.parametrize("argv, key", [(["--cases", "white_box,grey_box"], "--cases"), (["--epochs", "0"], "--epochs"),
+                                       (["--seeds", "0,one"], "--seeds")])
+def test_the_clean_label_knowledge_tool_refuses_bad_input_before_any_compute(tmp_path, capsys, argv, key):
+    from benchmark.tools.clean_label_knowledge import main as knowledge_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        knowledge_main([*argv, "--out", str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2 and key in capsys.readouterr().err and not (tmp_path / "out.json").exists()

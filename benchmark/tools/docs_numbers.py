@@ -10,7 +10,8 @@ nothing written.
 Sources: `results/tables/summary.csv` (`make figures`, which `make benchmark` ends with), `results/perf.json`
 (`make perf`), `results/perf_engines.json` (`make test-scale`), `results/defences_known_answers.json`
 (`python -m benchmark.tools.defence_known_answers`), `results/clp_u_grid_dev.json` (`python -m
-benchmark.tools.clp_u_grid`) and `results/convergence.json` (`python -m benchmark.tools.convergence`); the grid
+benchmark.tools.clp_u_grid`), `results/convergence.json` (`python -m benchmark.tools.convergence`) and
+`results/clean_label_knowledge.json` (`python -m benchmark.tools.clean_label_knowledge`); the grid
 sizes are counted from `conf/experiment/` itself, the reproduction targets listed from
 `benchmark/reproduce_presets/*.yaml` with the status of each `results/reproduce/<target>.json` (`make reproduce`)
 where one exists.
@@ -34,6 +35,7 @@ ENGINES = "perf_engines.json"
 DEFENCES = "defences_known_answers.json"
 CONVERGENCE = "convergence.json"
 CLP_U_GRID = "clp_u_grid_dev.json"
+CLEAN_LABEL_KNOWLEDGE = "clean_label_knowledge.json"
 EVASION = "evasion"  # threat.name of the default grid's evasion cells
 THREAT_SUCCESS = ("backdoor/asr", "backdoor/target_rate_clean", "poison/targeted_success",  # the poisoning slice:
                   "poison/targeted_success_ref", "poison/acc_drop")  # each success beside its baseline
@@ -277,6 +279,46 @@ def render_clp_u_grid(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _knowledge_line(row: dict, seed: str, dense: dict, tuned: dict) -> str:
+    proxy = row["proxy"]
+    return (f"| `{row['knowledge']}` | {proxy['model']}, {proxy['seed_offset']} | {seed} | {dense['asr']:.3f} | "
+            f"{dense['target_rate_clean']:.3f} | {dense['clean_acc']:.3f} | {tuned['asr']:.3f} | "
+            f"{tuned['clean_acc']:.3f} |")
+
+
+def render_clean_label_knowledge(path: Path) -> str:
+    """The clean-label backdoor's dense-model ASR by what the attacker knows (benchmark.tools.clean_label_knowledge):
+    per case and seed (and their mean), the `threat/knowledge` tag, the proxy, the dense model's ASR beside the clean
+    images' rate of the target class and its clean accuracy, and the ASR and clean accuracy after the cell's
+    fine-tune."""
+    result = json.loads(path.read_text())
+    rows = result.get("rows", [])
+    if not rows:
+        return (f"`{CLEAN_LABEL_KNOWLEDGE}` holds no measurement: run "
+                "`python -m benchmark.tools.clean_label_knowledge`.\n")
+    lines = ["| knowledge | proxy (model, seed offset) | seed | dense: ASR | dense: target rate on clean images | "
+             "dense: clean acc. | after the fine-tune: ASR | after the fine-tune: clean acc. |",
+             "|---|---|---|---|---|---|---|---|"]
+    cases = list(dict.fromkeys(row["case"] for row in rows))  # in the order measured; each case's seeds together
+    for case in cases:
+        measured = [row for row in rows if row["case"] == case]
+        for row in measured:
+            lines.append(_knowledge_line(row, str(row["seed"]), row["dense"], row["finetuned"]))
+        if len(measured) > 1:
+            mean = {part: {key: sum(row[part][key] for row in measured) / len(measured) for key in measured[0][part]}
+                    for part in ("dense", "finetuned")}
+            lines.append(_knowledge_line(measured[0], f"mean of {len(measured)}", mean["dense"], mean["finetuned"]))
+    first = rows[0]
+    setting = (f"Victim: {first['victim']}, {first['train_epochs']} epochs; proxy: {first['proxy']['epochs']} epochs; "
+               f"the fine-tune: {first['finetune_epochs']} epochs on the {first['finetune_data']} set. ")
+    load = result.get("load_avg_1m")
+    side = f"{result['jobs']} cells side by side" if result.get("jobs", 1) > 1 else "one cell after the other"
+    return "\n".join(lines) + (f"\n\n{setting}Budget: {result['budget']}. Measured on {result['machine']} in "
+                               f"{result['total_s'] / 60:.0f} min ({side}, one CPU thread each"
+                               + (f"; 1-minute load average {min(load):.1f}–{max(load):.1f} at start and end"
+                                  if load else "") + ").\n")
+
+
 MAKE_BENCHMARK_GRIDS = ("default", "default_poisoning")  # the presets `make benchmark` runs by default
 
 
@@ -359,6 +401,8 @@ BLOCKS: dict[str, Block] = {
     "defences": Block(DEFENCES, "python -m benchmark.tools.defence_known_answers", render_defences),
     "convergence": Block(CONVERGENCE, "python -m benchmark.tools.convergence", render_convergence),
     "clp-u-grid": Block(CLP_U_GRID, "python -m benchmark.tools.clp_u_grid", render_clp_u_grid),
+    "clean-label-knowledge": Block(CLEAN_LABEL_KNOWLEDGE, "python -m benchmark.tools.clean_label_knowledge",
+                                   render_clean_label_knowledge),
 }
 
 
