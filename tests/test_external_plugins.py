@@ -15,8 +15,8 @@ import mlflow
 import pytest
 
 from conftest import ROOT, cli_env
-
-HEAVY = {"torch", "art", "mlflow", "captum", "torch_pruning", "torchvision", "sklearn"}
+from test_extending import ATTACK, ATTACK_YAML, HEAVY, METHOD
+from test_extending import YAML as METHOD_YAML
 
 PYPROJECT = """[build-system]
 requires = ["setuptools"]
@@ -37,73 +37,6 @@ prunesec_extras = "prunesec_extras.conf"
 
 [tool.setuptools.package-data]
 "*" = ["*.yaml"]
-"""
-
-METHOD = '''"""Global L1: the smallest |w| over all prunable layers, with torch's global_unstructured."""
-from __future__ import annotations
-
-from typing import Literal
-
-from benchmark.pruning import PRUNERS, PruningConfig
-
-
-class GlobalL1(PruningConfig):  # PruningConfig: sparsity, prune_head
-    method: Literal["global_l1"]
-    skip_first: bool
-
-
-@PRUNERS.register("global_l1", config=GlobalL1)
-def global_l1(model, cfg, ctx):
-    from torch.nn.utils import prune as torch_prune
-
-    from benchmark.pruning.common import PruneOutcome, prunable_layers
-
-    layers = prunable_layers(model, cfg.prune_head)[1 if cfg.skip_first else 0:]
-    torch_prune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=torch_prune.L1Unstructured,
-                                    amount=float(cfg.sparsity))
-    return PruneOutcome(model, structured=False)
-'''
-
-METHOD_YAML = """method: global_l1
-sparsity: 0.5
-prune_head: true
-skip_first: false
-"""
-
-ATTACK = '''"""MI-FGSM (Dong et al. 2018): iterative FGSM with momentum (ART MomentumIterativeMethod)."""
-from __future__ import annotations
-
-from typing import Literal
-
-from attacks.evasion_attacks import EVASION_ATTACKS, NORM_ORDER, AttackConfig
-from benchmark.checks import number, whole
-
-
-class MiFgsm(AttackConfig):  # AttackConfig: subset, batch_size
-    name: Literal["mifgsm"]
-    max_iter: whole(1, 10_000)
-    step_fraction: number(1e-6, 10.0)
-    decay: number(0.0, 10.0)
-
-
-@EVASION_ATTACKS.register("mifgsm", config=MiFgsm, norm="linf", role="iterative")
-def mifgsm(classifier, eps, p):
-    from art.attacks.evasion import MomentumIterativeMethod
-
-    return MomentumIterativeMethod(classifier, norm=NORM_ORDER["linf"], eps=eps, eps_step=eps * p.step_fraction,
-                                   decay=p.decay, max_iter=p.max_iter, batch_size=p.batch_size, verbose=False)
-'''
-
-ATTACK_YAML = """name: mifgsm
-kind: evasion
-subset: 500
-eps: ${dataset.eps}
-attacks:
-  - name: mifgsm
-    max_iter: 10
-    step_fraction: 0.1
-    decay: 1.0
-    batch_size: 250
 """
 
 
