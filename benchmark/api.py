@@ -27,7 +27,7 @@ import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmark.checks import ConfigError
-from benchmark.validate import CONF_DIR, check_device, check_group_overrides
+from benchmark.validate import CONF_DIR, check_device, check_group_overrides, compose_config
 
 __all__ = ["Pruned", "evaluate", "prune"]
 
@@ -116,8 +116,6 @@ def prune(model: nn.Module, method: str, sparsity: float, data, *, overrides: Se
 def _config(model, data, overrides: list[str]) -> DictConfig:
     """The cell config of `model` on `data` with `overrides`, composed as the command line composes it, with the
     module's weights and any arrays written to `<results_dir>/inputs/` and named in it."""
-    from hydra import compose, initialize_config_dir
-
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model={type(model).__name__} is not a torch.nn.Module; allowed: an nn.Module (pruned "
                           "or not)")
@@ -125,8 +123,7 @@ def _config(model, data, overrides: list[str]) -> DictConfig:
     named_architecture = any(_key(o) == "model" for o in overrides)
     overrides = [*data_overrides, *overrides]
     check_group_overrides(overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose_config(overrides)
     inputs = Path(cfg.results_dir).resolve() / "inputs"
     with open_dict(cfg):
         if arrays is not None:

@@ -21,9 +21,17 @@ from benchmark import schema
 from benchmark.checks import ConfigError, in_range
 from benchmark.datasets import DATASETS
 
-__all__ = ["ConfigError", "check_config", "check_group_overrides", "validate"]
+__all__ = ["ConfigError", "check_config", "check_group_overrides", "compose_config", "validate"]
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose_config(overrides) -> DictConfig:
+    """The config `python -m benchmark.run` composes from `overrides` (conf/), outside a running Hydra app."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
 
 def resolved(cfg: DictConfig) -> dict:
     """The config as plain values, interpolations resolved; a broken interpolation is a config mistake."""

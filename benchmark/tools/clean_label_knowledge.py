@@ -44,12 +44,9 @@ def case_overrides(case: str, seed: int, epochs: int | None = None) -> list[str]
 
 
 def compose(results_dir: Path, case: str, seed: int, epochs: int | None = None):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from benchmark.validate import compose_config
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config",
-                             overrides=[f"results_dir={results_dir}", *case_overrides(case, seed, epochs)])
+    return compose_config([f"results_dir={results_dir}", *case_overrides(case, seed, epochs)])
 
 
 def knowledge(cfg) -> str:

@@ -36,12 +36,9 @@ def case_overrides(method: str, sparsity: float) -> list[str]:
 
 
 def compose(results_dir: Path, method: str, sparsity: float):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from benchmark.validate import compose_config
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config",
-                             overrides=[f"results_dir={results_dir}", *case_overrides(method, sparsity)])
+    return compose_config([f"results_dir={results_dir}", *case_overrides(method, sparsity)])
 
 
 def row(method: str, sparsity: float, metrics: dict[str, float]) -> dict:

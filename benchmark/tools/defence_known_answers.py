@@ -43,14 +43,11 @@ CPU = torch.device("cpu")
 
 def compose(dataset: str, seed: int, *overrides: str, model: str = MODEL):
     """The cell config of a known-answer case: BadNets, `model`, `dataset`, on the CPU."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from benchmark.validate import compose_config
 
     setting = SETTINGS[dataset]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=[
-            f"dataset={dataset}", f"model={model}", "threat=badnets", "device=cpu", f"seed={seed}",
-            f"train.epochs={setting['epochs']}", f"train.lr={setting['lr']}", *overrides])
+    return compose_config([f"dataset={dataset}", f"model={model}", "threat=badnets", "device=cpu", f"seed={seed}",
+                           f"train.epochs={setting['epochs']}", f"train.lr={setting['lr']}", *overrides])
 
 
 def trained_model(dataset: str, seed: int = 0, poisoned: bool = True, model_name: str = MODEL):

@@ -189,13 +189,10 @@ def stage_times(cpu: pd.DataFrame, gpu: pd.DataFrame) -> pd.DataFrame:
 
 
 def _test_split_size(experiment: str) -> int:
-    from hydra import compose, initialize_config_dir
-
     from benchmark.inputs import split_sizes
+    from benchmark.validate import compose_config
 
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"experiment={experiment}"])
-    return split_sizes(cfg.dataset)[1]
+    return split_sizes(compose_config([f"experiment={experiment}"]).dataset)[1]
 
 
 def _stage_means(results: Path, experiment: str) -> dict[str, float]:

@@ -136,10 +136,9 @@ def measure_pgd(repeats: int, profile: bool) -> dict:
 
 def default_grid_config():
     """The default grid's composed config (its dataset and threat), as `make benchmark` composes a cell of it."""
-    from hydra import compose, initialize_config_dir
+    from benchmark.validate import compose_config
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=["experiment=default", "device=cpu"])
+    return compose_config(["experiment=default", "device=cpu"])
 
 
 def old_evasion(model, x: torch.Tensor, y: torch.Tensor, threat_cfg, seed: int) -> dict[tuple[str, float], np.ndarray]:
