@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,8 +22,9 @@ def cli_env() -> dict[str, str]:
 
 def compose_cfg(results_dir: Path | str, *overrides: str):
     """The Hydra config of one cell, as `python -m benchmark.run` composes it."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=[f"results_dir={results_dir}", *overrides])
+    from benchmark.validate import compose_config
+
+    return compose_config([f"results_dir={results_dir}", *overrides])
 
 
 def make_cfg(results_dir: Path | str, *overrides: str):
