@@ -190,12 +190,11 @@ def _numpy(value) -> np.ndarray:
 
 def _store(content: bytes, folder: Path, suffix: str) -> Path:
     """`content` at folder/<sha256><suffix>, written atomically once."""
+    from benchmark.cache import atomic_write
+
     path = folder / f"{hashlib.sha256(content).hexdigest()}{suffix}"
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".tmp") as f:
-            f.write(content)
-        os.replace(f.name, path)
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(content))
     return path
 
 

@@ -38,7 +38,8 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """`write(tmp)` into a temporary file beside `path`, then renamed onto it: `path` is whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -72,7 +73,7 @@ class ModelCache:
         path = self.path(kind, key)
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
         header = {"sha256": tensors_sha256(tensors), "meta": json.dumps(meta, default=str)}
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
         return path
 
     def load(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
