@@ -21,7 +21,6 @@ rule holds, 1 when it does not (or a cell cannot be checked), 2 on bad input.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -123,10 +122,9 @@ def evasion_cells(client: MlflowClient, experiment: str) -> tuple[list, int]:
 
 def write(out: Path, result: dict) -> None:
     """`result` under the key `aa_gap` of `out`, the file's other keys kept."""
-    existing = json.loads(out.read_text()) if out.is_file() else {}
-    existing["aa_gap"] = result
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(existing, indent=1))
+    from benchmark.tools.perf import merge_into
+
+    merge_into(out, {"aa_gap": result})
 
 
 def main(argv: list[str] | None = None) -> int:

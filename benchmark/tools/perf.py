@@ -342,11 +342,15 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
     result["load_avg_1m_end"] = os.getloadavg()[0]
     print(table(result))
-    out = Path(args.out)
+    merge_into(Path(args.out), result)
+    return result
+
+
+def merge_into(out: Path, entries: dict) -> None:
+    """`entries` written into the JSON file `out`, its other keys kept (perf.json gathers several tools' parts)."""
     kept = json.loads(out.read_text()) if out.is_file() else {}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**kept, **result}, indent=1))
-    return result
+    out.write_text(json.dumps({**kept, **entries}, indent=1))
 
 
 if __name__ == "__main__":
