@@ -106,10 +106,14 @@ def check_device(name: str) -> None:
 
 
 def _check_dataset_shape(dataset: dict) -> None:
+    """A dataset that declares its shape states it in its config: each key present, and equal to the declared
+    value where the loader fixes one (None: the loader resizes to it, so any whole number the schema allows)."""
     for key, fact in zip(("in_channels", "image_size", "num_classes"), DATASETS[dataset["name"]].shape or ()):
-        if fact is not None and dataset[key] != fact:
-            raise ConfigError(f"dataset.{key}={dataset[key]!r} is not what dataset.name={dataset['name']!r} has; "
-                              f"allowed: {fact}")
+        value = dataset.get(key)
+        if value is None or (fact is not None and value != fact):
+            allowed = fact if fact is not None else "a whole number >= 1 (the loader resizes to it)"
+            raise ConfigError(f"dataset.{key}={value!r} is not what dataset.name={dataset['name']!r} has; "
+                              f"allowed: {allowed}")
 
 
 def _check_dataset_files(dataset: dict) -> None:

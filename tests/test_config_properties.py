@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -250,3 +251,36 @@ def test_a_data_file_is_rejected_in_one_line_by_the_check_without_torch_or_loads
         assert tuple(x.shape[1:]) == (shape.in_channels, shape.image_size, shape.image_size)
     assert int(max(data.y_train.max(), data.y_test.max())) < shape.num_classes and int(data.y_train.min()) >= 0
     assert not math.isnan(float(data.x_train.sum()))
+
+
+def _mutated(cfg: DictConfig, key: str, delete: bool) -> DictConfig:
+    """`cfg` with `key` deleted (Hydra's `~key`) or set to null (`key=null`)."""
+    cfg = cfg.copy()
+    OmegaConf.set_struct(cfg, False)
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if delete and isinstance(node, ListConfig):
+        node.pop(int(leaf))
+    elif delete:
+        node.pop(leaf)
+    else:
+        node[int(leaf) if isinstance(node, ListConfig) else leaf] = None
+    return cfg
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist5k"])
+def test_every_key_deleted_or_nulled_is_rejected_in_one_line_or_accepted_by_the_checks(dataset):
+    """The exhaustive twin of the properties above for the mutations a user makes most: each key of a cell's
+    config, deleted or set to null, is a one-line ConfigError or passes the torch-free checks, never another
+    exception."""
+    cfg = make_cfg("unused", *BASE, f"dataset={dataset}", "pruning=anp", "threat=pgd")
+    crashed = {}
+    for key in _leaves(cfg):
+        for delete in (True, False):
+            try:
+                check_config(_mutated(cfg, key, delete))
+            except ConfigError as err:
+                assert "\n" not in str(err), (key, delete, str(err))
+            except Exception as err:  # noqa: BLE001 - what the test looks for
+                crashed[("~" if delete else "") + key + ("" if delete else "=null")] = f"{type(err).__name__}: {err}"
+    assert not crashed, crashed
