@@ -2,8 +2,9 @@
 
 The reference AutoAttack counts an image as broken as soon as any iterate of any restart is misclassified; a PGD
 that keeps only its final iterate can step back out of the adversarial region and report the image robust. ART's
-PyTorch PGD is kept as the attack; `AnyIteratePGD` adds one forward pass after each of its steps and records, per
-image, whether that iterate fooled the model. Other attacks are judged on their output.
+PyTorch PGD is kept as the attack; `AnyIteratePGD` records, per image, whether each of its iterates fooled the
+model: from the logits of ART's gradient pass at that iterate, and one more forward pass for the last. Other
+attacks are judged on their output.
 
 Random starts are drawn per image, not per batch: start r of the image with key k (its position in the cell's test
 split) is uniform in the L-inf ball from torch's generator seeded with `start_seed(seed, k, r)`. An image's
@@ -66,19 +67,31 @@ class AnyIteratePGD(ProjectedGradientDescentPyTorch):
         return super()._generate_batch(x, targets, mask, eps, eps_step)
 
     def _compute_pytorch(self, x, x_init, y, mask, eps, eps_step, random_init, momentum):
-        """One PGD step (ART's, from this image's own random start on the first step), then the model's verdict
-        on the new iterate for the images of this batch."""
+        """One PGD step (ART's, from this image's own random start on the first step), and the model's verdict on
+        the iterate it started from: the logits of ART's gradient pass at that iterate are the model's output there,
+        so judging it costs nothing. The last step's output is judged with one more forward pass."""
         start = self._batch_id * self.batch_size
         if random_init and self.norm in (np.inf, "inf") and mask is None and np.ndim(eps) == 0:
             x = random_starts(x_init, self._keys[start:start + len(x)], float(eps), self._seed,
                               self._batch_restart[1])
             random_init = False
-        x_adv = super()._compute_pytorch(x, x_init, y, mask, eps, eps_step, random_init, momentum)
-        with torch.no_grad():
-            predicted = self.estimator.model(x_adv).argmax(1).cpu()
-        labels = self._labels[start:start + len(x_adv)]
-        self.fooled[start:start + len(x_adv)] |= (predicted != labels).numpy()
+        logits: list[torch.Tensor] = []
+        # ART's wrapper of the model returns its layers' outputs, the logits last (ART reads them so)
+        hook = self.estimator._model.register_forward_hook(lambda _module, _inputs, out: logits.append(out[-1].detach()))
+        try:
+            x_adv = super()._compute_pytorch(x, x_init, y, mask, eps, eps_step, random_init, momentum)
+        finally:
+            hook.remove()
+        if self._i_max_iter > 0:  # x is the previous step's output (at step 0 it is the start, not an iterate)
+            self._judge(logits[-1], start)
+        if self._i_max_iter == self.max_iter - 1:
+            with torch.no_grad():
+                self._judge(self.estimator.model(x_adv), start)
         return x_adv
+
+    def _judge(self, logits: torch.Tensor, start: int) -> None:
+        labels = self._labels[start:start + len(logits)]
+        self.fooled[start:start + len(logits)] |= (logits.argmax(1).cpu() != labels).numpy()
 
 
 def fooled_at_any_point(attack, classifier, x: np.ndarray, y: np.ndarray, batch_size: int, keys=None,
