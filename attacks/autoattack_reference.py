@@ -1,4 +1,4 @@
-"""The reference AutoAttack (Croce & Hein 2020), as an attack of this suite.
+"""The reference AutoAttack (Croce & Hein 2020), and its APGD alone, as attacks of this suite.
 
 `pyautoattack` packages fra31/auto-attack: the same APGD, FAB and Square code (docs/threats.md says what differs:
 imports, logging, keyword arguments). Its "standard" version runs APGD-CE, APGD-T and FAB-T against the 9 likeliest
@@ -6,7 +6,8 @@ other classes and Square with 5,000 queries, each on the images the previous one
 broken as soon as any iterate of any of them fools the model. The wrapper hands it the torch model behind the ART
 classifier (inputs in [0, 1] pixel space), the classifier's device, the eps and a seed, and returns numpy like an
 ART attack. `max_iter` / `square_queries` below the reference's 100 / 5,000 give a CPU-sized budget of the same
-composition (the run's params say which).
+composition (the run's params say which). `ReferenceApgd` runs one of its APGD attacks (CE, DLR or targeted DLR)
+on its own, batch by batch.
 """
 from __future__ import annotations
 
@@ -38,6 +39,37 @@ class ReferenceAutoAttack:
                                        self.eps, self.norm, self.classifier.nb_classes, self.classifier.device, seed,
                                        int(self.p.max_iter), int(self.p.square_queries), int(self.p.batch_size))
         return x_adv.detach().cpu().numpy().astype(np.float32)
+
+
+class ReferenceApgd:
+    """`generate(x, y)` -> adversarial x: the reference APGD at one eps with the loss `p.loss` (`ce`, `dlr`,
+    `dlr_targeted` against the `p.target_classes` likeliest other classes), `p.max_iter` iterations and
+    `p.random_restarts` restarts, on batches of `p.batch_size`. An image it breaks comes back as the first
+    iterate that fooled the model, any other as itself."""
+
+    def __init__(self, classifier, eps: float, p, norm: str):
+        self.classifier, self.eps, self.p, self.norm = classifier, eps, p, norm
+
+    def generate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+
+        model, device = self.classifier.model, self.classifier.device
+        model.eval()
+        common = dict(n_iter=int(self.p.max_iter), norm=_NORM[self.norm], n_restarts=int(self.p.random_restarts),
+                      eps=self.eps, seed=int(np.random.randint(2**31 - 1)), device=device)  # seed: as above
+        if self.p.loss == "dlr_targeted":
+            targets = min(int(self.p.target_classes), self.classifier.nb_classes - 1)
+            apgd = APGDAttack_targeted(model, n_target_classes=targets, **common)
+        else:
+            apgd = APGDAttack(model, loss=self.p.loss, **common)
+        devices = [device] if torch.device(device).type == "cuda" else []
+        batches = []
+        with torch.random.fork_rng(devices=devices):  # the reference reseeds torch's generator
+            for start in range(0, len(x), int(self.p.batch_size)):
+                xb = torch.from_numpy(x[start:start + int(self.p.batch_size)]).to(device)
+                yb = torch.from_numpy(y[start:start + int(self.p.batch_size)]).long().to(device)
+                batches.append(apgd.perturb(xb, yb).detach().cpu())
+        return torch.cat(batches).numpy().astype(np.float32) if batches else x
 
 
 def standard_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,

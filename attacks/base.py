@@ -55,6 +55,10 @@ class Threat:
         """Checks across keys that the schema cannot state (benchmark/validate.py calls it before any compute)."""
 
     @classmethod
+    def check_classes(cls, cfg, num_classes: int) -> None:
+        """Checks against the number of classes of the data (benchmark/validate.py calls it before any compute)."""
+
+    @classmethod
     def class_keys(cls, cfg) -> list[str]:
         """The keys that name a class: benchmark/validate.py checks them against the data's classes."""
         return []

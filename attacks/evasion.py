@@ -61,9 +61,23 @@ def worst_case(robust: dict[tuple[str, float], np.ndarray], norm: str) -> dict[f
     return worst
 
 
+def survivors(robust: dict[tuple[str, float], np.ndarray], norm: str, n: int) -> dict[float, np.ndarray]:
+    """eps -> per image of the first `n`: robust under every attack of `norm` run so far at that eps (an attack that
+    ran on fewer images constrains only those)."""
+    standing: dict[float, np.ndarray] = {}
+    for (name, eps), ok in robust.items():
+        if ATTACKS[name].norm == norm:
+            padded = np.ones(n, dtype=bool)
+            padded[:min(n, len(ok))] = ok[:n]
+            standing[eps] = standing.get(eps, np.ones(n, dtype=bool)) & padded
+    return standing
+
+
 def pgd_budget(params) -> int:
-    """Gradient steps per image of an iterative attack: steps x random starts (ART runs one start when it is 0)."""
-    return int(params.max_iter) * max(1, int(params.get("random_restarts", 1)))
+    """Gradient steps per image of an iterative attack: steps x random starts (ART runs one start when it is 0)
+    x target classes (a targeted APGD runs every start against each)."""
+    targets = int(params.target_classes) if params.get("loss") == "dlr_targeted" else 1
+    return int(params.max_iter) * max(1, int(params.get("random_restarts", 1))) * targets
 
 
 def scaled_budget(params, multiplier: int, scale: str):
@@ -151,10 +165,23 @@ class EvasionThreat(Threat):
                 raise ConfigError(f"threat.{key}={list(cfg.get(key) or [])} is empty but threat.attacks[{i}].name="
                                   f"{attack.name!r} is an {'L-inf' if norm == 'linf' else 'L2'} attack; allowed: at "
                                   f"least one budget (e.g. {key}: ${{dataset.{key}}})")
+            if attack.get("survivors_only") and ATTACKS[attack.name].minimal:
+                raise ConfigError(f"threat.attacks[{i}].survivors_only=true but {attack.name!r} is a "
+                                  "minimal-perturbation attack, run once for every eps; allowed: false")
         block = cfg.get("convergence")
         if block and block.get("multipliers") and not any(ATTACKS[a.name].role == "iterative" for a in cfg.attacks):
             raise ConfigError("threat.convergence.multipliers is set but threat.attacks has no iterative attack; "
                               "allowed: pgd_linf or pgd_l2 in threat.attacks, or convergence: null")
+
+    @classmethod
+    def check_classes(cls, cfg, num_classes: int) -> None:
+        for i, attack in enumerate(cfg.attacks):
+            fewest = ATTACKS[attack.name].min_classes
+            if fewest is not None and num_classes < fewest(attack):
+                loss = f" with loss={attack.loss!r}" if "loss" in attack else ""
+                raise ConfigError(f"threat.attacks[{i}].name={attack.name!r}{loss} needs at least "
+                                  f"{fewest(attack)} classes but the data has {num_classes}; allowed: a dataset "
+                                  "with that many classes, or another attack")
 
     def evaluate(self, model, data: Dataset, device: torch.device, seed: int) -> ThreatReport:
         index = seeded_indices(len(data.y_test), self.cfg.subset, seed)  # eval_subset's images
@@ -170,10 +197,11 @@ class EvasionThreat(Threat):
             for attack_cfg in self.cfg.attacks:
                 spec, name = ATTACKS[attack_cfg.name], attack_cfg.name
                 n = min(int(attack_cfg.get("subset") or len(y_np)), len(y_np))
+                prior = survivors(robust, spec.norm, n) if attack_cfg.get("survivors_only") else {}
                 started = time.perf_counter()
                 with counting_predictions(classifier) as queries:
                     results, attacked = self._run(spec, attack_cfg, classifier, x_np[:n], y_np[:n], clean_ok[:n],
-                                                  seed, index[:n].numpy())
+                                                  seed, index[:n].numpy(), prior)
                 report.metrics[f"time/attack_{name}_s"] = time.perf_counter() - started
                 if attack_cfg.get("subset"):
                     report.metrics[f"attack/{name}/subset_size"] = float(n)
@@ -193,7 +221,8 @@ class EvasionThreat(Threat):
                 if multipliers and spec.role == "iterative":
                     started = time.perf_counter()
                     report.metrics.update(self._convergence(spec, attack_cfg, multipliers, classifier, x_np[:n],
-                                                            y_np[:n], clean_ok[:n], seed, index[:n].numpy(), results))
+                                                            y_np[:n], clean_ok[:n], seed, index[:n].numpy(), results,
+                                                            prior))
                     report.metrics[f"time/convergence_{name}_s"] = time.perf_counter() - started
         for norm in NORM_ORDER:
             for eps, (acc, n) in worst_case(robust, norm).items():
@@ -207,7 +236,7 @@ class EvasionThreat(Threat):
         return report
 
     def _convergence(self, spec: AttackSpec, params, multipliers: list[int], classifier, x, y, clean_ok, seed, keys,
-                     base: dict[float, np.ndarray]) -> dict[str, float]:
+                     base: dict[float, np.ndarray], prior: dict[float, np.ndarray]) -> dict[str, float]:
         """PGD re-run at `multiplier` x its budget (`threat.convergence.scale`: more random starts or more steps):
         robust accuracy and the gap acc(B) - acc(multiplier x B) per eps (> 0: the cell's budget had not
         converged). `robust/convergence_gap[_l2]` is the gap at the largest multiplier."""
@@ -215,7 +244,7 @@ class EvasionThreat(Threat):
         scale = self.cfg.convergence.get("scale", "restarts")
         for multiplier in multipliers:
             stronger, _ = self._run(spec, scaled_budget(params, multiplier, scale), classifier, x, y, clean_ok, seed,
-                                    keys)
+                                    keys, prior)
             for eps, ok in stronger.items():
                 gap = float(base[eps].mean() - ok.mean())
                 metrics[f"robust/{params.name}_x{multiplier}/{eps_key(eps)}"] = float(ok.mean())
@@ -224,13 +253,14 @@ class EvasionThreat(Threat):
                     metrics[f"robust/{worst_key(spec.norm, 'convergence_gap')}/{eps_key(eps)}"] = gap
         return metrics
 
-    def _run(self, spec: AttackSpec, params, classifier, x, y, clean_ok, seed, keys) -> tuple[dict[float, np.ndarray],
-                                                                                             int]:
+    def _run(self, spec: AttackSpec, params, classifier, x, y, clean_ok, seed, keys,
+             prior: dict[float, np.ndarray] | None = None) -> tuple[dict[float, np.ndarray], int]:
         """(eps -> per image: robust at eps, images attacked). Robust at eps: right on the clean image, and no point
         the attack tried at this eps or at a smaller one fooled the model (every iterate of every PGD start; other
         attacks' outputs). Each eps therefore attacks only the images still robust at the one below (eps = 0: the
         clean point), and the curve is monotone in eps. `keys`: the images' positions in the test split, which
-        seed their PGD random starts."""
+        seed their PGD random starts. `prior` (eps -> per image, `survivors`): images it marks broken count as
+        broken at that eps and are not attacked."""
         np.random.seed(seed)  # ART draws random starts / Square's squares from numpy's global generator
         eps_values = sorted(eps_list(self.cfg, spec.norm))
         if spec.minimal:
@@ -241,6 +271,8 @@ class EvasionThreat(Threat):
             return {eps: clean_ok & minimal_robust_correct(ok_adv, norms, eps) for eps in eps_values}, len(x)
         out, robust, attacked = {}, clean_ok.copy(), 0
         for eps in eps_values:
+            if prior and eps in prior:
+                robust &= prior[eps]
             standing = np.flatnonzero(robust)
             if eps > 0 and len(standing):  # ART rejects a zero step
                 np.random.seed(seed)

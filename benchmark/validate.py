@@ -146,6 +146,7 @@ def validate(cfg: DictConfig) -> None:
         check_defender_size(cfg.dataset, cfg.data.defender_size)
     for key in threat.class_keys(cfg.threat):
         in_range(f"threat.{key}", cfg.threat[key], 0, shape.num_classes - 1)
+    threat.check_classes(cfg.threat, shape.num_classes)
     for key, name in (("model.name", cfg.model.name), ("threat.proxy.model", (cfg.threat.get("proxy") or {}).get("model"))):
         if name is not None and name not in MODELS:
             raise ConfigError(f"{key}={name!r} is unknown; allowed: {', '.join(map(repr, MODELS.names()))}")

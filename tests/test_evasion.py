@@ -427,3 +427,57 @@ def test_worst_case_is_monotone_in_eps():
               ("fgsm", 0.1): np.array([1, 1, 1, 0], bool), ("fgsm", 0.2): np.array([1, 1, 1, 1], bool)}
     # images 1 and 3, broken at 0.1, stay broken at 0.2 (the attacks at 0.2 alone would leave 3 of 4 standing)
     assert worst_case(robust, "linf") == {0.1: (0.5, 4), 0.2: (0.25, 4)}
+
+
+def test_a_survivors_only_attack_sees_only_what_the_earlier_attacks_left_robust():
+    """Stubs that break images by label: `second` (survivors_only) sees, at each eps, only the images robust under
+    `first` there and under itself at the eps below; its numbers are the two attacks' together."""
+    from omegaconf import OmegaConf
+
+    from attacks.evasion_attacks import EVASION_ATTACKS
+    from benchmark.data import Dataset
+
+    seen: dict[tuple[str, float], list[int]] = {}
+
+    def stub(name, breaks):
+        class Breaks:
+            def __init__(self, eps):
+                self.eps = eps
+
+            def generate(self, x, y):
+                seen[(name, self.eps)] = sorted(int(label) for label in y)
+                return _label_image([(int(v) + 1) % 10 if int(v) in breaks[self.eps] else int(v) for v in y]).numpy()
+
+        EVASION_ATTACKS.register(name, norm="linf", role="iterative")(lambda _c, eps, _p: Breaks(eps))
+
+    stub("first", {0.1: {0}, 0.2: {1}})
+    stub("second", {0.1: {2}, 0.2: {3}})
+    truth = list(range(10))
+    clean = [label if i < 8 else (label + 1) % 10 for i, label in enumerate(truth)]  # 8 right on the clean image
+    x, y = _label_image(clean), torch.as_tensor(truth)
+    cfg = OmegaConf.create({"name": "stub", "kind": "evasion", "subset": 10, "eps": [0.1, 0.2],
+                            "attacks": [{"name": "first", "batch_size": 50, "max_iter": 1},
+                                        {"name": "second", "batch_size": 50, "max_iter": 1, "survivors_only": True}]})
+    try:
+        m = build_threat(cfg).evaluate(_ReadsLabelPixels(), Dataset("stub", x, y, x, y, 10), CPU, seed=0).metrics
+    finally:
+        EVASION_ATTACKS.unregister("first")
+        EVASION_ATTACKS.unregister("second")
+    assert seen[("first", 0.1)] == list(range(8)) and seen[("first", 0.2)] == list(range(1, 8))
+    assert seen[("second", 0.1)] == list(range(1, 8)) and seen[("second", 0.2)] == [3, 4, 5, 6, 7]
+    assert [m[f"robust/second/eps_{e}"] for e in (0.1, 0.2)] == pytest.approx([0.6, 0.4])
+    assert [m[f"robust/worst/eps_{e}"] for e in (0.1, 0.2)] == pytest.approx([0.6, 0.4])
+    assert "robust/gradient_masking_flag" not in m  # no weaker attack ran
+
+
+def test_survivors_only_on_a_minimal_attack_and_dlr_on_two_classes_are_config_errors(cfg_factory, tmp_path):
+    from conftest import write_npz
+
+    cfg = cfg_factory("threat=fmn", "+threat.attacks.1.survivors_only=true")
+    with pytest.raises(ConfigError, match=r"threat.attacks\[1\].survivors_only=true but 'fmn_linf'"):
+        validate(cfg)
+    npz = write_npz(tmp_path / "two.npz", classes=2, side=16, channels=1)
+    cfg = cfg_factory("dataset=npz", f"dataset.path={npz}", "threat=evasion", "dataset.eps=[0.1]")
+    with pytest.raises(ConfigError, match=r"threat.attacks\[2\].name='apgd_linf' with loss='dlr' needs at least 3 "
+                                          r"classes but the data has 2"):
+        validate(cfg)

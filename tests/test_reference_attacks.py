@@ -122,3 +122,46 @@ def test_the_evasion_threat_reads_fmn_linf_off_in_the_linf_norm():
     assert out[0.0].all() and not out[eps[2]].any()
     assert np.array_equal(out[eps[1]], radii > eps[1] * (1 + 1e-6))
     assert 0.3 <= out[eps[1]].mean() <= 0.7  # the median eps splits the images
+
+
+@pytest.mark.parametrize("loss, targets", [("ce", 1), ("dlr", 1), ("dlr_targeted", 9)])
+def test_reference_apgd_runs_its_loss_and_budget_inside_the_ball_and_keeps_torch_rng(trained_seed_cnn, digits,
+                                                                                      monkeypatch, loss, targets):
+    """The wrapper hands the reference its loss, iterations (with their step-size checkpoints), restarts and at most
+    C - 1 target classes, batch by batch; what it returns stays in the ball and breaks a plain CNN's digits."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    seen = []  # (loss, iterations, first checkpoint, restarts, targets, batch) per perturb call
+    original = APGDAttack.attack_single_run
+
+    def recording(self, x, y, *args, **kwargs):
+        seen.append((self.loss, self.n_iter, self.n_iter_2, self.n_restarts, getattr(self, "n_target_classes", 1),
+                     len(x)))
+        return original(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(APGDAttack, "attack_single_run", recording)
+    x, y = to_numpy(digits.x_test[:30]), digits.y_test[:30].numpy()
+    classifier = art_classifier(copy.deepcopy(trained_seed_cnn), tuple(x.shape[1:]), 10, CPU)
+    p = OmegaConf.create({"name": "apgd_linf", "loss": loss, "max_iter": 10, "random_restarts": 2,
+                          "target_classes": 20, "batch_size": 16})
+    attack = ATTACKS["apgd_linf"].build(classifier, 0.2, p)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    np.random.seed(0)
+    x_adv = attack.generate(x, y)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert np.abs(x_adv - x).max() <= 0.2 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (classifier.predict(x_adv).argmax(1) == y).mean() <= 0.2
+    reference_loss = {"ce": "ce", "dlr": "dlr", "dlr_targeted": "dlr-targeted"}[loss]
+    assert {(s[0], s[1], s[2], s[4]) for s in seen} == {(reference_loss, 10, 2, targets)}
+    assert max(s[5] for s in seen) <= 16  # batches of batch_size; restarts and targets rerun what is left
+    np.random.seed(0)
+    assert np.array_equal(attack.generate(x, y), x_adv)  # same cell seed, same output
+
+
+def test_apgd_budget_counts_steps_restarts_and_targets():
+    from attacks.evasion import pgd_budget
+
+    p = {"max_iter": 20, "random_restarts": 2, "target_classes": 3}
+    assert pgd_budget(OmegaConf.create({**p, "loss": "dlr"})) == 40
+    assert pgd_budget(OmegaConf.create({**p, "loss": "dlr_targeted"})) == 120

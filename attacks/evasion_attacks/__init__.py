@@ -29,12 +29,16 @@ EVASION_ATTACKS = Registry("threat.attacks.name", "attacks.evasion_attacks", met
     # (minimal perturbation: run once, robust accuracy read off at every eps)
     "role": "iterative",
     "query_budget": None,  # params -> model queries per image allowed (black-box attacks), logged beside the count
+    "min_classes": None,  # params -> the fewest classes the attack works with (checked against the data's)
 }, plugins="prunesec.evasion_attacks")
 
 
 class AttackConfig(Group):
     """Keys every evasion attack has; an attack's config model adds its own and a `name: Literal[name]` field."""
     subset: COUNT | None = None  # a prefix of the threat's subset (expensive attacks)
+    # true: at each eps, attack only the images every earlier attack of its norm left robust (AutoAttack's rule);
+    # its robust/<name>/eps_<e> is then the robust accuracy under it and those attacks together
+    survivors_only: bool = False
     batch_size: BATCH
 
 
@@ -44,6 +48,7 @@ class AttackSpec:
     norm: str  # "linf" | "l2": which eps list it runs at
     role: str  # "iterative" (white-box, the reference), "single_step", "black_box", "ensemble", "minimal"
     query_budget: Callable | None = None  # params -> model queries per image allowed (black-box attacks)
+    min_classes: Callable | None = None  # params -> the fewest classes the attack works with
 
     @property
     def minimal(self) -> bool:
@@ -55,7 +60,7 @@ class AttackSpecs(Mapping):
 
     def __getitem__(self, name: str) -> AttackSpec:
         entry = EVASION_ATTACKS[name]
-        return AttackSpec(entry.target, entry.norm, entry.role, entry.query_budget)
+        return AttackSpec(entry.target, entry.norm, entry.role, entry.query_budget, entry.min_classes)
 
     def __iter__(self):
         return iter(EVASION_ATTACKS)
