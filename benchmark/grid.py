@@ -35,6 +35,7 @@ from benchmark.validate import check_config
 GRID_SIZE_ENV = "PRUNESEC_GRID_SIZE"
 CELLS_FILE = "cells.jsonl"
 SKIPS_FILE = "finished_before.json"  # jobs whose cell was FINISHED when the grid started
+SAME_CELL_FILE = "same_cell_as.json"  # jobs whose cell an earlier job of the grid computes
 log = logging.getLogger("benchmark")
 started = False  # True once a grid passed its pre-check in this process
 # The lock each running grid holds (by parent run id), in this process only: the callback itself is pickled to
@@ -153,6 +154,28 @@ def jobs_to_skip(jobs: list[Job], finished: dict[str, tuple[str, str]]) -> dict[
             for job in jobs if not job.cfg.force and job.cell_hash in finished}
 
 
+def same_cell_jobs(jobs: list[Job], skips: dict[str, dict]) -> dict[str, int]:
+    """The jobs whose cell an earlier job of the grid computes (e.g. `pruning=none` at every swept sparsity), by
+    job number: that job's number. They are launched (each keeps its number) but return at once, instead of
+    holding a worker until the first one finishes."""
+    first: dict[str, int] = {}
+    same: dict[str, int] = {}
+    for job in jobs:
+        if str(job.num) in skips:
+            continue
+        if job.cell_hash in first:
+            same[str(job.num)] = first[job.cell_hash]
+        else:
+            first[job.cell_hash] = job.num
+    return same
+
+
+def computed_by(sweep_dir: str | Path, num: int) -> int | None:
+    """The number of the earlier job of the grid that computes job `num`'s cell, if there is one."""
+    path = Path(sweep_dir) / SAME_CELL_FILE
+    return json.loads(path.read_text()).get(str(num)) if path.exists() else None
+
+
 def skipped_jobs(sweep_dir: str | Path) -> dict[str, dict]:
     """The jobs the grid found FINISHED before it started ({job number: {cell_hash, run, run_id}})."""
     path = Path(sweep_dir) / SKIPS_FILE
@@ -205,11 +228,13 @@ class GridCallback(Callback):
 
             finished = tracking.finished_cells(tracking_uri_of(config), config.experiment_name) if jobs else {}
             skips = jobs_to_skip(jobs, finished)
-            _reject(check_cells(config, [job for job in jobs if str(job.num) not in skips]))
+            same = same_cell_jobs(jobs, skips)
+            _reject(check_cells(config, [job for job in jobs if str(job.num) not in skips | same.keys()]))
             self._create_store(config)
             sweep = Path(config.hydra.sweep.dir)
             sweep.mkdir(parents=True, exist_ok=True)
             (sweep / SKIPS_FILE).write_text(json.dumps(skips))
+            (sweep / SAME_CELL_FILE).write_text(json.dumps(same))
             if skips:
                 log.info("grid: %d of %d jobs already finished, skipped", len(skips), len(jobs))
         except Exception as err:  # noqa: BLE001 - no grid without its checks, its store and its parent run
@@ -276,8 +301,9 @@ class GridCallback(Callback):
         parent_id = os.environ.pop(tracking.PARENT_RUN_ENV, None)
         if parent_id:
             self._end_parent_run(config, parent_id, cells, "FAILED" if failed or silent else "FINISHED")
-        log.info("grid done: %d finished, %d skipped (already finished), %d failed%s", counts["finished"],
-                 counts["skipped"], counts["failed"], f", {len(silent)} never reported" if silent else "")
+        log.info("grid done: %d finished, %d skipped (finished before, or by an earlier job), %d failed%s",
+                 counts["finished"], counts["skipped"], counts["failed"],
+                 f", {len(silent)} never reported" if silent else "")
         for cell in failed:
             log.error("  failed: %s: %s", cell["run"], cell["error"])
         for num in silent:

@@ -23,7 +23,8 @@ def log_grid_artifacts(uri: str, experiment: str, parent_id: str, cells: list[di
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    run_ids = sorted({cell["run_id"] for cell in cells if cell["status"] in ("finished", "skipped")})
+    # a job skipped for an earlier job of the grid that computes its cell has no run of its own
+    run_ids = sorted({cell["run_id"] for cell in cells if cell["status"] in ("finished", "skipped") and cell["run_id"]})
     shown = hashlib.sha256(",".join(run_ids).encode()).hexdigest()[:16]
     with tempfile.TemporaryDirectory(prefix="grid-artifacts-") as out:
         if (earlier := _grid_run_showing(client, parent_id, shown)) is not None:

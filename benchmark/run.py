@@ -46,6 +46,19 @@ def _record(hydra_cfg, status: str, run: str, cell_hash: str | None = None, run_
         grid.record(hydra_cfg.sweep.dir, hydra_cfg.job.num, status, run, cell_hash, run_id, error)
 
 
+def _computed_by_an_earlier_job(hydra_cfg) -> bool:
+    """A grid job whose cell an earlier job of the grid computes is recorded as skipped, and frees its worker."""
+    from benchmark import grid
+
+    first = grid.computed_by(hydra_cfg.sweep.dir, hydra_cfg.job.num)
+    if first is None:
+        return False
+    log.info("%s the same cell as %s, which computes it; skipped", grid.progress(hydra_cfg.job.num),
+             grid.progress(first))
+    _record(hydra_cfg, "skipped", hydra_cfg.job.override_dirname)
+    return True
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> str:
     global _job_started
@@ -57,6 +70,8 @@ def main(cfg: DictConfig) -> str:
             redact_file(Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir / name)
     from benchmark.validate import check_config, check_device
 
+    if multirun and _computed_by_an_earlier_job(hydra_cfg):
+        return "skipped"
     try:
         if not multirun:  # a grid checked every cell and its store before the first one started
             check_config(cfg)

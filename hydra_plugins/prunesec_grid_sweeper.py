@@ -1,7 +1,9 @@
 """Hydra's basic sweeper for PruneSec grids (conf/hydra/sweeper/grid.yaml): the same jobs, in the same order and
 with the same numbers, except that the jobs whose cell the grid's pre-check found FINISHED (benchmark/grid.py) are
 not launched: they go to the grid's ledger as skipped. The others go to the launcher in runs of consecutive job
-numbers, so that each keeps its number (its sweep subfolder, its place in the summary).
+numbers, so that each keeps its number (its sweep subfolder, its place in the summary). Hydra's own check that each
+batch composes (`validate_batch_is_legal`, one composition per job) is left out when the grid's pre-check ran: it
+composed and checked every job already.
 
 Hydra takes sweepers from the `hydra_plugins` namespace package only; this module lives there for that reason."""
 from __future__ import annotations
@@ -31,7 +33,7 @@ def runs_to_launch(n_jobs: int, skipped: set[int], max_batch_size: int | None) -
 
 class GridSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
-        from benchmark.grid import record_skipped_jobs
+        from benchmark.grid import SKIPS_FILE, record_skipped_jobs
         from benchmark.tracking_store import redact_file
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -41,11 +43,13 @@ class GridSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         redact_file(sweep_dir / "multirun.yaml")  # no credentials (a tracking URI's password) on disk
+        prechecked = (sweep_dir / SKIPS_FILE).exists()  # written by the grid's pre-check (benchmark/grid.py)
         skipped = record_skipped_jobs(sweep_dir)
         returns = []
         for nums in runs_to_launch(len(jobs), skipped, self.max_batch_size):
             batch = jobs[nums.start:nums.stop]
-            self.validate_batch_is_legal(batch)
+            if not prechecked:
+                self.validate_batch_is_legal(batch)
             results = self.launcher.launch(batch, initial_job_idx=nums.start)
             for result in results:
                 _ = result.return_value  # re-raises a job's exception, as the basic sweeper does

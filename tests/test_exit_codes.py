@@ -102,7 +102,7 @@ def test_grid_whose_cells_fail_exits_1_and_names_them(tmp_path, launcher):
     out = _cli(_unwritable_cache(tmp_path / "results"), *GRID, *launcher)
     text = out.stdout + out.stderr
     assert out.returncode == 1, text[-3000:]
-    assert "grid done: 0 finished, 0 skipped (already finished), 2 failed" in text
+    assert "grid done: 0 finished, 0 skipped (finished before, or by an earlier job), 2 failed" in text
     for sparsity in ("0.5", "0.7"):
         assert any("failed:" in line and f"pruning.sparsity={sparsity}" in line and "NotADirectoryError" in line
                    for line in text.splitlines()), text[-3000:]

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 import tiny_store
 from benchmark.cell import prepare
-from benchmark.grid import SKIPS_FILE, Job, JobComposer, jobs_to_skip
+from benchmark.grid import SAME_CELL_FILE, SKIPS_FILE, Job, JobComposer, jobs_to_skip, same_cell_jobs
 from benchmark.hashing import GPU_DEVICE_FILES
 from conftest import CONF_DIR, make_cfg, write_images, write_npz
 from hydra import compose, initialize_config_dir
@@ -43,6 +43,27 @@ def test_forced_and_unfinished_cells_are_not_skipped():
     jobs = [job(0, "a" * 16, False), job(1, "a" * 16, True), job(2, "0" * 16, False), job(3, "a" * 16, False)]
     assert jobs_to_skip(jobs, finished) == {num: {"cell_hash": "a" * 16, "run": "name-a", "run_id": "run-a"}
                                             for num in ("0", "3")}
+
+
+def test_a_job_whose_cell_an_earlier_job_computes_is_skipped_without_waiting_for_it():
+    def job(num, cell_hash):
+        return Job(num, [], None, cell_hash)
+
+    jobs = [job(0, "a"), job(1, "a"), job(2, "b"), job(3, "a"), job(4, "b"), job(5, "c")]
+    assert same_cell_jobs(jobs, skips={}) == {"1": 0, "3": 0, "4": 2}
+    assert same_cell_jobs(jobs, skips={"0": {}, "1": {}, "3": {}}) == {"4": 2}  # finished before: skipped as such
+
+
+def test_pruning_none_at_two_sparsities_is_one_cell_computed_once_in_a_grid(tmp_path):
+    done = tiny_store.run_cli("debug=tiny", "eval=fast", "model=lenet300", "train.epochs=1", "threat=fgsm",
+                              "threat.subset=20", "pruning=none", "pruning.sparsity=0.5,0.9",
+                              f"results_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert json.loads((tmp_path / "sweep" / SAME_CELL_FILE).read_text()) == {"1": 0}
+    ledger = {c["num"]: c for c in map(json.loads, (tmp_path / "sweep" / "cells.jsonl").read_text().splitlines())}
+    assert ledger[0]["status"] == "finished" and ledger[1]["status"] == "skipped" and ledger[1]["run_id"] is None
+    said = done.stdout + done.stderr
+    assert "[cell 2/2] " in said and "the same cell as [cell 1/2], which computes it; skipped" in said
+    assert "grid done: 1 finished, 1 skipped" in said
 
 
 def test_jobs_to_launch_keep_their_numbers_in_runs_of_consecutive_jobs():
