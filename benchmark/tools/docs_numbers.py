@@ -184,6 +184,25 @@ def render_grid_time(path: Path) -> str:
     return text
 
 
+def render_aa_gap(path: Path) -> str:
+    """`make aa-gap`'s rows: per sampled cell and eps, the grid's headline worst case and the reference AutoAttack's
+    robust accuracy on the same images, and their gap (rows where both are 0 left out)."""
+    gap = json.loads(path.read_text()).get("aa_gap")
+    if not gap or not gap.get("rows"):
+        return f"`{PERF}` holds no AutoAttack gap: run `make aa-gap`.\n"
+    lines = ["| cell | eps | grid `robust/worst` | reference AutoAttack | gap (points) |", "|---|---|---|---|---|"]
+    for row in gap["rows"]:
+        if "error" in row or (row["grid_worst"] == 0 and row["aa_robust"] == 0):
+            continue
+        cell = row["cell"].replace("|", "\\|")
+        lines.append(f"| `{cell}` | {row['eps']:g} | {row['grid_worst']:.3f} | {row['aa_robust']:.3f} | "
+                     f"{row['gap'] * 100:+.1f}{'' if row['ok'] else ' ✗'} |")
+    return ("\n".join(lines) + f"\n\n{gap['cells']} of {gap['cells_available']} non-collapsed cells (seed "
+            f"{gap['sample_seed']}), the first {gap['images_per_cell']} attacked images of each; AutoAttack's APGD "
+            f"and FAB at {gap['max_iter']} iterations, Square at {gap['square_queries']} queries; ✗: beyond "
+            f"{gap['tolerance'] * 100:g} points.\n")
+
+
 def render_engines(path: Path) -> str:
     """`make test-scale`'s engine timings (tests/scale/test_scale.py::test_engine_timings): one 12-cell grid on each
     engine, every cell logging to the PostgreSQL-backed server, and the logging time per run."""
@@ -397,6 +416,7 @@ BLOCKS: dict[str, Block] = {
     "poisoning-slice": Block(SUMMARY, "make figures", render_poisoning_slice),
     "perf": Block(PERF, "make perf", render_perf),
     "grid-time": Block(PERF, "make perf", render_grid_time),
+    "aa-gap": Block(PERF, "make aa-gap", render_aa_gap),
     "engines": Block(ENGINES, "make test-scale", render_engines),
     "defences": Block(DEFENCES, "python -m benchmark.tools.defence_known_answers", render_defences),
     "convergence": Block(CONVERGENCE, "python -m benchmark.tools.convergence", render_convergence),
