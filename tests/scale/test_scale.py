@@ -35,10 +35,9 @@ SERVER_PORT, AUTH_SERVER_PORT, RAY_PORT = 15001, 15002, 26379  # Ray keeps 10002
 MAKE = ["make", "-s", "-o", ".venv/.installed"]  # make test-scale has checked the venv already
 PY, PY_RAY = str(ROOT / ".venv/bin/python"), str(ROOT / ".venv-ray/bin/python")
 
-# The 6-cell grid (2 models x 3 sparsities), small cells, one torch thread each. The first seed-CNN cell trains its
-# dense model (30 epochs, ~10 s) inside its run, well past the ~3 s Slurm gives a step between SIGTERM and SIGKILL
-# (KillWait 1 s, slurm_up.sh): submitit ignores SIGTERM, so a cell that ends within that window of a scancel
-# still reports its result and the grid would not see the cancel.
+# The 6-cell grid (2 models x 3 sparsities), small cells, one torch thread each. Slurm gives a cancelled step ~3 s
+# between SIGTERM and SIGKILL (KillWait 1 s, slurm_up.sh) and submitit ignores SIGTERM, so a cell that ends within
+# that window of a scancel still reports its result: the Slurm test keeps its victim waiting (dense_model_lock).
 GRID = ["dataset=digits", "model=lenet300,seed_cnn", "pruning=magnitude_global", "pruning.sparsity=0.5,0.7,0.9",
         "threat=fgsm", "threat.subset=50", "train.epochs=30", "finetune.epochs=3", "eval.corruptions.enabled=false",
         "eval.interpret.enabled=false", "eval.latency.repeats=2", "device=cpu", "torch_threads=1"]
@@ -234,30 +233,55 @@ def test_concurrent_logging_loses_and_duplicates_nothing(server):
         say(f"MLflow logging per run, one writer, {store}: median {report['median_s_per_run'] * 1000:.0f} ms")
 
 
+def dense_model_lock(model: str):
+    """The cache lock a grid cell of `model` holds while it trains its dense model (benchmark/stages.py), and the
+    cache file that training writes."""
+    from benchmark.cache import ModelCache
+    from benchmark.hashing import dense_key
+    from benchmark.validate import compose_config
+
+    cell = compose_config([o for o in GRID if not o.startswith(("model=", "pruning.sparsity="))]
+                          + [f"model={model}", "pruning.sparsity=0.5", f"results_dir={RESULTS}"])
+    key, cache = dense_key(cell, None), ModelCache(RESULTS / "cache")
+    return cache.lock("dense", key), cache.path("dense", key)
+
+
 @pytest.mark.timeout(1500)
 def test_slurm_grid_cancel_and_rerun(server, slurm):
     """Every cell a Slurm job; scancel one mid-compute: the grid fails; the re-run recomputes only that cell and
     leaves no run RUNNING; each cell run carries its Slurm job id."""
     experiment = "scale_slurm"
-    first = grid_command(PY, server, experiment, STATE / "sweeps/slurm-1", SLURM)
-    say("Slurm grid, first run: " + " ".join(first[2:]))
-    with open(STATE / "slurm-1.log", "w") as log:
-        grid = subprocess.Popen(first, cwd=ROOT, env={**os.environ, **slurm}, stdout=log, stderr=subprocess.STDOUT)
+    # The test holds the seed CNN's dense-model lock until the cancel has taken effect: every seed-CNN cell waits
+    # on it inside its run, so the victim is mid-compute whatever the machine's speed (a cell that ended within
+    # Slurm's SIGTERM-to-SIGKILL window would report its result, and the grid would rightly not fail).
+    lock, dense_file = dense_model_lock("seed_cnn")
+    lock.acquire()
+    try:
+        first = grid_command(PY, server, experiment, STATE / "sweeps/slurm-1", SLURM)
+        say("Slurm grid, first run: " + " ".join(first[2:]))
+        with open(STATE / "slurm-1.log", "w") as log:
+            grid = subprocess.Popen(first, cwd=ROOT, env={**os.environ, **slurm}, stdout=log,
+                                    stderr=subprocess.STDOUT)
 
-    def a_running_cell():
-        if grid.poll() is not None:
-            pytest.fail(f"the grid ended before a cell was seen running:\n{tail('slurm-1.log')}")
-        running = [r for r in runs_of(server, experiment)
-                   if r.info.status == "RUNNING" and r.info.run_name.startswith("seed_cnn|")]
-        return min(running, key=lambda r: r.info.start_time) if running else None  # the one training the dense model
+        def a_running_cell():
+            if grid.poll() is not None:
+                pytest.fail(f"the grid ended before a cell was seen running:\n{tail('slurm-1.log')}")
+            running = [r for r in runs_of(server, experiment)
+                       if r.info.status == "RUNNING" and r.info.run_name.startswith("seed_cnn|")]
+            return min(running, key=lambda r: r.info.start_time) if running else None
 
-    victim = wait_until("a seed-CNN cell to be running", a_running_cell, 600, every=0.5)
-    job_id = f"{victim.data.tags['slurm_array_job_id']}_{victim.data.tags['slurm_array_task_id']}"  # as squeue shows it
-    say(f"scancel {job_id}: {victim.info.run_name} (run {victim.info.run_id}) mid-compute")
-    sh("scancel", job_id, env=slurm)
+        victim = wait_until("a seed-CNN cell to be running", a_running_cell, 600, every=0.5)
+        job_id = f"{victim.data.tags['slurm_array_job_id']}_{victim.data.tags['slurm_array_task_id']}"  # squeue's
+        say(f"scancel {job_id}: {victim.info.run_name} (run {victim.info.run_id}) mid-compute")
+        sh("scancel", job_id, env=slurm)
+        wait_until(f"job {job_id} to leave the queue",
+                   lambda: job_id not in sh("squeue", "-h", "-o", "%i", env=slurm).split(), 120, every=0.5)
+    finally:
+        lock.release()
     code = grid.wait(900)
     say(f"first run: exit code {code}")
     assert code != 0, f"the grid hid a cancelled cell:\n{tail('slurm-1.log')}"
+    assert dense_file.exists(), f"no {dense_file}: the lock the test held was not the one the cells wait on"
     wait_until("the Slurm queue to drain", lambda: not sh("squeue", "-h", "-o", "%i", env=slurm).strip(), 300)
     assert client(server).get_run(victim.info.run_id).info.status != "FINISHED"
     state_of_job = sh("sacct", "-n", "-X", "-o", "State", "-j", job_id, env=slurm).split()
