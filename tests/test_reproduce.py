@@ -17,6 +17,7 @@ from hydra import initialize_config_dir
 
 from benchmark.tools import reproduce as tool
 from benchmark.tools.docs_numbers import MARKER, fill, render_reproduce
+from benchmark.version import RESULTS_VERSION
 
 from conftest import CONF_DIR, ROOT, cli_env
 
@@ -199,12 +200,27 @@ def test_make_reproduce_on_a_cifar_target_says_what_is_missing_and_fails(tmp_pat
 def test_the_targets_block_lists_every_preset_with_its_status(tmp_path):
     assert render_reproduce(tmp_path).count("not yet run") == len(tool.targets())
     (tmp_path / "reproduce").mkdir()
-    (tmp_path / "reproduce" / f"{CPU_TARGET}.json").write_text(json.dumps({
-        "status": "within tolerance", "measured_at": "2026-01-01 00:00 UTC", "seconds": 42.0,
-        "rows": [{"within": True}, {"within": True}, {"within": None}]}))
+    report = {"status": "within tolerance", "measured_at": "2026-01-01 00:00 UTC", "seconds": 42.0,
+              "results_version": RESULTS_VERSION, "rows": [{"within": True}, {"within": True}, {"within": None}]}
+    (tmp_path / "reproduce" / f"{CPU_TARGET}.json").write_text(json.dumps(report))
     table = render_reproduce(tmp_path)
     assert table.count("not yet run") == len(GPU_TARGETS)
-    assert "within tolerance (2 of 2 checked rows within), 2026-01-01 00:00 UTC, 42 s" in table
+    assert "| within tolerance (2 of 2 checked rows within), 2026-01-01 00:00 UTC, 42 s |" in table
+    assert "stale" not in table
+
+
+@pytest.mark.parametrize("recorded", [{"results_version": RESULTS_VERSION - 1}, {}])
+def test_a_report_measured_under_another_results_version_is_marked_stale(tmp_path, recorded):
+    (tmp_path / "reproduce").mkdir()
+    (tmp_path / "reproduce" / f"{CPU_TARGET}.json").write_text(json.dumps({
+        "status": "within tolerance", "measured_at": "2026-01-01 00:00 UTC", "seconds": 42.0,
+        "rows": [{"within": True}], **recorded}))
+    version = recorded.get("results_version", "unrecorded")
+    assert (f"| stale, measured under RESULTS_VERSION {version} (this code's: {RESULTS_VERSION}): within tolerance"
+            in render_reproduce(tmp_path))
+
+
+def test_the_published_targets_block_is_current():
     text = (ROOT / "docs" / "reproduce.md").read_text()
     block = next(m.group(0) for m in MARKER.finditer(text) if m.group("name") == "reproduce-targets")
     assert fill(block, ROOT / "results") == block, "docs/reproduce.md's targets table is stale: run `make docs`"

@@ -389,8 +389,10 @@ def render_config_groups(_: Path | None) -> str:
 
 def render_reproduce(results: Path) -> str:
     """Every reproduction preset (benchmark/reproduce_presets/*.yaml): its source, what it needs, its expected time and its measured
-    status from results/reproduce/<target>.json (`make reproduce TARGET=<target>`), "not yet run" without one."""
+    status from results/reproduce/<target>.json (`make reproduce TARGET=<target>`), "not yet run" without one, and
+    marked stale when it was measured under another RESULTS_VERSION (its cells are no longer this code's)."""
     from benchmark.tools.reproduce import OUT_DIR, PRESETS, load_preset, targets
+    from benchmark.version import RESULTS_VERSION
 
     lines = ["| target | what | source | expected time | status |", "|---|---|---|---|---|"]
     for target in targets():
@@ -402,6 +404,9 @@ def render_reproduce(results: Path) -> str:
             checked = [row["within"] for row in measured["rows"] if row["within"] is not None]
             status = (f"{measured['status']} ({sum(checked)} of {len(checked)} checked rows within), "
                       f"{measured['measured_at']}, {measured['seconds']:.0f} s")
+            if measured.get("results_version") != RESULTS_VERSION:
+                status = (f"stale, measured under RESULTS_VERSION {measured.get('results_version', 'unrecorded')} "
+                          f"(this code's: {RESULTS_VERSION}): {status}")
         source = f"[{preset.cited_as}]({preset.url})"
         lines.append(f"| `{target}` | {preset.title} | {source} | {preset.expected_time} | {status} |")
     return "\n".join(lines) + "\n"
