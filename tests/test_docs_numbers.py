@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.tools.docs_numbers import BLOCKS, OPEN, documents, main
+from benchmark.version import RESULTS_VERSION
 
 COLUMNS = ("model,dataset,threat,method,variant,target,n_seeds,sparsity/achieved,clean/acc,clean/acc ci95,"
            "robust/worst/eps_0.1,robust/worst/eps_0.1 ci95,robust/worst/eps_0.1 binom95 low,"
@@ -156,14 +157,34 @@ def test_convergence_block_from_the_convergence_tool(repo):
 
     rows = [row("none", 0.0, metrics(0.687, 0.687, 0.685, 0.96)), row("l1_filter", 0.99, metrics(0.6, 0.59, 0.58, 0.83))]
     (repo / "results" / "convergence.json").write_text(json.dumps(
-        {"multipliers": [2, 4], "rows": rows, "machine": "x86_64 test", "total_s": 600.0}))
+        {"results_version": RESULTS_VERSION, "multipliers": [2, 4], "rows": rows, "machine": "x86_64 test",
+         "total_s": 600.0}))
     (repo / "docs" / "threats.md").write_text("<!-- generated:convergence -->\n<!-- /generated:convergence -->\n")
     assert run(repo) == 0
     text = (repo / "docs" / "threats.md").read_text()
+    assert "stale" not in text.lower()
     assert "| model | clean acc. | eps 0.1: acc(B) / acc(2B) / acc(4B) | gap | eps 0.2: acc(B) / acc(2B) / acc(4B) | gap |" in text
     assert "| dense (`none`) | 0.960 | 0.687 / 0.687 / 0.685 | 0.2 | 0.187 / 0.187 / 0.185 | 0.2 |" in text
     assert "| `l1_filter` 0.99 | 0.830 | 0.600 / 0.590 / 0.580 | 2.0 | 0.100 / 0.090 / 0.080 | 2.0 |" in text
     assert "in 10 min" in text and "(`python -m benchmark.tools.convergence`)" in text
+
+
+@pytest.mark.parametrize("recorded", [{"results_version": RESULTS_VERSION - 1}, {}])
+def test_a_convergence_table_from_another_results_version_says_it_is_stale(repo, recorded):
+    from benchmark.tools.convergence import row
+
+    metrics = {"clean/acc": 0.9, "sparsity/achieved": 0.0, "time/cell_s": 1.0}
+    for eps in ("0.1", "0.2"):
+        metrics.update({f"robust/pgd_linf/eps_{eps}": 0.5, f"robust/pgd_linf_x2/eps_{eps}": 0.5,
+                        f"robust/pgd_linf_x4/eps_{eps}": 0.5, f"robust/convergence_gap/eps_{eps}": 0.0})
+    (repo / "results" / "convergence.json").write_text(json.dumps(
+        {**recorded, "multipliers": [2, 4], "rows": [row("none", 0.0, metrics)], "machine": "x86_64 test",
+         "total_s": 60.0}))
+    (repo / "docs" / "threats.md").write_text("<!-- generated:convergence -->\n<!-- /generated:convergence -->\n")
+    assert run(repo) == 0
+    version = recorded.get("results_version", "unrecorded")
+    assert (f"**Stale, measured under RESULTS_VERSION {version} (this code's: {RESULTS_VERSION}): re-run the tool.**"
+            in (repo / "docs" / "threats.md").read_text())
 
 
 def test_the_convergence_tool_measures_the_paper_presets_own_pgd_and_check(tmp_path):

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = list(pool.map(measure, CASES))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"multipliers": list(MULTIPLIERS), "overrides": list(OVERRIDES), "rows": rows,
+    from benchmark.version import RESULTS_VERSION
+
+    out.write_text(json.dumps({"results_version": RESULTS_VERSION, "multipliers": list(MULTIPLIERS), "overrides": list(OVERRIDES), "rows": rows,
                                "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
                                "jobs": args.jobs, "total_s": time.perf_counter() - started}, indent=1) + "\n")
     print(f"wrote {out}")

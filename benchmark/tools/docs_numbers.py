@@ -257,6 +257,16 @@ def render_defences(path: Path) -> str:
     return text
 
 
+def stale_note(result: dict) -> str:
+    """Empty for a measurement taken under this code's RESULTS_VERSION; else what makes it stale (a measurement
+    that does not record its version is taken to be older)."""
+    from benchmark.version import RESULTS_VERSION
+
+    measured = result.get("results_version", "unrecorded")
+    return "" if measured == RESULTS_VERSION else (
+        f"stale, measured under RESULTS_VERSION {measured} (this code's: {RESULTS_VERSION})")
+
+
 def render_convergence(path: Path) -> str:
     """The `paper` budget's PGD convergence (benchmark.tools.convergence): per case, its clean accuracy, and per eps
     the robust accuracy at B and at each multiple of B, and the gap acc(B) - acc(largest multiple x B) in points."""
@@ -279,8 +289,9 @@ def render_convergence(path: Path) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     minutes = result["total_s"] / 60
     side = f"{result['jobs']} cells side by side" if result.get("jobs", 1) > 1 else "one cell after the other"
-    return "\n".join(lines) + (f"\n\nMeasured on {result['machine']} in {minutes:.0f} min ({side}, one CPU thread "
-                               "each).\n")
+    stale = stale_note(result)
+    return (f"**{stale[:1].upper()}{stale[1:]}: re-run the tool.**\n\n" if stale else "") + "\n".join(lines) + (
+        f"\n\nMeasured on {result['machine']} in {minutes:.0f} min ({side}, one CPU thread each).\n")
 
 
 def render_clp_u_grid(path: Path) -> str:
@@ -392,7 +403,6 @@ def render_reproduce(results: Path) -> str:
     status from results/reproduce/<target>.json (`make reproduce TARGET=<target>`), "not yet run" without one, and
     marked stale when it was measured under another RESULTS_VERSION (its cells are no longer this code's)."""
     from benchmark.tools.reproduce import OUT_DIR, PRESETS, load_preset, targets
-    from benchmark.version import RESULTS_VERSION
 
     lines = ["| target | what | source | expected time | status |", "|---|---|---|---|---|"]
     for target in targets():
@@ -404,9 +414,8 @@ def render_reproduce(results: Path) -> str:
             checked = [row["within"] for row in measured["rows"] if row["within"] is not None]
             status = (f"{measured['status']} ({sum(checked)} of {len(checked)} checked rows within), "
                       f"{measured['measured_at']}, {measured['seconds']:.0f} s")
-            if measured.get("results_version") != RESULTS_VERSION:
-                status = (f"stale, measured under RESULTS_VERSION {measured.get('results_version', 'unrecorded')} "
-                          f"(this code's: {RESULTS_VERSION}): {status}")
+            if stale := stale_note(measured):
+                status = f"{stale}: {status}"
         source = f"[{preset.cited_as}]({preset.url})"
         lines.append(f"| `{target}` | {preset.title} | {source} | {preset.expected_time} | {status} |")
     return "\n".join(lines) + "\n"
