@@ -1,7 +1,7 @@
-"""A pruning method and an evasion attack shipped as an installed package (docs/extending.md, "Shipping plugins
-as a package"): the package is written into a temporary folder, installed with pip (`--target`, offline), and a
-cell runs with its method and its attack through `python -m benchmark.run`, with no file of this checkout
-changed. A plugin that cannot be imported, that takes a built-in's name, or that ships a built-in's YAML is
+"""A pruning method, an evasion attack, a model and a dataset shipped as an installed package (docs/extending.md,
+"Shipping plugins as a package"): the package is written into a temporary folder, installed with pip (`--target`,
+offline), and cells run with its method and its attack, and with its model on its dataset, through
+`python -m benchmark.run`, with no file of this checkout changed. A plugin that cannot be imported, that takes a built-in's name, or that ships a built-in's YAML is
 rejected with exit code 2 and one line naming it, before the heavy imports."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import mlflow
 import pytest
 
 from conftest import ROOT, cli_env
-from test_extending import ATTACK, ATTACK_YAML, HEAVY, METHOD
+from test_extending import ATTACK, ATTACK_YAML, DATASET, DATASET_YAML, HEAVY, METHOD, MODEL, MODEL_YAML
 from test_extending import YAML as METHOD_YAML
 
 PYPROJECT = """[build-system]
@@ -31,6 +31,12 @@ global_l1 = "prunesec_extras.global_l1"
 
 [project.entry-points."prunesec.evasion_attacks"]
 mifgsm = "prunesec_extras.mifgsm"
+
+[project.entry-points."prunesec.models"]
+mlp = "prunesec_extras.mlp"
+
+[project.entry-points."prunesec.datasets"]
+bars = "prunesec_extras.bars"
 
 [project.entry-points."prunesec.configs"]
 prunesec_extras = "prunesec_extras.conf"
@@ -57,9 +63,13 @@ def site(tmp_path_factory) -> Path:
         "prunesec_extras/__init__.py": "",
         "prunesec_extras/global_l1.py": METHOD,
         "prunesec_extras/mifgsm.py": ATTACK,
+        "prunesec_extras/mlp.py": MODEL,
+        "prunesec_extras/bars.py": DATASET,
         "prunesec_extras/conf/__init__.py": "",
         "prunesec_extras/conf/pruning/global_l1.yaml": METHOD_YAML,
         "prunesec_extras/conf/threat/mifgsm.yaml": ATTACK_YAML,
+        "prunesec_extras/conf/model/mlp.yaml": MODEL_YAML,
+        "prunesec_extras/conf/dataset/bars.yaml": DATASET_YAML,
     })
     target = tmp / "site"
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
@@ -114,6 +124,22 @@ def test_a_cell_runs_with_an_installed_packages_method_and_attack(site, tmp_path
     assert first == 0.0 and (second * 30_000 + head * 1_000) / 31_000 == pytest.approx(0.6, abs=1e-4), per_layer
     robust = [run_[f"metrics.robust/mifgsm/eps_{eps:g}"] for eps in (0.05, 0.1, 0.2, 0.3)]
     assert all(r <= run_["metrics.robust/subset_clean_acc"] for r in robust)
+    assert run_["tags.plugin.prunesec-extras"] == "0.1.0"
+
+
+def test_a_cell_runs_with_an_installed_packages_model_on_its_dataset(site, tmp_path):
+    results = tmp_path / "results"
+    out = run(results, site, overrides=("dataset=bars", "model=mlp", "model.hidden=32", "train.epochs=20",
+                                        "train.lr=0.01", "pruning=magnitude_global", "pruning.sparsity=0.5"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["default"])
+    assert len(runs) == 1 and runs["status"][0] == "FINISHED"
+    run_ = runs.iloc[0]
+    assert run_["params.dataset.name"] == "bars" and run_["params.model.name"] == "mlp"
+    # the package's MLP on its 8x8 three-class bars: 64 -> 32 -> 32 -> 3, far above chance (1/3)
+    assert run_["metrics.cost/params_dense"] == 64 * 32 + 32 + 32 * 32 + 32 + 32 * 3 + 3
+    assert run_["metrics.clean/acc"] >= 0.9
     assert run_["tags.plugin.prunesec-extras"] == "0.1.0"
 
 
