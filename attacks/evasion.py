@@ -156,9 +156,15 @@ class EvasionThreat(Threat):
 
     @classmethod
     def check_config(cls, cfg) -> None:
-        """Each attack needs budgets of its norm (threat.eps, threat.eps_l2); a convergence check needs an iterative
-        attack."""
+        """Each attack needs budgets of its norm (threat.eps, threat.eps_l2) and runs once (its metrics and per-image
+        flags are keyed by its name); a convergence check needs an iterative attack."""
+        first: dict[str, int] = {}
         for i, attack in enumerate(cfg.attacks):
+            if attack.name in first:
+                raise ConfigError(f"threat.attacks[{i}].name={attack.name!r} repeats "
+                                  f"threat.attacks[{first[attack.name]}]; allowed: each attack once (its "
+                                  f"robust/{attack.name}/... metrics and per-image flags would overwrite the first's)")
+            first[attack.name] = i
             norm = ATTACKS[attack.name].norm
             if not eps_list(cfg, norm):
                 key = "eps" if norm == "linf" else "eps_l2"

@@ -470,6 +470,16 @@ def test_a_survivors_only_attack_sees_only_what_the_earlier_attacks_left_robust(
     assert "robust/gradient_masking_flag" not in m  # no weaker attack ran
 
 
+def test_an_attack_listed_twice_is_a_config_error(cfg_factory):
+    """Its metrics and per-image flags are keyed by its name: the second entry would silently replace the first's
+    in the worst case."""
+    cfg = cfg_factory("threat=evasion", "threat.attacks=[{name:fgsm,batch_size:250},{name:pgd_linf,max_iter:10,"
+                      "step_fraction:0.25,random_restarts:1,batch_size:250},{name:fgsm,batch_size:100}]")
+    with pytest.raises(ConfigError, match=r"^threat.attacks\[2\].name='fgsm' repeats threat.attacks\[0\]; allowed: "
+                                          r"each attack once"):
+        validate(cfg)
+
+
 def test_survivors_only_on_a_minimal_attack_and_dlr_on_two_classes_are_config_errors(cfg_factory, tmp_path):
     from conftest import write_npz
 
