@@ -1,8 +1,9 @@
 """A pruning method, an evasion attack, a model and a dataset shipped as an installed package (docs/extending.md,
 "Shipping plugins as a package"): the package is written into a temporary folder, installed with pip (`--target`,
 offline), and cells run with its method and its attack, and with its model on its dataset, through
-`python -m benchmark.run`, with no file of this checkout changed. A plugin that cannot be imported, that takes a built-in's name, or that ships a built-in's YAML is
-rejected with exit code 2 and one line naming it, before the heavy imports."""
+`python -m benchmark.run`, with no file of this checkout changed. A plugin that cannot be imported, that takes a
+built-in's name, or that ships a built-in's YAML is rejected with exit code 2 and one line naming it, before the
+heavy imports."""
 from __future__ import annotations
 
 import json
