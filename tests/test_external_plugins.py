@@ -107,15 +107,20 @@ def heavy_imports(out: subprocess.CompletedProcess) -> set[str]:
     return HEAVY & imported
 
 
-def test_a_cell_runs_with_an_installed_packages_method_and_attack(site, tmp_path):
-    results = tmp_path / "results"
-    out = run(results, site, overrides=("pruning=global_l1", "pruning.sparsity=0.6", "pruning.skip_first=true",
-                                        "threat=mifgsm"))
+def the_finished_run(out: subprocess.CompletedProcess, results: Path):
+    """The one run a successful cell logged under `results`, FINISHED."""
     assert out.returncode == 0, out.stderr[-3000:]
     mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["default"])
     assert len(runs) == 1 and runs["status"][0] == "FINISHED"
-    run_ = runs.iloc[0]
+    return runs.iloc[0]
+
+
+def test_a_cell_runs_with_an_installed_packages_method_and_attack(site, tmp_path):
+    results = tmp_path / "results"
+    out = run(results, site, overrides=("pruning=global_l1", "pruning.sparsity=0.6", "pruning.skip_first=true",
+                                        "threat=mifgsm"))
+    run_ = the_finished_run(out, results)
     assert run_["params.pruning.method"] == "global_l1" and run_["params.pruning.skip_first"] == "True"
     assert run_["params.threat.name"] == "mifgsm" and run_["metrics.attack/mifgsm/budget"] == 10
     # the plugin's ranking: the first layer stays dense, the other two lose 0.6 of their weights together
@@ -132,11 +137,7 @@ def test_a_cell_runs_with_an_installed_packages_model_on_its_dataset(site, tmp_p
     results = tmp_path / "results"
     out = run(results, site, overrides=("dataset=bars", "model=mlp", "model.hidden=32", "train.epochs=20",
                                         "train.lr=0.01", "pruning=magnitude_global", "pruning.sparsity=0.5"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["default"])
-    assert len(runs) == 1 and runs["status"][0] == "FINISHED"
-    run_ = runs.iloc[0]
+    run_ = the_finished_run(out, results)
     assert run_["params.dataset.name"] == "bars" and run_["params.model.name"] == "mlp"
     # the package's MLP on its 8x8 three-class bars: 64 -> 32 -> 32 -> 3, far above chance (1/3)
     assert run_["metrics.cost/params_dense"] == 64 * 32 + 32 + 32 * 32 + 32 + 32 * 3 + 3
