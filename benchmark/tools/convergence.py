@@ -22,6 +22,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from benchmark.version import RESULTS_VERSION
+
 ROOT = Path(__file__).resolve().parents[2]
 CASES = (("none", 0.0), ("l1_filter", 0.99), ("magnitude_global", 0.99))  # (pruning method, sparsity)
 EPS = (0.1, 0.2)
@@ -77,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = list(pool.map(measure, CASES))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from benchmark.version import RESULTS_VERSION
-
-    out.write_text(json.dumps({"results_version": RESULTS_VERSION, "multipliers": list(MULTIPLIERS), "overrides": list(OVERRIDES), "rows": rows,
+    out.write_text(json.dumps({"results_version": RESULTS_VERSION, "multipliers": list(MULTIPLIERS),
+                               "overrides": list(OVERRIDES), "rows": rows,
                                "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
                                "jobs": args.jobs, "total_s": time.perf_counter() - started}, indent=1) + "\n")
     print(f"wrote {out}")

@@ -28,6 +28,8 @@ from typing import Callable
 
 import pandas as pd
 
+from benchmark.version import RESULTS_VERSION
+
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = "tables/summary.csv"
 PERF = "perf.json"
@@ -260,8 +262,6 @@ def render_defences(path: Path) -> str:
 def stale_note(result: dict) -> str:
     """Empty for a measurement taken under this code's RESULTS_VERSION; else what makes it stale (a measurement
     that does not record its version is taken to be older)."""
-    from benchmark.version import RESULTS_VERSION
-
     measured = result.get("results_version", "unrecorded")
     return "" if measured == RESULTS_VERSION else (
         f"stale, measured under RESULTS_VERSION {measured} (this code's: {RESULTS_VERSION})")

@@ -30,6 +30,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from benchmark.version import RESULTS_VERSION
+
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "benchmark" / "reproduce_presets"
 OUT_DIR = "reproduce"  # under the results directory
@@ -266,11 +268,10 @@ def reproduce(target: str, preset: Preset, results: Path, tracking_uri: str, ext
     if len(metrics) < len(hashes):
         raise RuntimeError(f"{len(hashes) - len(metrics)} cells did not finish (grids {failed or 'all ran'}): "
                            "see their logs above")
-    from benchmark.version import RESULTS_VERSION
-
     rows = compare(preset, jobs, metrics)
     checked = [row["within"] for row in rows if row["within"] is not None]
-    return {"target": target, "results_version": RESULTS_VERSION, "title": preset.title, "source": preset.source, "url": preset.url,
+    return {"target": target, "results_version": RESULTS_VERSION, "title": preset.title, "source": preset.source,
+            "url": preset.url,
             "status": "within tolerance" if all(checked) else "outside tolerance",
             "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cells": len(hashes),
             "cells_run": len(hashes) - before, "seconds": time.perf_counter() - started,
