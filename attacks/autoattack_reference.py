@@ -42,13 +42,13 @@ class ReferenceAutoAttack:
 
 
 class ReferenceApgd:
-    """`generate(x, y)` -> adversarial x: the reference APGD at one eps with the loss `p.loss` (`ce`, `dlr`,
-    `dlr_targeted` against the `p.target_classes` likeliest other classes), `p.max_iter` iterations and
-    `p.random_restarts` restarts, on batches of `p.batch_size`. An image it breaks comes back as the first
-    iterate that fooled the model, any other as itself."""
+    """`generate(x, y)` -> adversarial x: the reference APGD at one eps with `loss` (`ce`, `dlr`, `dlr_targeted`
+    against the `targets` likeliest other classes, at most C - 1), `p.max_iter` iterations and `p.random_restarts`
+    restarts, on batches of `p.batch_size`. An image it breaks comes back as the first iterate that fooled the
+    model, any other as itself."""
 
-    def __init__(self, classifier, eps: float, p, norm: str):
-        self.classifier, self.eps, self.p, self.norm = classifier, eps, p, norm
+    def __init__(self, classifier, eps: float, p, norm: str, loss: str, targets: int = 1):
+        self.classifier, self.eps, self.p, self.norm, self.loss, self.targets = classifier, eps, p, norm, loss, targets
 
     def generate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
@@ -57,11 +57,11 @@ class ReferenceApgd:
         model.eval()
         common = dict(n_iter=int(self.p.max_iter), norm=_NORM[self.norm], n_restarts=int(self.p.random_restarts),
                       eps=self.eps, seed=int(np.random.randint(2**31 - 1)), device=device)  # seed: as above
-        if self.p.loss == "dlr_targeted":
-            targets = min(int(self.p.target_classes), self.classifier.nb_classes - 1)
+        if self.loss == "dlr_targeted":
+            targets = min(self.targets, self.classifier.nb_classes - 1)
             apgd = APGDAttack_targeted(model, n_target_classes=targets, **common)
         else:
-            apgd = APGDAttack(model, loss=self.p.loss, **common)
+            apgd = APGDAttack(model, loss=self.loss, **common)
         devices = [device] if torch.device(device).type == "cuda" else []
         batches = []
         with torch.random.fork_rng(devices=devices):  # the reference reseeds torch's generator

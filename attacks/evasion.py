@@ -76,8 +76,8 @@ def survivors(robust: dict[tuple[str, float], np.ndarray], norm: str, n: int) ->
 def pgd_budget(params) -> int:
     """Gradient steps per image of an iterative attack: steps x random starts (ART runs one start when it is 0)
     x target classes (a targeted APGD runs every start against each)."""
-    targets = int(params.target_classes) if params.get("loss") == "dlr_targeted" else 1
-    return int(params.max_iter) * max(1, int(params.get("random_restarts", 1))) * targets
+    targets = ATTACKS[params.name].targets
+    return int(params.max_iter) * max(1, int(params.get("random_restarts", 1))) * (targets(params) if targets else 1)
 
 
 def scaled_budget(params, multiplier: int, scale: str):

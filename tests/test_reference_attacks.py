@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from attacks import build_threat
 from attacks.art_classifier import art_classifier, to_numpy
 from attacks.evasion import ATTACKS, EvasionThreat
+from attacks.evasion_attacks import EVASION_ATTACKS
 
 CPU = torch.device("cpu")
 CPU_BUDGET = {"max_iter": 10, "square_queries": 100, "batch_size": 250}  # the standard composition, fewer steps
@@ -124,11 +125,13 @@ def test_the_evasion_threat_reads_fmn_linf_off_in_the_linf_norm():
     assert 0.3 <= out[eps[1]].mean() <= 0.7  # the median eps splits the images
 
 
-@pytest.mark.parametrize("loss, targets", [("ce", 1), ("dlr", 1), ("dlr_targeted", 9)])
+@pytest.mark.parametrize("name, loss, targets", [("apgd_linf", "ce", 1), ("apgd_linf", "dlr", 1),
+                                                 ("apgd_linf", "dlr_targeted", 9), ("apgd_t_linf", None, 9)])
 def test_reference_apgd_runs_its_loss_and_budget_inside_the_ball_and_keeps_torch_rng(trained_seed_cnn, digits,
-                                                                                      monkeypatch, loss, targets):
-    """The wrapper hands the reference its loss, iterations (with their step-size checkpoints), restarts and at most
-    C - 1 target classes, batch by batch; what it returns stays in the ball and breaks a plain CNN's digits."""
+                                                                                      monkeypatch, name, loss, targets):
+    """The wrapper hands the reference its loss (apgd_t_*: the targeted DLR), iterations (with their step-size
+    checkpoints), restarts and at most C - 1 target classes, batch by batch; what it returns stays in the ball and
+    breaks a plain CNN's digits."""
     from pyautoattack.autopgd_base import APGDAttack
 
     seen = []  # (loss, iterations, first checkpoint, restarts, targets, batch) per perturb call
@@ -142,9 +145,9 @@ def test_reference_apgd_runs_its_loss_and_budget_inside_the_ball_and_keeps_torch
     monkeypatch.setattr(APGDAttack, "attack_single_run", recording)
     x, y = to_numpy(digits.x_test[:30]), digits.y_test[:30].numpy()
     classifier = art_classifier(copy.deepcopy(trained_seed_cnn), tuple(x.shape[1:]), 10, CPU)
-    p = OmegaConf.create({"name": "apgd_linf", "loss": loss, "max_iter": 10, "random_restarts": 2,
+    p = OmegaConf.create({"name": name, **({"loss": loss} if loss else {}), "max_iter": 10, "random_restarts": 2,
                           "target_classes": 20, "batch_size": 16})
-    attack = ATTACKS["apgd_linf"].build(classifier, 0.2, p)
+    attack = ATTACKS[name].build(classifier, 0.2, p)
     torch.manual_seed(123)
     state = torch.random.get_rng_state()
     np.random.seed(0)
@@ -152,7 +155,7 @@ def test_reference_apgd_runs_its_loss_and_budget_inside_the_ball_and_keeps_torch
     assert torch.equal(torch.random.get_rng_state(), state)
     assert np.abs(x_adv - x).max() <= 0.2 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     assert (classifier.predict(x_adv).argmax(1) == y).mean() <= 0.2
-    reference_loss = {"ce": "ce", "dlr": "dlr", "dlr_targeted": "dlr-targeted"}[loss]
+    reference_loss = {"ce": "ce", "dlr": "dlr", "dlr_targeted": "dlr-targeted", None: "dlr-targeted"}[loss]
     assert {(s[0], s[1], s[2], s[4]) for s in seen} == {(reference_loss, 10, 2, targets)}
     assert max(s[5] for s in seen) <= 16  # batches of batch_size; restarts and targets rerun what is left
     np.random.seed(0)
@@ -162,6 +165,31 @@ def test_reference_apgd_runs_its_loss_and_budget_inside_the_ball_and_keeps_torch
 def test_apgd_budget_counts_steps_restarts_and_targets():
     from attacks.evasion import pgd_budget
 
-    p = {"max_iter": 20, "random_restarts": 2, "target_classes": 3}
+    p = {"name": "apgd_linf", "max_iter": 20, "random_restarts": 2, "target_classes": 3}
     assert pgd_budget(OmegaConf.create({**p, "loss": "dlr"})) == 40
     assert pgd_budget(OmegaConf.create({**p, "loss": "dlr_targeted"})) == 120
+    assert pgd_budget(OmegaConf.create({**p, "name": "apgd_t_linf"})) == 120
+
+
+@pytest.mark.parametrize("entry", [{"name": "apgd_linf", "loss": "dlr_targeted"}, {"name": "apgd_t_linf"}])
+def test_targeted_apgd_without_target_classes_runs_the_documented_default(trained_seed_cnn, digits, monkeypatch,
+                                                                          entry):
+    """target_classes is optional (the config model's default, the reference's 9): an entry without it is valid
+    and runs 9 targets (at most C - 1) with a budget of steps x restarts x 9."""
+    from pyautoattack.autopgd_base import APGDAttack_targeted
+
+    from attacks.evasion import pgd_budget
+    from attacks.evasion_attacks.apgd import TARGET_CLASSES
+
+    p = OmegaConf.create({**entry, "max_iter": 2, "random_restarts": 1, "batch_size": 16})
+    EVASION_ATTACKS[p.name].config.model_validate(OmegaConf.to_container(p))
+    assert pgd_budget(p) == 2 * TARGET_CLASSES
+    seen = []
+    original = APGDAttack_targeted.perturb
+    monkeypatch.setattr(APGDAttack_targeted, "perturb",
+                        lambda self, x, y: seen.append(self.n_target_classes) or original(self, x, y))
+    x, y = to_numpy(digits.x_test[:4]), digits.y_test[:4].numpy()
+    classifier = art_classifier(copy.deepcopy(trained_seed_cnn), tuple(x.shape[1:]), 10, CPU)
+    np.random.seed(0)
+    ATTACKS[p.name].build(classifier, 0.1, p).generate(x, y)
+    assert seen == [min(TARGET_CLASSES, 9)]

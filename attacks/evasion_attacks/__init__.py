@@ -30,6 +30,7 @@ EVASION_ATTACKS = Registry("threat.attacks.name", "attacks.evasion_attacks", met
     "role": "iterative",
     "query_budget": None,  # params -> model queries per image allowed (black-box attacks), logged beside the count
     "min_classes": None,  # params -> the fewest classes the attack works with (checked against the data's)
+    "targets": None,  # params -> target classes each start is run against (a targeted attack's budget); None: 1
 }, plugins="prunesec.evasion_attacks")
 
 
@@ -49,6 +50,7 @@ class AttackSpec:
     role: str  # "iterative" (white-box, the reference), "single_step", "black_box", "ensemble", "minimal"
     query_budget: Callable | None = None  # params -> model queries per image allowed (black-box attacks)
     min_classes: Callable | None = None  # params -> the fewest classes the attack works with
+    targets: Callable | None = None  # params -> target classes each start is run against (None: untargeted)
 
     @property
     def minimal(self) -> bool:
@@ -60,7 +62,7 @@ class AttackSpecs(Mapping):
 
     def __getitem__(self, name: str) -> AttackSpec:
         entry = EVASION_ATTACKS[name]
-        return AttackSpec(entry.target, entry.norm, entry.role, entry.query_budget, entry.min_classes)
+        return AttackSpec(entry.target, entry.norm, entry.role, entry.query_budget, entry.min_classes, entry.targets)
 
     def __iter__(self):
         return iter(EVASION_ATTACKS)

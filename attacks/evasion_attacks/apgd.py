@@ -9,6 +9,9 @@ when progress stalls, from `random_restarts` random starts, on
 - `dlr_targeted`: the targeted DLR against each of the `target_classes` likeliest other classes in turn
   (AutoAttack's APGD-T).
 
+`apgd_t_linf` / `apgd_t_l2` are APGD-T under AutoAttack's own name for it, so that one threat can run it after an
+untargeted APGD (a threat lists each attack name once), as AutoAttack runs APGD-T after APGD-CE.
+
 As in the reference, an image counts as broken when any iterate of any restart (and target) fooled the model.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ from benchmark.checks import whole
 
 # The logits the loss reads: the DLR denominator needs the third largest, its targeted form the fourth.
 MIN_CLASSES = {"ce": 2, "dlr": 3, "dlr_targeted": 4}
+TARGET_CLASSES = 9  # the reference's APGD-T: the 9 likeliest other classes
 
 
 class Apgd(AttackConfig):
@@ -27,24 +31,56 @@ class Apgd(AttackConfig):
     loss: Literal["ce", "dlr", "dlr_targeted"]
     max_iter: whole(1, 1_000_000)
     random_restarts: whole(1, 10_000)
-    target_classes: whole(1, 100_000) = 9  # dlr_targeted: how many of the likeliest other classes (at most C - 1)
+    # dlr_targeted: how many of the likeliest other classes (at most C - 1 run)
+    target_classes: whole(1, 100_000) = TARGET_CLASSES
+
+
+class ApgdTargeted(AttackConfig):
+    name: Literal["apgd_t_linf", "apgd_t_l2"]
+    max_iter: whole(1, 1_000_000)
+    random_restarts: whole(1, 10_000)
+    target_classes: whole(1, 100_000) = TARGET_CLASSES  # how many of the likeliest other classes (at most C - 1 run)
+
+
+def _loss(p) -> str:
+    return "dlr_targeted" if p.name.startswith("apgd_t_") else p.loss
+
+
+def _min_classes(p) -> int:
+    return MIN_CLASSES[_loss(p)]
+
+
+def _targets(p) -> int:
+    """Target classes each start runs against, as configured (the attack runs at most C - 1 of them)."""
+    return int(p.get("target_classes", TARGET_CLASSES)) if _loss(p) == "dlr_targeted" else 1
 
 
 def _apgd(classifier, eps, p, norm: str):
     from attacks.autoattack_reference import ReferenceApgd
 
-    return ReferenceApgd(classifier, eps, p, norm)
+    return ReferenceApgd(classifier, eps, p, norm, _loss(p), _targets(p))
 
 
-def _min_classes(p) -> int:
-    return MIN_CLASSES[p.loss]
+def _register(name: str, config, norm: str):
+    return EVASION_ATTACKS.register(name, config=config, norm=norm, role="iterative", min_classes=_min_classes,
+                                    targets=_targets)
 
 
-@EVASION_ATTACKS.register("apgd_linf", config=Apgd, norm="linf", role="iterative", min_classes=_min_classes)
+@_register("apgd_linf", Apgd, "linf")
 def apgd_linf(classifier, eps, p):
     return _apgd(classifier, eps, p, "linf")
 
 
-@EVASION_ATTACKS.register("apgd_l2", config=Apgd, norm="l2", role="iterative", min_classes=_min_classes)
+@_register("apgd_l2", Apgd, "l2")
 def apgd_l2(classifier, eps, p):
+    return _apgd(classifier, eps, p, "l2")
+
+
+@_register("apgd_t_linf", ApgdTargeted, "linf")
+def apgd_t_linf(classifier, eps, p):
+    return _apgd(classifier, eps, p, "linf")
+
+
+@_register("apgd_t_l2", ApgdTargeted, "l2")
+def apgd_t_l2(classifier, eps, p):
     return _apgd(classifier, eps, p, "l2")
