@@ -266,9 +266,11 @@ def test_grid_time_block_states_the_default_grids_time_the_evasion_ratio_and_the
     assert "| 0.41× |" in text and "| +1.5 points | ≤ 2 points |" in text and "4 cells × 100 images" in text
     assert "by stage: train 9.0 s, threat 7.5 s; in all 30.0 s." in text and "0.4–2.1 around the grid" in text
     perf["aa_gap"].update(max_gap=0.05, ok=False, failed_cells=["seed_cnn|random|s=0.9|evasion|seed=0"])
+    perf["default_grid_first_s"] = 390
     (repo / "results" / "perf.json").write_text(json.dumps(perf))
     assert run(repo) == 0
     assert "+5.0 points (fails: `seed_cnn\\|random\\|s=0.9\\|evasion\\|seed=0`) |" in (repo / "README.md").read_text()
+    assert "| 6.5 min (over the goal) | ≤ 5 min" in (repo / "README.md").read_text()
     (repo / "results" / "perf.json").write_text(json.dumps({"machine": "x86_64"}))
     assert run(repo) == 0
     assert "holds no default-grid time: run `make perf`" in (repo / "README.md").read_text()

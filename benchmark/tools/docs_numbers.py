@@ -152,8 +152,10 @@ def render_grid_time(path: Path) -> str:
     if "default_grid_first_s" in result:
         launcher = result.get("default_grid_launcher", "one cell after another")
         cells = f", {result['default_grid_cells']} cells" if "default_grid_cells" in result else ""
+        minutes = result["default_grid_first_s"] / 60
         lines.append(f"| the default grid's first run (`experiment=default`{cells}; `{launcher}`) | "
-                     f"{result['default_grid_first_s'] / 60:.1f} min | ≤ {GRID_GOAL_MIN} min on 2 idle cores |")
+                     f"{minutes:.1f} min{' (over the goal)' if minutes > GRID_GOAL_MIN else ''} | "
+                     f"≤ {GRID_GOAL_MIN} min on 2 idle cores |")
     if "evasion_new_over_old" in result:
         load = result.get("evasion_load_avg_1m")
         lines.append(f"| the grid's evasion / the old way (every attack at every eps on every image, final iterate "
