@@ -2,7 +2,7 @@
 
 1. `pgd`: PGD (L-inf, 10 steps, 1,000 mnist5k test images, seed_cnn) through our ART wrapper vs a plain torch loop
    doing the same attack; the outputs are compared (max |x_adv difference|, same robust accuracy).
-2. `evasion`: the default grid's evasion (conf/threat/evasion.yaml: FGSM, PGD-10, APGD-DLR-20 at the 4 eps on the
+2. `evasion`: the default grid's evasion (conf/threat/evasion.yaml: FGSM, PGD-10, APGD-DLR-20, APGD-T at the 4 eps on the
    cell's 500 seeded test images) the old way, every attack at every eps on every image from scratch and judged on its
    final output, against the grid's own path (attacks/evasion.py: every PGD iterate judged, each eps attacking only
    the images still robust), on the same model and images, in alternated pairs: the ratio of their wall times.
