@@ -209,7 +209,7 @@ def test_a_spec_is_one_line_and_absent_metrics_are_skipped(frame, tmp_path):
                                                "train_acc_vs_sparsity__seed_cnn__digits__evasion.png"]
     robust = next(spec for spec in figures.FIGURES if spec.name == "robust_vs_sparsity")
     panels = figures.matching(frame, robust.metrics, robust.exclude)  # aggregates (worst, ensemble) excluded
-    assert panels == [f"robust/{a}/eps_{e}" for a in ("apgd_linf", "fgsm", "pgd_linf")
+    assert panels == [f"robust/{a}/eps_{e}" for a in ("apgd_linf", "apgd_t_linf", "fgsm", "pgd_linf")
                       for e in ("0.05", "0.1", "0.2", "0.3")]
 
 
