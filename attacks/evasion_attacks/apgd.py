@@ -26,20 +26,20 @@ MIN_CLASSES = {"ce": 2, "dlr": 3, "dlr_targeted": 4}
 TARGET_CLASSES = 9  # the reference's APGD-T: the 9 likeliest other classes
 
 
-class Apgd(AttackConfig):
-    name: Literal["apgd_linf", "apgd_l2"]
-    loss: Literal["ce", "dlr", "dlr_targeted"]
+class _ApgdBudget(AttackConfig):
     max_iter: whole(1, 1_000_000)
     random_restarts: whole(1, 10_000)
-    # dlr_targeted: how many of the likeliest other classes (at most C - 1 run)
+    # a targeted loss: how many of the likeliest other classes (at most C - 1 run)
     target_classes: whole(1, 100_000) = TARGET_CLASSES
 
 
-class ApgdTargeted(AttackConfig):
+class Apgd(_ApgdBudget):
+    name: Literal["apgd_linf", "apgd_l2"]
+    loss: Literal["ce", "dlr", "dlr_targeted"]
+
+
+class ApgdTargeted(_ApgdBudget):
     name: Literal["apgd_t_linf", "apgd_t_l2"]
-    max_iter: whole(1, 1_000_000)
-    random_restarts: whole(1, 10_000)
-    target_classes: whole(1, 100_000) = TARGET_CLASSES  # how many of the likeliest other classes (at most C - 1 run)
 
 
 def _loss(p) -> str:
@@ -66,21 +66,14 @@ def _register(name: str, config, norm: str):
                                     targets=_targets)
 
 
+# One builder per norm serves both names: the loss comes from the entry (`_loss`).
+@_register("apgd_t_linf", ApgdTargeted, "linf")
 @_register("apgd_linf", Apgd, "linf")
 def apgd_linf(classifier, eps, p):
     return _apgd(classifier, eps, p, "linf")
 
 
+@_register("apgd_t_l2", ApgdTargeted, "l2")
 @_register("apgd_l2", Apgd, "l2")
 def apgd_l2(classifier, eps, p):
-    return _apgd(classifier, eps, p, "l2")
-
-
-@_register("apgd_t_linf", ApgdTargeted, "linf")
-def apgd_t_linf(classifier, eps, p):
-    return _apgd(classifier, eps, p, "linf")
-
-
-@_register("apgd_t_l2", ApgdTargeted, "l2")
-def apgd_t_l2(classifier, eps, p):
     return _apgd(classifier, eps, p, "l2")

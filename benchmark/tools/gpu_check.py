@@ -105,9 +105,9 @@ def write_cifar_format(path: Path, n_train: int, n_test: int, seed: int = 0) -> 
 
 
 def resnet_command(device: str, results: Path, data: Path) -> list[str]:
-    """One ResNet-18 cell (CIFAR stem) on the CIFAR-format npz: 2 epochs, l1_filter at 0.5, FGSM, PGD-10 and
-    APGD-DLR-20 and APGD-T at the npz preset's three CIFAR eps on 200 images; `eval=fast` with a 32-image latency batch, since
-    latency is timed on one CPU thread whatever the device."""
+    """One ResNet-18 cell (CIFAR stem) on the CIFAR-format npz: 2 epochs, l1_filter at 0.5, FGSM, PGD-10,
+    APGD-DLR-20 and APGD-T at the npz preset's three CIFAR eps on 200 images; `eval=fast` with a 32-image latency
+    batch, since latency is timed on one CPU thread whatever the device."""
     return [sys.executable, "-m", "benchmark.run", "-m", "dataset=npz", f"dataset.path={data}", "model=torchvision",
             "model.arch=resnet18", "model.cifar_stem=true", "pruning=l1_filter", "pruning.sparsity=0.5",
             "train.epochs=2", "threat=evasion", "threat.subset=200", "eval=fast", "eval.latency.batch_size=32",

@@ -2,10 +2,11 @@
 
 1. `pgd`: PGD (L-inf, 10 steps, 1,000 mnist5k test images, seed_cnn) through our ART wrapper vs a plain torch loop
    doing the same attack; the outputs are compared (max |x_adv difference|, same robust accuracy).
-2. `evasion`: the default grid's evasion (conf/threat/evasion.yaml: FGSM, PGD-10, APGD-DLR-20, APGD-T at the 4 eps on the
-   cell's 500 seeded test images) the old way, every attack at every eps on every image from scratch and judged on its
-   final output, against the grid's own path (attacks/evasion.py: every PGD iterate judged, each eps attacking only
-   the images still robust), on the same model and images, in alternated pairs: the ratio of their wall times.
+2. `evasion`: the default grid's evasion (conf/threat/evasion.yaml: FGSM, PGD-10, APGD-DLR-20, APGD-T at the 4 eps
+   on the cell's 500 seeded test images) the old way, every attack at every eps on every image from scratch and
+   judged on its final output, against the grid's own path (attacks/evasion.py: every PGD iterate judged, each eps
+   attacking only the images still robust), on the same model and images, in alternated pairs: the ratio of their
+   wall times.
 3. `stages`: one default-grid cell (seed_cnn, magnitude_global at 0.9) into a fresh store, one torch thread: its
    time per stage (time/* metrics: data, train, prune, finetune, measure, security, attack, threat, bookkeeping).
 4. `grids`: a cell's bookkeeping (config, hashing, MLflow, caching) vs its compute: time/bookkeeping_s /
