@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks import build_threat
 from benchmark import hashing, measure, stages, tracking
+from benchmark.allocator import keep_freed_memory
 from benchmark.artifacts import PREDICTIONS_ARTIFACT
 from benchmark.cache import ModelCache
 from benchmark.data import cell_data, image_ids, seeded_indices
@@ -111,7 +112,8 @@ def run_cell(cfg: DictConfig, progress: str = "", logged: bool = True) -> CellRe
 
 
 def _start(cfg: DictConfig):
-    """The cell's device and threat, with the thread count it asks for."""
+    """The cell's device and threat, with the thread count it asks for and an allocator that keeps freed memory."""
+    keep_freed_memory()
     if cfg.get("torch_threads"):  # e.g. several submitit_local jobs on one machine: avoid oversubscribing cores
         torch.set_num_threads(int(cfg.torch_threads))
     device = resolve_device(cfg.device)
