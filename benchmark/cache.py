@@ -1,5 +1,6 @@
-"""Content-addressed model cache: one file per entry, `<root>/<kind>/<key>.safetensors`, whose header holds the
-entry's metadata and the sha256 of its tensors.
+"""Content-addressed cache: one file per entry. A model is `<root>/<kind>/<key>.safetensors`, whose header holds
+the entry's metadata and the sha256 of its tensors; a record (a model's evaluation, benchmark/evaluation.py) is
+`<root>/<kind>/<key>.json`, its first line the sha256 of the JSON text that follows.
 
 One file, written atomically (temp file + rename): two workers computing the same artifact cannot leave a torn
 file, and a reader can never pair one writer's weights with another's checksum (a weights file plus a sidecar
@@ -20,6 +21,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from filelock import FileLock
 from safetensors.torch import load as load_tensors
@@ -57,9 +59,44 @@ def _metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8:8 + length]).get("__metadata__") or {}
 
 
+def _plain(value):
+    """A numpy scalar or a one-element tensor as the Python number it holds (json cannot write them)."""
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-able")
+
+
 class ModelCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+
+    def record_path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.json"
+
+    def save_record(self, kind: str, key: str, record: dict) -> Path:
+        """`record` (JSON-able; NaN and infinities kept) as one file, written atomically."""
+        path = self.record_path(kind, key)
+        text = json.dumps(record, default=_plain)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        atomic_write(path, lambda tmp: Path(tmp).write_text(f"{digest}\n{text}"))
+        return path
+
+    def load_record(self, kind: str, key: str) -> dict | None:
+        """The record, or None when absent or corrupted (a corrupted entry is deleted)."""
+        path = self.record_path(kind, key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        digest, _, text = data.partition(b"\n")
+        if hashlib.sha256(text).hexdigest().encode() == digest:
+            try:
+                return json.loads(text)
+            except ValueError:
+                pass
+        log.warning("cache entry %s/%s is corrupted: deleting it and recomputing", kind, key)
+        path.unlink(missing_ok=True)
+        return None
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.safetensors"

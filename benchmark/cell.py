@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import mlflow
 import pandas as pd
@@ -20,7 +21,7 @@ from benchmark.allocator import keep_freed_memory
 from benchmark.artifacts import PREDICTIONS_ARTIFACT
 from benchmark.cache import ModelCache
 from benchmark.data import cell_data, image_ids, seeded_indices
-from benchmark.properties import security_properties
+from benchmark.evaluation import evaluate
 from benchmark.pruning import amount_key, run_label
 from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
 from benchmark.tracking_store import redact, tracking_uri_of
@@ -204,25 +205,27 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str, record=mlflow):
                      "produced_by_commit.dense": dense_meta.get("produced_by_commit", "unknown"),
                      **sets.roles(data),
                      "torch_threads.dense": str(dense_meta.get("torch_threads", "unknown")),
-                     "torch_threads.finetune": str(meta.get("torch_threads", "unknown")),
-                     "torch_threads.eval": str(torch.get_num_threads())})
+                     "torch_threads.finetune": str(meta.get("torch_threads", "unknown"))})
 
     t = time.perf_counter()
     measured, per_layer_sparsity, predictions = _measure(cfg, dense, model, data, sets.dense, device)
     metrics.update(measured)
     metrics["time/measure_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()  # calibration, corruptions, attribution agreement
-    properties, property_curves, property_figures = security_properties(cfg.eval, dense, model, data, device, cfg.seed)
-    metrics.update(properties)
-    for artifact, figure in property_figures.items():
-        record.log_figure(figure, artifact)
-    metrics["time/security_s"] = time.perf_counter() - t
+    # security properties and the threat's report, shared by the cells whose models have these weights
+    evaluation, evaluation_key = evaluate(cfg, threat, dense, model, data, device, cache, use_cache)
+    metrics.update(evaluation.metrics)
+    metrics["cache/evaluation_hit"] = float(evaluation.cache_hit)
+    metrics["time/security_s"] = evaluation.security_s
+    record.set_tags({"evaluation_key": evaluation_key, "torch_threads.eval": str(evaluation.torch_threads),
+                     "produced_by_commit.evaluation": evaluation.produced_by_commit})
+    for artifact, content in evaluation.figures.items():
+        log_file(record, content, artifact)
+    for artifact, content in evaluation.artifacts.items():
+        record.log_dict(content, artifact)
 
     t = time.perf_counter()
-    report = threat.evaluate(model, data, device, cfg.seed)
     metrics.update(plan.report.metrics)
-    metrics.update(report.metrics)
     if plan.wants_clean_reference:  # the clean model at this method and sparsity (the evasion cell's, cached)
         reference = stages.clean_reference_model(cfg, data, cache, device, use_cache)
         metrics.update(threat.reference_metrics(reference, metrics, data, device, cfg.seed))
@@ -234,20 +237,27 @@ def _compute(cfg, threat, device, results: Path, cell_hash: str, record=mlflow):
                                   device, use_cache)[0]
 
     metrics.update(threat.effectiveness(dense_for, data, device, cfg.seed))  # threat/dense_success, threat/effective
-    for artifact, figure in {**plan.report.figures, **report.figures}.items():
+    for artifact, figure in plan.report.figures.items():
         record.log_figure(figure, artifact)
-    for artifact, content in report.artifacts.items():
-        record.log_dict(content, artifact)
-    metrics["time/threat_s"] = time.perf_counter() - t
+    metrics["time/threat_s"] = evaluation.threat_s + time.perf_counter() - t
 
-    curves = [("finetune/loss", loss, epoch) for epoch, loss in enumerate(meta["epoch_losses"], start=1)] + report.curves
-    curves += property_curves
+    curves = [("finetune/loss", loss, epoch) for epoch, loss in enumerate(meta["epoch_losses"], start=1)]
+    curves += evaluation.curves
     curves += [(f"finetune/{name}", value, step)  # step 0: just pruned; step e: after fine-tune epoch e
                for step, tracked in enumerate(meta.get("tracked", [])) for name, value in tracked.items()]
     record.log_dict(per_layer_sparsity, "sparsity_per_layer.json")
     record.log_table(predictions, PREDICTIONS_ARTIFACT)
     record.log_artifact(str(cache.root / "pruned" / f"{pruned_key}.safetensors"), "model")
     return metrics, curves
+
+
+def log_file(record, content: bytes, artifact_file: str) -> None:
+    """`content` logged to `record` as the file `artifact_file` (its folder part becomes the artifact folder)."""
+    path = PurePosixPath(artifact_file)
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / path.name
+        local.write_bytes(content)
+        record.log_artifact(str(local), None if str(path.parent) == "." else str(path.parent))
 
 
 def before_finetune(meta: dict) -> dict[str, float]:

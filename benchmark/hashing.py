@@ -2,7 +2,8 @@
 
 Key chain (docs/pipeline.md, "Hashing"): dense = H(code, device type, dataset, model, train, seed, defender split's
 size, training-data threat part); pruned = H(code, device type, dense, pruning, finetune, fine-tune data);
-cell = H(code, device type, resolved config minus run-only keys). `code` is benchmark.version.code_identity():
+cell = H(code, device type, resolved config minus run-only keys); evaluation = H(cell's identity minus the keys that
+only shape the weights, the weights of the model and of its dense parent). `code` is benchmark.version.code_identity():
 the results version and the versions of the libraries that compute numbers or data splits, so a change that alters
 numbers makes every older cache entry and finished cell stale instead of silently reused. A cell that uses an
 installed plugin's method, dataset, model or attack adds the plugin package's version (`plugins`) to every key.
@@ -185,3 +186,17 @@ def pruned_key(dense: str, cfg: DictConfig, finetune_data_key: dict | None = Non
     plain = resolved(cfg)
     return stable_hash({**_computation(cfg), "dense": dense, "pruning": plain["pruning"], "finetune": plain["finetune"],
                         "finetune_data": finetune_data_key})
+
+
+# The cell keys that only decide the weights of its models: an evaluation key holds the weights instead.
+WEIGHT_KEYS = ("train", "pruning", "finetune")
+
+
+def evaluation_key(cfg: DictConfig, weights_sha256: str, dense_weights_sha256: str) -> str:
+    """What a finished model's evaluation (benchmark/evaluation.py) is a function of: the cell's identity without the
+    keys that only decide the weights (`WEIGHT_KEYS`), the code and device type, and the weights themselves (the
+    model's and its dense parent's, `cache.tensors_sha256`). Cells whose pruning and fine-tuning give the same
+    weights (every method at sparsity 0 prunes nothing and fine-tunes alike) share it."""
+    identity = {k: v for k, v in cell_identity(cfg).items() if k not in WEIGHT_KEYS}
+    return stable_hash({**identity, **_computation(cfg), "weights": weights_sha256,
+                        "dense_weights": dense_weights_sha256})
