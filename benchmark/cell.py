@@ -21,6 +21,7 @@ from benchmark.allocator import keep_freed_memory
 from benchmark.artifacts import PREDICTIONS_ARTIFACT
 from benchmark.cache import ModelCache
 from benchmark.data import cell_data, image_ids, seeded_indices
+from benchmark.dense_memo import memoised
 from benchmark.evaluation import evaluate
 from benchmark.pruning import amount_key, run_label
 from benchmark.pruning.common import achieved_sparsity, layer_weight_counts
@@ -278,7 +279,9 @@ def _measure(cfg, dense, model, data, dense_train, device) -> tuple[dict[str, fl
     example = data.x_test[:1].to(device)
     macs_dense, _ = measure.macs_and_params(dense, example)
     macs, _ = measure.macs_and_params(model, example)
-    logits, dense_logits = predict(model, data.x_test, device), predict(dense, data.x_test, device)
+    logits = predict(model, data.x_test, device)
+    dense_logits = memoised("logits", dense, {"x": data.x_test}, {"device": str(device)},
+                            lambda: predict(dense, data.x_test, device))
     test_acc, test_loss = logits_accuracy_and_loss(logits, data.y_test)
     subset = seeded_indices(len(data.y_train), cfg.eval.train_subset, cfg.seed)
     train_acc, train_loss = accuracy_and_loss(model, data.x_train[subset], data.y_train[subset], device)

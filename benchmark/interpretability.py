@@ -14,8 +14,9 @@ import torch.nn as nn
 from captum.attr import IntegratedGradients, Saliency
 from scipy.stats import rankdata
 
-from benchmark.training import frozen_parameters, predict
 from benchmark.data import seeded_indices
+from benchmark.dense_memo import memoised
+from benchmark.training import frozen_parameters, predict
 
 METHODS = ("saliency", "integrated_gradients")
 
@@ -73,6 +74,18 @@ def interpret_subset(x: torch.Tensor, y: torch.Tensor, size: int, seed: int):
     return x[idx], y[idx]
 
 
+def dense_attributions(dense: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, cfg, device):
+    """(maps, deletion-curve area) of the dense parent: the same for every cell a worker runs on that dense model,
+    so computed once per process (benchmark/dense_memo.py)."""
+    def compute():
+        maps = attribution_maps(dense, x, y, method, cfg, device)
+        return maps, area(deletion_curve(dense, x, y, maps, cfg.deletion_steps, cfg.baseline, device))
+
+    settings = {"method": method, "ig_steps": cfg.ig_steps, "baseline": cfg.baseline,
+                "deletion_steps": cfg.deletion_steps, "device": str(device)}
+    return memoised("attributions", dense, {"x": x, "y": y}, settings, compute)
+
+
 def compare(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, y: torch.Tensor, device, cfg, seed: int):
     """(metrics, curves, maps) comparing the pruned model's attributions with its dense parent's on a fixed subset.
 
@@ -81,7 +94,7 @@ def compare(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, y: torch.Tenso
     metrics: dict[str, float] = {"interpret/subset_size": float(len(y))}
     curves, maps = [], {}
     for method in cfg.methods:
-        a_dense = attribution_maps(dense, x, y, method, cfg, device)
+        a_dense, auc_dense = dense_attributions(dense, x, y, method, cfg, device)
         a_pruned = attribution_maps(pruned, x, y, method, cfg, device)
         maps[method] = (a_dense, a_pruned)
         correlations = spearman(a_dense, a_pruned)  # NaN for a constant map (e.g. every weight pruned)
@@ -90,8 +103,7 @@ def compare(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, y: torch.Tenso
         metrics[f"interpret/{method}/topk_overlap"] = float(topk_overlap(a_dense, a_pruned, cfg.topk).mean())
         curve = deletion_curve(pruned, x, y, a_pruned, cfg.deletion_steps, cfg.baseline, device)
         metrics[f"interpret/{method}/deletion_auc"] = area(curve)
-        metrics[f"interpret/{method}/deletion_auc_dense"] = area(
-            deletion_curve(dense, x, y, a_dense, cfg.deletion_steps, cfg.baseline, device))
+        metrics[f"interpret/{method}/deletion_auc_dense"] = auc_dense
         curves += [(f"interpret_deletion/{method}", acc, int(round(100 * i / cfg.deletion_steps)))
                    for i, acc in enumerate(curve)]
     return metrics, curves, (x, y, maps)

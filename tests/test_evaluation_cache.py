@@ -92,3 +92,25 @@ def test_a_corrupted_evaluation_record_is_deleted_not_trusted(tmp_path):
     assert math.isnan(loaded["metrics"]["nan"]) and loaded["metrics"]["inf"] == math.inf
     path.write_bytes(path.read_bytes().replace(b"0.25", b"0.35"))
     assert cache.load_record(KIND, "k") is None and not path.exists()
+
+
+def test_dense_side_results_are_kept_by_content_and_never_served_for_another_model_or_input():
+    from benchmark.dense_memo import memoised
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    model, x = torch.nn.Linear(4, 3), torch.rand(8, 4)
+    assert memoised("logits", model, {"x": x}, {"device": "cpu"}, compute) == 1
+    assert memoised("logits", model, {"x": x.clone()}, {"device": "cpu"}, compute) == 1  # same content: kept
+    changed = torch.nn.Linear(4, 3)
+    changed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        changed.weight[0, 0] += 1
+    assert memoised("logits", changed, {"x": x}, {"device": "cpu"}, compute) == 2
+    assert memoised("logits", model, {"x": x[:4]}, {"device": "cpu"}, compute) == 3
+    assert memoised("logits", model, {"x": x}, {"device": "cuda"}, compute) == 4
+    assert memoised("attributions", model, {"x": x}, {"device": "cpu"}, compute) == 5
