@@ -5,7 +5,6 @@ the settings), so a different model, input or setting is never served another's 
 """
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from typing import Callable
 
@@ -13,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from benchmark.cache import tensors_sha256
+from benchmark.hashing import stable_hash
 
 ENTRIES = 16  # the most recent results kept (a worker's cells use one or two dense models at a time)
 _entries: OrderedDict[tuple, object] = OrderedDict()
@@ -21,8 +21,7 @@ _entries: OrderedDict[tuple, object] = OrderedDict()
 def memoised(kind: str, model: nn.Module, inputs: dict[str, torch.Tensor], settings, compute: Callable[[], object]):
     """`compute()`'s result for (`kind`, `model`'s weights, `inputs`, `settings`): from this process's memo, or
     computed now and kept. Callers treat the result as read-only."""
-    key = (kind, tensors_sha256(model.state_dict()), tensors_sha256(inputs),
-           json.dumps(settings, sort_keys=True, default=str))
+    key = (kind, tensors_sha256(model.state_dict()), tensors_sha256(inputs), stable_hash(settings))
     if key in _entries:
         _entries.move_to_end(key)
         return _entries[key]
